@@ -1,0 +1,20 @@
+"""fleetsim: datacenter accelerator procurement TCO simulator.
+
+`import sim` stays light: submodules load on first use, so a module such as the calibration
+runner (`python -m sim.calibrate.run`) works where only torch, numpy and pyyaml are installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("config", "perf", "calibrate", "cli")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"sim.{name}")
+    raise AttributeError(f"module 'sim' has no attribute '{name}'")

@@ -1,0 +1,243 @@
+"""`fleetsim` command line: library tables, performance estimates, JSON Schema.
+
+User errors (bad YAML, unknown ids, impossible precision or layout) print one line to stderr and
+exit with code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="fleetsim: accelerator fleet TCO simulator.")
+console = Console()
+err_console = Console(stderr=True)
+
+_STATE = {"debug": False, "library": []}
+
+LibraryOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--library", help="extra library folder searched before the packaged one (repeatable)")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
+    _STATE["debug"] = debug
+
+
+def _lib(library: list[Path] | None):
+    from sim.config.library import Library
+
+    return Library.default(library or [])
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from sim.config.loader import ConfigError
+    from sim.perf.memory import LayoutError
+    from sim.perf.precision import PrecisionError
+
+    return (ConfigError, LayoutError, PrecisionError)
+
+
+@app.command()
+def cards(library: LibraryOpt = None) -> None:
+    """Table of the cards in the library."""
+    lib = _lib(library)
+    t = Table(title="Cards")
+    for col in ("id", "name", "BF16 TF", "FP8 TF", "FP4 TF", "mem GB", "TB/s", "scale-up",
+                "TDP W", "launch"):
+        t.add_column(col)
+    for cid in lib.ids("card"):
+        c = lib.card(cid)
+        su = c.scale_up
+        t.add_row(cid, c.name, f"{c.compute.bf16_tflops:g}", _opt(c.compute.fp8_tflops),
+                  _opt(c.compute.fp4_tflops), f"{c.memory.capacity_gb:g}",
+                  f"{c.memory.bandwidth_tbps:g}",
+                  f"{su.topology} {su.domain_size}x {su.per_direction_gbytes_per_s:g} GB/s",
+                  f"{c.power.tdp_w:g}", c.launch)
+    console.print(t)
+
+
+@app.command()
+def models(library: LibraryOpt = None) -> None:
+    """Table of the models in the library, with derived parameter counts."""
+    from sim.perf.params import active_params, total_params
+
+    lib = _lib(library)
+    t = Table(title="Models")
+    for col in ("id", "name", "layers", "hidden", "heads/kv", "attention", "experts",
+                "params B (derived)", "active B", "published B"):
+        t.add_column(col)
+    for mid in lib.ids("model"):
+        m = lib.model(mid)
+        a = m.architecture
+        ex = f"{a.moe.experts_per_token}/{a.moe.num_experts}" if a.moe else "-"
+        t.add_row(mid, m.name, str(a.num_layers), str(a.hidden_size),
+                  f"{a.num_attention_heads}/{a.num_kv_heads}", a.attention, ex,
+                  f"{total_params(a) / 1e9:.1f}", f"{active_params(a) / 1e9:.1f}",
+                  f"{m.published_params.total_b:g}")
+    console.print(t)
+
+
+@app.command()
+def perf(
+    card: Annotated[Optional[str], typer.Option(help="card id, e.g. h100-sxm")] = None,
+    model: Annotated[str, typer.Option(help="model id, e.g. llama-2-70b")] = "llama-2-70b",
+    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8, fp4 or int8 preset")] = "bf16",
+    weights: Annotated[Optional[str], typer.Option(help="override weight precision")] = None,
+    activations: Annotated[Optional[str], typer.Option(help="override activation precision")] = None,
+    kv: Annotated[Optional[str], typer.Option(help="override KV-cache precision")] = None,
+    tp: Annotated[Optional[int], typer.Option(help="tensor parallel (default: best that fits)")] = None,
+    isl: Annotated[Optional[float], typer.Option(help="mean input tokens")] = None,
+    osl: Annotated[Optional[float], typer.Option(help="mean output tokens")] = None,
+    workload: Annotated[Optional[str], typer.Option(help="named length mix in workloads/lengths")] = None,
+    ep: Annotated[bool, typer.Option(help="expert parallelism for MoE (experts whole per rank)")] = False,
+    compare: Annotated[bool, typer.Option(help="compare every card in the library")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Memory fit, step times and offline throughput of a model on a card."""
+    from sim.perf.estimate import estimate, lengths_for
+    from sim.perf.precision import Precision
+
+    lib = _lib(library)
+    lengths = lengths_for(lib, workload, isl, osl)
+    if compare:
+        _compare(lib, model, precision, lengths, as_json, weights, activations, kv)
+        return
+    if card is None:
+        raise typer.BadParameter("give --card ID (or --compare)")
+    prec = Precision.preset(precision, weights, activations, kv)
+    lib.model(model)  # unknown model -> clear error before anything else
+    est = estimate(card, model, prec, lengths, tp=tp, library=lib, ep=ep)
+    if as_json:
+        print(json.dumps(_clean(est.to_dict()), sort_keys=True))
+        return
+    t = Table(title=f"{model} on {card} ({prec.label})", show_header=False)
+    rows = [
+        ("fits", f"{est.fits}" + ("" if est.fits else f" - {est.reason}")),
+        ("smallest TP that fits", str(est.min_tp)),
+        ("TP used", str(est.tp)),
+        ("batch (sequences)", str(est.batch_size)),
+        ("offline tokens/s per card", f"{est.offline_tokens_per_s_per_card:,.0f}"),
+        ("prefill tokens/s per card", f"{est.prefill_tokens_per_s_per_card:,.0f}"),
+        ("decode step", f"{est.decode_step_s * 1e3:.2f} ms"),
+        ("weights per card", f"{est.weights_gb_per_card:.1f} GB"),
+        ("KV tokens capacity", f"{est.kv_tokens_capacity:,}"),
+        ("lengths (in/out)", f"{est.isl:.0f} / {est.osl:.0f}"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    tiers = Table(title="Calibration used")
+    tiers.add_column("factor")
+    tiers.add_column("tier")
+    tiers.add_column("source")
+    for k, v in est.calibration_tiers.items():
+        tiers.add_row(k, v, est.calibration_sources.get(k, ""))
+    console.print(tiers)
+
+
+def _compare(lib, model, precision, lengths, as_json, weights, activations, kv) -> None:
+    from sim.perf.estimate import estimate
+    from sim.perf.hardware import Hardware
+    from sim.perf.precision import Precision, PrecisionError
+
+    rows = []
+    for cid in lib.ids("card"):
+        hw = Hardware.load(cid, lib)
+        # use the requested preset where the card has it, else fall back to what it runs
+        chosen = None
+        for name in (precision, "fp8", "bf16"):
+            p = Precision.preset(name, weights, activations, kv)
+            try:
+                hw.check_precision(p)
+            except PrecisionError:
+                continue
+            chosen = p
+            break
+        if chosen is None:
+            continue
+        rows.append(estimate(cid, model, chosen, lengths, library=lib, hardware=hw))
+    if as_json:
+        print(json.dumps([_clean(r.to_dict()) for r in rows], sort_keys=True))
+        return
+    t = Table(title=f"{model}: offline throughput per card (in {lengths.isl:.0f} / "
+                    f"out {lengths.osl:.0f} tokens)")
+    for col in ("card", "precision", "fits", "TP", "batch", "tok/s/card", "prefill tok/s/card",
+                "decode step ms", "GEMM tier"):
+        t.add_column(col)
+    for r in sorted(rows, key=lambda r: -r.offline_tokens_per_s_per_card):
+        gemm_tier = next((v for k, v in r.calibration_tiers.items() if k.startswith("gemm_")
+                          and k != "gemm_m_half_tokens"), "-")
+        t.add_row(r.card, r.precision, "yes" if r.fits else "no", str(r.tp), str(r.batch_size),
+                  f"{r.offline_tokens_per_s_per_card:,.0f}" if r.fits else "-",
+                  f"{r.prefill_tokens_per_s_per_card:,.0f}",
+                  f"{r.decode_step_s * 1e3:.1f}" if r.fits else "-", gemm_tier)
+    console.print(t)
+
+
+@app.command()
+def schema(out: Annotated[Path, typer.Option(help="folder for the *.schema.json files")] = Path(
+        "schemas")) -> None:
+    """Write JSON Schema for every YAML kind (editors use them to autocomplete and validate)."""
+    from sim.config.library import KINDS
+
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, (_, model_cls) in KINDS.items():
+        path = out / f"{kind}.schema.json"
+        schema_obj = model_cls.model_json_schema()
+        schema_obj["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(schema_obj, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+        console.print(f"wrote {path}")
+
+
+def _opt(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def _clean(obj):
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args, standalone_mode=False)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # noqa: BLE001 - classify below
+        if debug:
+            raise
+        if isinstance(exc, _user_errors()):
+            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            raise SystemExit(2) from None
+        name = type(exc).__name__
+        if name == "Abort":
+            print("aborted", file=sys.stderr)
+            raise SystemExit(130) from None
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click usage errors
+            msg = str(exc.format_message()).splitlines()[0]
+            print(f"error: {msg}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+
+if __name__ == "__main__":
+    main()

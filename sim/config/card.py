@@ -1,0 +1,130 @@
+"""Accelerator cards as sold: peak rates, memory, fabrics, power, prices (hardware_specs/cards)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from sim.config.base import (
+    FleetsimModel,
+    MonthStr,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Sourced,
+    WithSources,
+)
+
+Precision = Literal["bf16", "fp16", "fp8", "fp4", "int8"]
+
+
+class Compute(Sourced):
+    """Peak dense (no 2:4 sparsity) tensor throughput per precision, TFLOPS (TOPS for int8).
+
+    GeForce cards: the BF16 rate is the one with FP32 accumulate (what PyTorch matmul gets).
+    A precision the card cannot run natively is left out (null)."""
+
+    bf16_tflops: PositiveFloat
+    fp8_tflops: PositiveFloat | None = None
+    fp4_tflops: PositiveFloat | None = None
+    int8_tops: PositiveFloat | None = None
+    accumulate_note: str | None = None
+
+    def peak_tflops(self, precision: str) -> float | None:
+        key = {"bf16": "bf16_tflops", "fp16": "bf16_tflops", "fp8": "fp8_tflops",
+               "fp4": "fp4_tflops", "int8": "int8_tops"}[precision]
+        return getattr(self, key)
+
+
+class Memory(Sourced):
+    capacity_gb: PositiveFloat
+    bandwidth_tbps: PositiveFloat
+    kind: str
+    l2_mb: PositiveFloat | None = None
+
+
+class ScaleUp(Sourced):
+    """Scale-up fabric per GPU. `per_direction_gbytes_per_s` is the GPU's aggregate scale-up
+    bandwidth in one direction (vendors quote both directions summed: halve them).
+
+    Topology `switch`: every GPU reaches every other at the full rate (NVSwitch). `mesh`: a full
+    mesh of `mesh_links` point-to-point links (MI300X: 7 links in a mesh of 8), so a group of n
+    GPUs uses only n-1 of them. `pair`: a bridge between two cards. `none`: PCIe only."""
+
+    fabric: str
+    topology: Literal["switch", "mesh", "pair", "none"]
+    per_direction_gbytes_per_s: NonNegativeFloat
+    domain_size: PositiveInt
+    mesh_links: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _mesh_needs_links(self) -> "ScaleUp":
+        if self.topology == "mesh" and self.mesh_links is None:
+            raise ValueError("topology 'mesh' needs mesh_links (links per GPU in the mesh)")
+        return self
+
+
+class ScaleOut(Sourced):
+    """Scale-out network per GPU in a typical server."""
+
+    nic_gbit_per_s: NonNegativeFloat
+    kind: Literal["infiniband", "ethernet", "roce", "none"]
+
+
+class HostBus(Sourced):
+    kind: str
+    gbytes_per_s: PositiveFloat | None = None
+
+
+class Power(Sourced):
+    tdp_w: PositiveFloat
+    configurable_min_w: PositiveFloat | None = None
+    note: str | None = None
+
+
+class Price(Sourced):
+    """A purchase price observation. `basis`: `gpu` (the card alone) or `system_per_gpu` (a whole
+    server divided by its GPUs, carrying CPU/NIC/chassis)."""
+
+    low_usd: PositiveFloat
+    high_usd: PositiveFloat
+    date: MonthStr
+    basis: Literal["gpu", "system_per_gpu"]
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Price":
+        if self.high_usd < self.low_usd:
+            raise ValueError(f"high_usd {self.high_usd} is below low_usd {self.low_usd}")
+        return self
+
+
+class Rental(Sourced):
+    provider: str
+    usd_per_hour: PositiveFloat
+    term: Literal["on_demand", "1y", "3y", "spot", "contract"]
+    date: MonthStr
+
+
+class CardSpec(WithSources):
+    """One accelerator as sold. Measured efficiencies live in hardware_specs/calibration/."""
+
+    name: str
+    vendor: Literal["nvidia", "amd", "intel", "huawei", "groq"]
+    stack: str = Field(description="software stack id used to find calibration, e.g. cuda, rocm")
+    form_factor: str
+    launch: MonthStr
+    confidence: Literal["high", "medium", "low"] = "high"
+    compute: Compute
+    memory: Memory
+    scale_up: ScaleUp
+    scale_out: ScaleOut
+    host_bus: HostBus
+    power: Power
+    prices: tuple[Price, ...] = ()
+    rentals: tuple[Rental, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def supports(self, precision: str) -> bool:
+        return self.compute.peak_tflops(precision) is not None
