@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,52 @@ def test_out_dir_and_module_entry_point(tmp_path):
 def test_slugify():
     assert calib.slugify("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3"
     assert calib.slugify("cpu") == "cpu"
+
+
+def test_nvidia_smi_parsing_with_fake_binary(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "clocks.current.sm [MHz], power.draw [W], temperature.gpu"\n'
+        'echo "1980 MHz, 312.5 W, 41"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    q = calib.nvidia_smi_query(["clocks.sm", "power.draw", "temperature.gpu"])
+    assert q == {
+        "clocks.current.sm [MHz]": "1980 MHz",
+        "power.draw [W]": "312.5 W",
+        "temperature.gpu": "41",
+    }
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # force the nvidia-smi fallback
+    tel = calib.Telemetry(period_s=0.01)
+    assert tel.source == "nvidia-smi"
+    tel.start("phase")
+    time.sleep(0.3)
+    tel.stop()
+    s = tel.summary_for("phase")
+    assert s["n"] >= 1 and s["power_w_median"] == 312.5 and s["sm_clock_mhz_max"] == 1980.0
+
+
+def test_telemetry_with_stub_pynvml(monkeypatch):
+    stub = types.SimpleNamespace(
+        NVML_CLOCK_SM=1,
+        NVML_TEMPERATURE_GPU=0,
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: ("h", i),
+        nvmlDeviceGetPowerUsage=lambda h: 650_000,  # mW
+        nvmlDeviceGetClockInfo=lambda h, kind: 1755,
+        nvmlDeviceGetTemperature=lambda h, kind: 60,
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", stub)
+    tel = calib.Telemetry(period_s=0.01)
+    assert tel.source == "pynvml"
+    tel.start("gemm")
+    time.sleep(0.1)
+    tel.label = "sustained"
+    time.sleep(0.1)
+    tel.stop()
+    summ = tel.summary()
+    assert set(summ["by_phase"]) == {"gemm", "sustained"}
+    assert summ["by_phase"]["sustained"]["power_w_max"] == 650.0
+    assert summ["by_phase"]["gemm"]["sm_clock_mhz_median"] == 1755.0

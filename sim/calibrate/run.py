@@ -458,7 +458,7 @@ class SectionCtx:
         self.timer = runner.timer
         self.dev = runner.dev
         self.cuda = runner.cuda
-        self.margin_s = 3.0 if not runner.plan.quick else 0.5
+        self.margin_s = min(3.0 if not runner.plan.quick else 0.5, 0.05 * runner.budget_s)
         result.setdefault("points", [])
         self.skipped_points = 0
         self.n_errors = 0
@@ -944,12 +944,20 @@ def section_attention_prefill(ctx):
                     q = torch.randn((b, hq, s, d), generator=gen, device=dev, dtype=torch.bfloat16)
                     k = torch.randn((b, hkv, s, d), generator=gen, device=dev, dtype=torch.bfloat16)
                     v = torch.randn((b, hkv, s, d), generator=gen, device=dev, dtype=torch.bfloat16)
-                    if mode == "expand" and hq != hkv:
+                    pmode = mode
+                    if pmode == "enable_gqa" and hq != hkv:
+                        try:
+                            gqa_sdpa(q, k, v, True, pmode)
+                        except RuntimeError:
+                            pmode = "expand (enable_gqa failed for this shape)"
+                    if pmode.startswith("expand") and hq != hkv:
                         k = k.repeat_interleave(hq // hkv, dim=1)
                         v = v.repeat_interleave(hq // hkv, dim=1)
-                    st = ctx.timer(lambda: gqa_sdpa(q, k, v, True, mode))
+                    st = ctx.timer(lambda: gqa_sdpa(q, k, v, True, pmode))
                     flops = 4.0 * b * hq * s * s * d / 2
                     out = dict(flops=flops, tflops=flops / st["median_s"] / 1e12)
+                    if pmode != mode:
+                        out["gqa_method"] = pmode
                     out.update(st)
                     return out
 
@@ -1156,11 +1164,19 @@ def _layer_model(ctx, model, tp, gen, mode):
 
     def prefill_point(b, s):
         x = torch.randn((b, s, hid), generator=gen, device=dev, dtype=bf)
+        layer.mode = mode
         with torch.inference_mode():
+            if mode == "enable_gqa" and hq != hkv:
+                try:
+                    layer.prefill(x)
+                except RuntimeError:
+                    layer.mode = "expand"
             st = ctx.timer(lambda: layer.prefill(x))
         tokens = b * s
         flops = 2.0 * tokens * nparams + 4.0 * b * hq * s * s * d / 2
         out = {"tokens": tokens, "flops": flops, "tflops": flops / st["median_s"] / 1e12}
+        if layer.mode != mode:
+            out["gqa_method"] = "expand (enable_gqa failed for this shape)"
         out.update(st)
         return out
 
@@ -1499,7 +1515,9 @@ def main(argv=None):
         if not torch.cuda.is_available():
             print("error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
             return 2
-        torch.cuda.set_device(torch.device(args.device))
+        idx = torch.device(args.device).index
+        if idx is not None:
+            torch.cuda.set_device(idx)
         args.device = f"cuda:{torch.cuda.current_device()}"
 
     runner = Runner(args, argv)
@@ -1531,6 +1549,9 @@ def main(argv=None):
                 if sec.get("status") == "running":
                     sec["status"] = "error"
                     sec["error"] = "interrupted (SIGTERM)"
+                elif sec.get("status") == "pending":
+                    sec["status"] = "skipped"
+                    sec["reason"] = "interrupted (SIGTERM) before this section ran"
             try:
                 runner.write()
             finally:

@@ -32,7 +32,7 @@ KINDS: dict[str, tuple[str, type[BaseModel]]] = {
     "card": ("hardware_specs/cards", CardSpec),
     "calibration": ("hardware_specs/calibration", Calibration),
     "model": ("workloads/models", ModelSpec),
-    "lengths": ("workloads/lengths", LengthMix),
+    "workload": ("workloads/lengths", LengthMix),
 }
 
 
@@ -108,7 +108,7 @@ class Library:
         return self._get("model", ident)  # type: ignore[return-value]
 
     def lengths(self, ident: str) -> LengthMix:
-        return self._get("lengths", ident)  # type: ignore[return-value]
+        return self._get("workload", ident)  # type: ignore[return-value]
 
     def calibration(self, ident: str) -> Calibration:
         return self._get("calibration", ident)  # type: ignore[return-value]

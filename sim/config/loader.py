@@ -169,6 +169,7 @@ def format_error(err: dict, model: type[BaseModel]) -> str:
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
               "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values())) if ctx else "?"
+        bound = f"{bound:g}" if isinstance(bound, (int, float)) else bound
         msg = f"must be {op} {bound} (got {_fmt_value(got)})"
     elif kind == "finite_number":
         msg = f"must be a finite number (got {_fmt_value(got)})"
@@ -200,6 +201,8 @@ def validate(model: type[T], data: Any, where: str) -> T:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
+        # an unknown key is most often a misspelling of a "missing" one: report it first
+        errors.sort(key=lambda e: e.get("type") != "extra_forbidden")
         first = format_error(errors[0], model)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"{where}: {first}{more}") from None

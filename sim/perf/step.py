@@ -262,6 +262,12 @@ def step_time(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
     return StepTime(sum(parts.values()), parts)
 
 
+def expected_distinct_experts(num_experts: int, top_k: int, tokens: float) -> float:
+    """E·(1 - (1 - k/E)^B): distinct experts a batch of B tokens touches under uniform routing
+    (modeling-notes.md; DeepSeek-V3 at B = 64 touches ≈ 87% of 256)."""
+    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
+
+
 def _moe_layer_s(r: _Roofline, batch: StepBatch, expert_params: float) -> float:
     """Routed-expert FFN of one layer: router, expert GEMMs (bytes follow distinct experts
     touched, FLOPs follow active experts), with the hottest rank setting the time under EP."""
@@ -272,8 +278,7 @@ def _moe_layer_s(r: _Roofline, batch: StepBatch, expert_params: float) -> float:
     h = a.hidden_size
     E, k, t = moe.num_experts, moe.experts_per_token, r.t
     router = r.gemm_bf16(T, h, E)
-    # expected distinct experts touched by T tokens under uniform routing
-    distinct = E * (1.0 - (1.0 - k / E) ** T)
+    distinct = expected_distinct_experts(E, k, T)
     flops_per_assignment = 2.0 * expert_params
     if r.layout.ep and t > 1:
         mu = T * k / t

@@ -1,0 +1,222 @@
+"""Performance model: hand-checked numbers, memory fit edges, and physical properties."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sim.perf.hardware import Hardware
+from sim.perf.memory import (
+    Layout,
+    kv_bytes_for_sequence,
+    kv_bytes_per_token,
+    min_tp,
+    plan_memory,
+    weights_bytes_per_card,
+)
+from sim.perf.offline import LengthMoments, offline_throughput
+from sim.perf.params import active_params, embedding_params
+from sim.perf.precision import Precision, PrecisionError
+from sim.perf.step import StepBatch, expected_distinct_experts, step_time
+from sim.perf.training import TrainingLayout, training_flops_per_token, training_throughput
+
+BF16 = Precision.preset("bf16")
+FP8 = Precision.preset("fp8")
+
+
+def test_kv_bytes_gqa(lib):
+    m = lib.model("llama-2-70b")
+    # 2 (K,V) · 80 layers · 8 kv heads · 128 dims · 2 bytes = 327,680 B per token
+    assert kv_bytes_per_token(m, Layout(tp=1), BF16) == 327_680
+    # TP8: one KV head per card -> 40,960 B; TP16 replicates heads, still one per card
+    assert kv_bytes_per_token(m, Layout(tp=8), BF16) == 40_960
+    assert kv_bytes_per_token(m, Layout(tp=16), BF16) == 40_960
+    # FP8 KV halves it
+    assert kv_bytes_per_token(m, Layout(tp=1), FP8) == 163_840
+
+
+def test_kv_bytes_mla_replicated(lib):
+    m = lib.model("deepseek-v3")
+    # latent (512 + 64) · 61 layers · 2 bytes = 70,272 B ≈ 68.6 KiB, not sharded by TP
+    assert kv_bytes_per_token(m, Layout(tp=1), BF16) == 70_272
+    assert kv_bytes_per_token(m, Layout(tp=8), BF16) == 70_272
+
+
+def test_sliding_window_caps_kv(lib):
+    m = lib.model("gpt-oss-120b")
+    a = m.architecture
+    sw = a.sliding_window
+    assert sw is not None
+    short = kv_bytes_for_sequence(m, Layout(), BF16, sw.window_tokens)
+    long_ = kv_bytes_for_sequence(m, Layout(), BF16, 10 * sw.window_tokens)
+    per_layer_tok = 2 * a.num_kv_heads * a.head_dim * 2
+    full = a.num_layers - sw.num_layers
+    # beyond the window only the full-attention layers grow
+    assert long_ - short == pytest.approx(per_layer_tok * full * 9 * sw.window_tokens)
+
+
+def test_memory_fit_edges(lib, hw_cache):
+    m = lib.model("llama-2-70b")
+    h100, h200 = hw_cache("h100-sxm"), hw_cache("h200-sxm")
+    # BF16: 138 GB of weights -> 69 GB per card at TP2 leaves no KV room on 80 GB; TP4 fits
+    assert min_tp(m, h100, BF16) == 4
+    # FP8: 69 GB on one 80 GB card leaves less than one sequence; TP2 fits. One H200 holds it.
+    assert min_tp(m, h100, FP8) == 2
+    assert min_tp(m, h200, FP8) == 1
+    # exactly one sequence of KV fits / one token more does not
+    plan = plan_memory(m, h100, Layout(tp=2), FP8)
+    cap = plan.kv_tokens_capacity
+    assert plan_memory(m, h100, Layout(tp=2), FP8, min_sequence_tokens=cap).fits
+    assert not plan_memory(m, h100, Layout(tp=2), FP8, min_sequence_tokens=cap + 1).fits
+    # 405B in BF16 does not fit on 8 L4s at any TP up to 64 of 24 GB... but fits somewhere
+    big = lib.model("llama-3.1-405b")
+    assert min_tp(big, hw_cache("l4"), BF16) is None or min_tp(big, hw_cache("l4"), BF16) >= 64
+
+
+def test_weights_per_card_hand_check(lib):
+    m = lib.model("llama-2-70b")
+    a = m.architecture
+    emb = embedding_params(a)
+    w = weights_bytes_per_card(m, Layout(tp=4), FP8)
+    # layers in FP8 over 4 cards, embeddings and LM head in BF16, vocab-parallel
+    assert w == pytest.approx((68.976648192e9 - emb - a.hidden_size) / 4 + emb * 2 / 4,
+                              rel=1e-6)
+
+
+def test_precision_the_card_lacks_is_an_error(hw_cache):
+    with pytest.raises(PrecisionError, match="no native fp8"):
+        hw_cache("a100-sxm").check_precision(FP8)
+    # weight-only FP8 on A100 computes in BF16 and is allowed
+    hw_cache("a100-sxm").check_precision(Precision.preset("fp8", activations="bf16"))
+    with pytest.raises(PrecisionError, match="no native fp4"):
+        hw_cache("h100-sxm").check_precision(Precision.preset("fp4"))
+
+
+def test_decode_batch1_is_weight_bandwidth_bound(lib, hw_cache):
+    m = lib.model("llama-2-70b")
+    hw = hw_cache("h100-sxm")
+    st_ = step_time(m, hw, Layout(tp=4), BF16, StepBatch.decode(1, 1000))
+    layer_weights = weights_bytes_per_card(m, Layout(tp=4), BF16) - embedding_params(
+        m.architecture) * 2 / 4
+    # GEMMs at batch 1 read every weight once at the achieved bandwidth (2.93 TB/s)
+    assert st_.parts["gemm"] == pytest.approx(layer_weights / hw.mem_bandwidth_bps, rel=0.01)
+    assert st_.parts["overhead"] == pytest.approx(hw.step_overhead_s)
+    assert st_.parts["allreduce"] > 0
+
+
+def test_step_batch_constructors_agree():
+    a = StepBatch.prefill(3, 100) + StepBatch.decode(5, 200)
+    b = StepBatch.of_sequences([100, 100, 100, 1, 1, 1, 1, 1], [0, 0, 0] + [199] * 5)
+    for f in ("decode_seqs", "decode_context", "prefill_tokens", "prefill_seqs", "prefill_pairs",
+              "prefill_kv_tokens", "logits_tokens"):
+        assert getattr(a, f) == pytest.approx(getattr(b, f)), f
+
+
+def test_moe_distinct_experts():
+    # DeepSeek-V3: 256 experts, top-8, batch 64 -> ≈ 87% touched; Mixtral top-2 of 8 at B=8 ≈ 90%
+    assert expected_distinct_experts(256, 8, 64) / 256 == pytest.approx(0.869, abs=0.005)
+    assert expected_distinct_experts(8, 2, 8) / 8 == pytest.approx(0.90, abs=0.005)
+
+
+def test_moe_decode_reads_more_than_active_but_computes_active(lib, hw_cache):
+    m = lib.model("mixtral-8x7b")
+    hw = hw_cache("h100-sxm")
+    small = step_time(m, hw, Layout(tp=2), BF16, StepBatch.decode(1, 500)).parts["moe"]
+    large = step_time(m, hw, Layout(tp=2), BF16, StepBatch.decode(32, 500)).parts["moe"]
+    # one token touches 2 of 8 experts; 32 tokens touch nearly all 8: bytes grow ~4x
+    assert 3.0 < large / small < 4.5
+
+
+def test_training_uses_mfu_alone(lib, hw_cache):
+    m = lib.model("llama-3.1-70b")
+    hw = hw_cache("h100-sxm")
+    res = training_throughput(m, hw, TrainingLayout(dp=64, tp=8, pp=1), seq_tokens=8192)
+    fpt = training_flops_per_token(m, 8192)
+    assert res.tokens_per_s_per_card == pytest.approx(989.4e12 * 0.41 / fpt, rel=1e-9)
+    assert res.exposed_comm_fraction == 0.0
+    assert 6 * 70e9 < fpt < 6 * 80e9
+
+
+# ---------------------------------------------------------------- properties (hypothesis)
+
+def _scaled(hw: Hardware, bw: float = 1.0, flops: float = 1.0, link: float = 1.0) -> Hardware:
+    c = hw.card
+    comp = c.compute.model_copy(update={
+        k: (v * flops if isinstance(v, float) and k.endswith(("_tflops", "_tops")) else v)
+        for k, v in c.compute.__dict__.items()})
+    card = c.model_copy(update={
+        "memory": c.memory.model_copy(update={"bandwidth_tbps": c.memory.bandwidth_tbps * bw}),
+        "compute": comp,
+        "scale_up": c.scale_up.model_copy(update={
+            "per_direction_gbytes_per_s": c.scale_up.per_direction_gbytes_per_s * link})})
+    return Hardware(hw.card_id, card, hw.factors)
+
+
+CARDS = st.sampled_from(["h100-sxm", "mi300x", "l40s", "gaudi2", "b200", "a100-sxm"])
+MODELS = st.sampled_from(["llama-3.1-8b", "llama-2-70b", "mixtral-8x7b", "deepseek-v3",
+                          "gpt-oss-120b", "qwen3-32b"])
+
+
+@given(card=CARDS, model=MODELS, tp=st.sampled_from([1, 2, 4, 8]),
+       dec=st.integers(0, 512), ctx=st.integers(1, 8000), pre=st.integers(0, 4), plen=st.integers(
+           1, 4000), factor=st.floats(1.0, 8.0), which=st.sampled_from(["bw", "flops", "link"]))
+def test_more_bandwidth_or_compute_never_slows_a_step(lib, hw_cache, card, model, tp, dec, ctx,
+                                                      pre, plen, factor, which):
+    m = lib.model(model)
+    if m.architecture.num_attention_heads % tp:
+        return
+    hw = hw_cache(card)
+    batch = StepBatch.decode(dec, ctx) + StepBatch.prefill(pre, plen)
+    base = step_time(m, hw, Layout(tp=tp), BF16, batch).total_s
+    faster = step_time(m, _scaled(hw, **{which: factor}), Layout(tp=tp), BF16, batch).total_s
+    assert faster <= base * (1 + 1e-12)
+
+
+@given(card=CARDS, model=MODELS, dec=st.integers(1, 256), ctx=st.integers(1, 4000),
+       more=st.integers(1, 256))
+def test_more_work_never_makes_a_step_faster(lib, hw_cache, card, model, dec, ctx, more):
+    m = lib.model(model)
+    hw = hw_cache(card)
+    a = step_time(m, hw, Layout(tp=1), BF16, StepBatch.decode(dec, ctx)).total_s
+    b = step_time(m, hw, Layout(tp=1), BF16, StepBatch.decode(dec + more, ctx)).total_s
+    c = step_time(m, hw, Layout(tp=1), BF16, StepBatch.decode(dec, ctx + more)).total_s
+    assert b >= a and c >= a
+
+
+@given(model=MODELS, prec=st.sampled_from(["bf16", "fp8", "fp4"]))
+def test_more_tp_never_needs_more_memory_per_card(lib, model, prec):
+    m = lib.model(model)
+    p = Precision.preset(prec)
+    tps = [t for t in (1, 2, 4, 8, 16, 32, 64) if m.architecture.num_attention_heads % t == 0]
+    w = [weights_bytes_per_card(m, Layout(tp=t), p) for t in tps]
+    kv = [kv_bytes_per_token(m, Layout(tp=t), p) for t in tps]
+    assert all(x >= y for x, y in zip(w, w[1:]))
+    assert all(x >= y for x, y in zip(kv, kv[1:]))
+
+
+@given(card=CARDS, model=st.sampled_from(["llama-3.1-8b", "llama-2-70b", "mixtral-8x7b",
+                                          "qwen3-14b"]),
+       isl=st.integers(16, 3000), osl=st.integers(2, 1500))
+def test_throughput_never_exceeds_the_roofline(lib, hw_cache, card, model, isl, osl):
+    m = lib.model(model)
+    hw = hw_cache(card)
+    p = FP8 if hw.card.supports("fp8") else BF16
+    tp = min_tp(m, hw, p)
+    if tp is None:
+        return
+    res = offline_throughput(m, hw, Layout(tp=tp), p, LengthMoments(isl, osl))
+    if not res.fits:
+        return
+    a = m.architecture
+    linear_active = active_params(a) - embedding_params(a)  # every token runs these GEMMs
+    flops_per_output = 2 * linear_active * (isl + osl) / osl
+    compute_roof = hw.peak_flops(p.compute) / flops_per_output
+    assert res.offline_tokens_per_s_per_card <= compute_roof
+    # a step reads at least this card's share of the active weights once at the spec bandwidth
+    weights_once = weights_bytes_per_card(m, Layout(tp=tp), p) * (
+        active_params(a) / max(active_params(a), 1)) if not a.moe else 0.0
+    if weights_once:
+        per_step_floor_s = weights_once / (hw.card.memory.bandwidth_tbps * 1e12)
+        tokens_per_step = res.batch_size * (1 + 1 / max(osl - 1, 1))
+        assert res.offline_tokens_per_s_per_card <= tokens_per_step / per_step_floor_s / tp
