@@ -184,6 +184,29 @@ def _compare(lib, model, precision, lengths, as_json, weights, activations, kv) 
     console.print(t)
 
 
+calibrate_app = typer.Typer(help="Calibration: fit measured microbenchmarks into calibration.")
+app.add_typer(calibrate_app, name="calibrate")
+
+
+@calibrate_app.command("fit")
+def calibrate_fit(
+    raw: Annotated[Path, typer.Argument(help="raw YAML written by `python -m sim.calibrate.run`")],
+    card: Annotated[str, typer.Option(help="card id the measurement belongs to")],
+    out: Annotated[Optional[Path], typer.Option(help="calibration file to write")] = None,
+    library: LibraryOpt = None,
+) -> None:
+    """Fit measured points into `<card>@measured.yaml` (tier `measured`)."""
+    from sim.calibrate.fit import fit_file
+
+    lib = _lib(library)
+    lib.card(card)
+    target = out or Path("hardware_specs") / "calibration" / f"{card}@measured.yaml"
+    rec = fit_file(raw, card, target, lib)
+    console.print(f"wrote {target}: " + ", ".join(
+        f"{k}.{kk}={vv['value']}" for k, v in rec.items() if isinstance(v, dict) and k != "sources"
+        for kk, vv in v.items()))
+
+
 @app.command()
 def schema(out: Annotated[Path, typer.Option(help="folder for the *.schema.json files")] = Path(
         "schemas")) -> None:

@@ -16,13 +16,16 @@ class GemmCalibration(FleetsimModel):
 
     Shape curve: efficiency(m) = large · m / (m + m_half_tokens), where m is the number of token
     rows of the GEMM (batch·tokens); a skinny decode GEMM with m ≪ m_half runs far below peak
-    (and is usually bandwidth-bound anyway)."""
+    (and is usually bandwidth-bound anyway). `kernel_latency_us` is the fixed device time every
+    GEMM kernel takes on top of its roofline time (prologue, first wave, tail), which dominates
+    small tensor-parallel shards."""
 
-    bf16: CalValue
+    bf16: CalValue | None = None
     fp8: CalValue | None = None
     fp4: CalValue | None = None
     int8: CalValue | None = None
-    m_half_tokens: CalValue
+    m_half_tokens: CalValue | None = None
+    kernel_latency_us: CalValue | None = None
 
 
 class MemoryCalibration(FleetsimModel):
@@ -35,8 +38,8 @@ class AllReduceCalibration(FleetsimModel):
     """All-reduce time = latency + bytes / busbw, busbw = busbw_fraction x per-direction link
     bandwidth of the group (busbw already contains 2(n-1)/n; see modeling-notes.md)."""
 
-    latency_us: CalValue
-    busbw_fraction: CalValue
+    latency_us: CalValue | None = None
+    busbw_fraction: CalValue | None = None
 
 
 class AttentionCalibration(FleetsimModel):
@@ -45,45 +48,50 @@ class AttentionCalibration(FleetsimModel):
     the fraction of the achieved (STREAM) bandwidth that a paged decode-attention kernel reaches
     while reading the KV cache."""
 
-    prefill_efficiency: CalValue
-    decode_bandwidth_efficiency: CalValue
+    prefill_efficiency: CalValue | None = None
+    decode_bandwidth_efficiency: CalValue | None = None
 
 
 class Calibration(WithSources):
-    """Achieved efficiencies of one card on one software stack."""
+    """Achieved efficiencies of one card on one software stack.
+
+    The card's main file (`<card>.yaml`) must give every factor; extra files
+    (`<card>@<label>.yaml`, e.g. `h100-sxm@measured.yaml` written by `fleetsim calibrate fit`)
+    may give some, and each factor is taken from the file with the best tier."""
 
     card: str
     stack: str
     stack_version: str
-    gemm: GemmCalibration
-    memory: MemoryCalibration
-    allreduce: AllReduceCalibration
-    attention: AttentionCalibration
-    step_overhead_ms: CalValue
-    training_mfu: CalValue
-    software_maturity: CalValue
+    gemm: GemmCalibration = GemmCalibration()
+    memory: MemoryCalibration | None = None
+    allreduce: AllReduceCalibration = AllReduceCalibration()
+    attention: AttentionCalibration = AttentionCalibration()
+    step_overhead_ms: CalValue | None = None
+    training_mfu: CalValue | None = None
+    software_maturity: CalValue | None = None
 
     @model_validator(mode="after")
     def _ranges(self) -> "Calibration":
-        checks = {
-            "gemm.bf16.value": self.gemm.bf16.value,
-            "memory.bandwidth_fraction.value": self.memory.bandwidth_fraction.value,
-            "allreduce.busbw_fraction.value": self.allreduce.busbw_fraction.value,
-            "training_mfu.value": self.training_mfu.value,
+        fractions = {
+            "gemm.bf16": self.gemm.bf16, "gemm.fp8": self.gemm.fp8, "gemm.fp4": self.gemm.fp4,
+            "gemm.int8": self.gemm.int8,
+            "memory.bandwidth_fraction": self.memory.bandwidth_fraction if self.memory else None,
+            "allreduce.busbw_fraction": self.allreduce.busbw_fraction,
+            "attention.prefill_efficiency": self.attention.prefill_efficiency,
+            "attention.decode_bandwidth_efficiency": self.attention.decode_bandwidth_efficiency,
+            "training_mfu": self.training_mfu,
         }
-        for prec in ("fp8", "fp4", "int8"):
-            v = getattr(self.gemm, prec)
-            if v is not None:
-                checks[f"gemm.{prec}.value"] = v.value
-        for where, v in checks.items():
-            if not 0 < v <= 1.2:
-                raise ValueError(f"{where}: must be a fraction in (0, 1.2] (got {v})")
-        for where, v in {
-            "gemm.m_half_tokens.value": self.gemm.m_half_tokens.value,
-            "allreduce.latency_us.value": self.allreduce.latency_us.value,
-            "step_overhead_ms.value": self.step_overhead_ms.value,
-            "software_maturity.value": self.software_maturity.value,
-        }.items():
-            if v < 0:
-                raise ValueError(f"{where}: must be >= 0 (got {v})")
+        for where, cv in fractions.items():
+            if cv is not None and not 0 < cv.value <= 1.2:
+                raise ValueError(f"{where}.value: must be a fraction in (0, 1.2] (got {cv.value})")
+        non_negative = {
+            "gemm.m_half_tokens": self.gemm.m_half_tokens,
+            "gemm.kernel_latency_us": self.gemm.kernel_latency_us,
+            "allreduce.latency_us": self.allreduce.latency_us,
+            "step_overhead_ms": self.step_overhead_ms,
+            "software_maturity": self.software_maturity,
+        }
+        for where, cv in non_negative.items():
+            if cv is not None and cv.value < 0:
+                raise ValueError(f"{where}.value: must be >= 0 (got {cv.value})")
         return self

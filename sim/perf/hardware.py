@@ -23,6 +23,13 @@ GB = 1e9
 TFLOP = 1e12
 
 
+REQUIRED_FACTORS = ("gemm_bf16", "gemm_m_half_tokens", "gemm_kernel_latency_us",
+                    "memory_bandwidth",
+                    "allreduce_latency_us", "allreduce_busbw", "attention_prefill",
+                    "attention_decode_bw", "step_overhead_ms", "training_mfu",
+                    "software_maturity")
+
+
 @dataclass(frozen=True)
 class Factor:
     """One efficiency factor: value, tier and where it came from."""
@@ -80,7 +87,8 @@ class Hardware:
             "gemm_fp4": lambda c: c.gemm.fp4,
             "gemm_int8": lambda c: c.gemm.int8,
             "gemm_m_half_tokens": lambda c: c.gemm.m_half_tokens,
-            "memory_bandwidth": lambda c: c.memory.bandwidth_fraction,
+            "gemm_kernel_latency_us": lambda c: c.gemm.kernel_latency_us,
+            "memory_bandwidth": lambda c: c.memory.bandwidth_fraction if c.memory else None,
             "allreduce_latency_us": lambda c: c.allreduce.latency_us,
             "allreduce_busbw": lambda c: c.allreduce.busbw_fraction,
             "attention_prefill": lambda c: c.attention.prefill_efficiency,
@@ -94,6 +102,11 @@ class Hardware:
             found = _best(cals, get)
             if found is not None:
                 factors[name] = Factor.of(*found)
+        missing = [n for n in REQUIRED_FACTORS if n not in factors]
+        if missing:
+            raise ConfigError(
+                f"hardware_specs/calibration/{card_id}.yaml: missing calibration for "
+                f"{', '.join(missing)}; fleetsim does not guess efficiencies silently")
         return cls(card_id, card, factors)
 
     def with_overrides(self, **values: float) -> "Hardware":
@@ -120,6 +133,10 @@ class Hardware:
                 f"card '{self.card_id}' has no calibrated {precision} GEMM efficiency")
         m_half = self.factors["gemm_m_half_tokens"].value
         return f.value * self.factors["software_maturity"].value * m_tokens / (m_tokens + m_half)
+
+    @property
+    def gemm_latency_s(self) -> float:
+        return self.factors["gemm_kernel_latency_us"].value * 1e-6
 
     @property
     def mem_bandwidth_bps(self) -> float:

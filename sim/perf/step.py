@@ -144,16 +144,18 @@ class _Roofline:
         self.peak_attn = hw.peak_flops("bf16")
         self.attn_eff = hw.factors["attention_prefill"].value
         self.dec_bw = self.bw * hw.factors["attention_decode_bw"].value
+        self.t0 = hw.gemm_latency_s
 
     def gemm(self, m: float, k: float, n: float, w_bytes: float | None = None) -> float:
-        """max(bytes / bw, flops / (peak · eff(m))) for an (m×k)·(k×n) GEMM."""
+        """t0 + max(bytes / bw, flops / (peak · eff(m))) for an (m×k)·(k×n) GEMM; t0 is the
+        calibrated per-kernel latency."""
         if m <= 0:
             return 0.0
         wb = self.prec.weight_bytes if w_bytes is None else w_bytes
         byts = k * n * wb + m * (k + n) * ACT_BYTES
         flops = 2.0 * m * k * n
         eff = self.hw.gemm_efficiency(self.prec.compute, m)
-        return max(byts / self.bw, flops / (self.peak * eff))
+        return self.t0 + max(byts / self.bw, flops / (self.peak * eff))
 
     def gemm_bf16(self, m: float, k: float, n: float) -> float:
         if m <= 0:
@@ -161,7 +163,7 @@ class _Roofline:
         byts = k * n * 2.0 + m * (k + n) * ACT_BYTES
         flops = 2.0 * m * k * n
         eff = self.hw.gemm_efficiency("bf16", m)
-        return max(byts / self.bw, flops / (self.hw.peak_flops("bf16") * eff))
+        return self.t0 + max(byts / self.bw, flops / (self.hw.peak_flops("bf16") * eff))
 
 
 def step_time(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
@@ -297,5 +299,6 @@ def _moe_layer_s(r: _Roofline, batch: StepBatch, expert_params: float) -> float:
         m_per_expert = T * k / max(distinct, 1e-9)
         comm = 0.0
     eff = r.hw.gemm_efficiency(r.prec.compute, m_per_expert)
-    return router + max(byts / r.bw, flops / (r.peak * eff)) + comm
+    # three grouped-GEMM kernels (gate, up, down; or gate_up fused + down + routing) per layer
+    return router + 3 * r.t0 + max(byts / r.bw, flops / (r.peak * eff)) + comm
 

@@ -1,0 +1,127 @@
+"""Turn raw microbenchmark points (`python -m sim.calibrate.run`) into `measured` calibration.
+
+    memory.bandwidth_fraction       median of the large copy and triad rates / spec bandwidth
+    gemm.<dtype>, m_half_tokens,    least-squares fit (in log time) of the perf model's GEMM
+    kernel_latency_us               form to the LLM-shaped points:
+                                    t = t0 + max(bytes / bw_measured,
+                                                 flops / (peak · e · M/(M+m_half)))
+    attention.decode_bandwidth_efficiency
+                                    median KV read rate of decode attention (batch >= 32,
+                                    context >= 1024) / measured copy bandwidth
+
+Not fitted, on purpose: prefill attention (torch SDPA runs FlashAttention-2 kernels on Hopper,
+while serving engines run FA3 / TensorRT-LLM FMHA, so the measurement is of another kernel),
+per-step engine overhead (an engine property, not a kernel one) and all-reduce on one GPU.
+FP8 uses the fast-accumulation points: the CUTLASS FP8 kernels of vLLM and TensorRT-LLM on
+Hopper use FastAccum schedules.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from scipy.optimize import least_squares
+
+from sim.config.card import CardSpec
+
+DTYPE_KEYS = {"bf16": ("bf16", None), "fp8": ("fp8_e4m3", True)}
+
+
+def _gemm_points(raw: dict, dtype: str) -> list[dict]:
+    name, fast = DTYPE_KEYS[dtype]
+    pts = raw["sections"].get("gemm", {}).get("points", [])
+    return [p for p in pts if p.get("dtype") == name and p.get("model")
+            and (fast is None or p.get("fast_accum") == fast) and p.get("median_s")]
+
+
+def fit_gemm(points: list[dict], peak_flops: float,
+             bw_bps: float) -> tuple[float, float, float, float]:
+    """(efficiency at large M, m_half tokens, kernel latency s, rms log error)."""
+    M = np.array([p["M"] for p in points], float)
+    flops = np.array([2.0 * p["M"] * p["N"] * p["K"] for p in points])
+    byts = np.array([p.get("bytes") or 0.0 for p in points], float)
+    t = np.array([p["median_s"] for p in points])
+
+    def resid(x):
+        e, mh, t0_us = x
+        pred = t0_us * 1e-6 + np.maximum(byts / bw_bps, flops / (peak_flops * e * M / (M + mh)))
+        return np.log(pred) - np.log(t)
+
+    sol = least_squares(resid, x0=[0.75, 48.0, 5.0], bounds=([0.05, 0.0, 0.0],
+                                                             [1.2, 4096.0, 1000.0]))
+    rms = float(np.sqrt(np.mean(sol.fun**2)))
+    return float(sol.x[0]), float(sol.x[1]), float(sol.x[2]) * 1e-6, rms
+
+
+def fit(raw: dict, card_id: str, card: CardSpec, raw_path: str) -> dict[str, Any]:
+    """A calibration record (plain data, ready for YAML) with tier `measured` values."""
+    prov = raw.get("provenance", {})
+    src_id = "measured"
+    note_prov = (f"{prov.get('device_name')}, driver {prov.get('driver_version')}, CUDA "
+                 f"{prov.get('cuda_version')}, torch {prov.get('torch_version')}, "
+                 f"{prov.get('date_utc', '')[:10]}, `{prov.get('command_line')}`")
+    out: dict[str, Any] = {
+        "card": card_id,
+        "stack": card.stack,
+        "stack_version": f"torch {prov.get('torch_version')} / CUDA {prov.get('cuda_version')}",
+        "sources": {src_id: {
+            "citation": f"fleetsim calibration run, raw points in {raw_path} ({note_prov})",
+            "date": str(prov.get("date_utc", ""))[:10] or "2026",
+            "tag": "independent",
+        }},
+    }
+    spec_bw = card.memory.bandwidth_tbps * 1e12
+    summary = raw["sections"].get("memory_bandwidth", {}).get("summary", {})
+    rates = [summary[k] for k in ("copy", "triad") if k in summary]
+    if not rates:
+        raise ValueError("measurement has no memory_bandwidth copy/triad summary")
+    bw = statistics.median(rates)
+    out["memory"] = {"bandwidth_fraction": {
+        "value": round(bw / spec_bw, 4), "tier": "measured", "source": src_id,
+        "note": f"copy {summary.get('copy', 0) / 1e12:.3f} / triad "
+                f"{summary.get('triad', 0) / 1e12:.3f} TB/s of {card.memory.bandwidth_tbps} TB/s"}}
+    gemm: dict[str, Any] = {}
+    for dtype in ("bf16", "fp8"):
+        pts = _gemm_points(raw, dtype)
+        peak = card.compute.peak_tflops(dtype)
+        if not pts or peak is None:
+            continue
+        e, mh, t0, rms = fit_gemm(pts, peak * 1e12, bw)
+        gemm[dtype] = {"value": round(e, 4), "tier": "measured", "source": src_id,
+                       "note": f"fit to {len(pts)} LLM-shaped GEMMs (m_half {mh:.1f}, t0 "
+                               f"{t0 * 1e6:.2f} us), rms log error {rms:.3f}"}
+        if dtype == "bf16":
+            gemm["m_half_tokens"] = {"value": round(mh, 1), "tier": "measured", "source": src_id,
+                                     "note": f"BF16 fit, rms log error {rms:.3f}"}
+            gemm["kernel_latency_us"] = {"value": round(t0 * 1e6, 2), "tier": "measured",
+                                         "source": src_id, "note": "BF16 fit"}
+    out["gemm"] = gemm
+    dec = [p for p in raw["sections"].get("attention_decode", {}).get("points", [])
+           if p.get("batch", 0) >= 32 and p.get("context", 0) >= 1024 and p.get("kv_bytes_per_s")]
+    if dec:
+        eff = statistics.median(p["kv_bytes_per_s"] for p in dec) / bw
+        out["attention"] = {"decode_bandwidth_efficiency": {
+            "value": round(min(eff, 1.2), 4), "tier": "measured", "source": src_id,
+            "note": f"torch SDPA decode over {len(dec)} points (batch >= 32, context >= 1024)"}}
+    return out
+
+
+def fit_file(raw_path: Path, card_id: str, out_path: Path, library=None) -> dict[str, Any]:
+    from sim.config.calibration import Calibration
+    from sim.config.library import Library
+    from sim.config.loader import read_yaml, validate
+
+    lib = library or Library.default()
+    raw = read_yaml(raw_path)
+    rec = fit(raw, card_id, lib.card(card_id), raw_path.as_posix())
+    validate(Calibration, rec, str(out_path))  # what we write must load
+    text = ("# Written by `fleetsim calibrate fit`; measured tier, preferred over published.\n"
+            + yaml.safe_dump(rec, sort_keys=False, width=100))
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(out_path)
+    return rec
