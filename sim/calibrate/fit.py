@@ -57,6 +57,28 @@ def fit_gemm(points: list[dict], peak_flops: float,
     return float(sol.x[0]), float(sol.x[1]), float(sol.x[2]) * 1e-6, rms
 
 
+def _sustained_fraction(raw: dict) -> tuple[float, str] | None:
+    """Sustained (10 s, power-limited) over burst TFLOPS on the same square shape, averaged
+    over the dtypes measured."""
+    pts = raw["sections"].get("gemm", {}).get("points", [])
+    ratios, parts = [], []
+    for p in pts:
+        if p.get("shape") != "sustained" or not p.get("tflops_median"):
+            continue
+        burst = [q for q in pts if q.get("shape") == "square" and q.get("M") == p.get("M")
+                 and q.get("dtype") == p.get("dtype") and q.get("fast_accum") == p.get(
+                     "fast_accum") and q.get("tflops")]
+        if burst:
+            r = p["tflops_median"] / burst[0]["tflops"]
+            ratios.append(r)
+            clk = (p.get("telemetry") or {}).get("sm_clock_mhz_median")
+            parts.append(f"{p['dtype']} {p['tflops_median']:.0f}/{burst[0]['tflops']:.0f} TFLOPS"
+                         + (f" at {clk:.0f} MHz" if clk else ""))
+    if not ratios:
+        return None
+    return statistics.mean(ratios), "sustained/burst at M=N=K=8192: " + "; ".join(parts)
+
+
 def fit(raw: dict, card_id: str, card: CardSpec, raw_path: str) -> dict[str, Any]:
     """A calibration record (plain data, ready for YAML) with tier `measured` values."""
     prov = raw.get("provenance", {})
@@ -99,6 +121,10 @@ def fit(raw: dict, card_id: str, card: CardSpec, raw_path: str) -> dict[str, Any
                                      "note": f"BF16 fit, rms log error {rms:.3f}"}
             gemm["kernel_latency_us"] = {"value": round(t0 * 1e6, 2), "tier": "measured",
                                          "source": src_id, "note": "BF16 fit"}
+    sus = _sustained_fraction(raw)
+    if sus is not None:
+        gemm["sustained_fraction"] = {"value": round(sus[0], 4), "tier": "measured",
+                                      "source": src_id, "note": sus[1]}
     out["gemm"] = gemm
     dec = [p for p in raw["sections"].get("attention_decode", {}).get("points", [])
            if p.get("batch", 0) >= 32 and p.get("context", 0) >= 1024 and p.get("kv_bytes_per_s")]

@@ -18,7 +18,8 @@ class GemmCalibration(FleetsimModel):
     rows of the GEMM (batch·tokens); a skinny decode GEMM with m ≪ m_half runs far below peak
     (and is usually bandwidth-bound anyway). `kernel_latency_us` is the fixed device time every
     GEMM kernel takes on top of its roofline time (prologue, first wave, tail), which dominates
-    small tensor-parallel shards."""
+    small tensor-parallel shards. `sustained_fraction` is the share of the burst rate a
+    compute-bound kernel keeps under sustained load at the card's power limit (clocks drop)."""
 
     bf16: CalValue | None = None
     fp8: CalValue | None = None
@@ -26,6 +27,7 @@ class GemmCalibration(FleetsimModel):
     int8: CalValue | None = None
     m_half_tokens: CalValue | None = None
     kernel_latency_us: CalValue | None = None
+    sustained_fraction: CalValue | None = None
 
 
 class MemoryCalibration(FleetsimModel):
@@ -80,6 +82,7 @@ class Calibration(WithSources):
             "attention.prefill_efficiency": self.attention.prefill_efficiency,
             "attention.decode_bandwidth_efficiency": self.attention.decode_bandwidth_efficiency,
             "training_mfu": self.training_mfu,
+            "gemm.sustained_fraction": self.gemm.sustained_fraction,
         }
         for where, cv in fractions.items():
             if cv is not None and not 0 < cv.value <= 1.2:

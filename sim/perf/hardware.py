@@ -24,6 +24,7 @@ TFLOP = 1e12
 
 
 REQUIRED_FACTORS = ("gemm_bf16", "gemm_m_half_tokens", "gemm_kernel_latency_us",
+                    "gemm_sustained",
                     "memory_bandwidth",
                     "allreduce_latency_us", "allreduce_busbw", "attention_prefill",
                     "attention_decode_bw", "step_overhead_ms", "training_mfu",
@@ -88,6 +89,7 @@ class Hardware:
             "gemm_int8": lambda c: c.gemm.int8,
             "gemm_m_half_tokens": lambda c: c.gemm.m_half_tokens,
             "gemm_kernel_latency_us": lambda c: c.gemm.kernel_latency_us,
+            "gemm_sustained": lambda c: c.gemm.sustained_fraction,
             "memory_bandwidth": lambda c: c.memory.bandwidth_fraction if c.memory else None,
             "allreduce_latency_us": lambda c: c.allreduce.latency_us,
             "allreduce_busbw": lambda c: c.allreduce.busbw_fraction,
@@ -126,13 +128,15 @@ class Hardware:
         return t * TFLOP
 
     def gemm_efficiency(self, precision: str, m_tokens: float) -> float:
-        """Achieved/peak for a GEMM with `m_tokens` rows: large · m / (m + m_half)."""
+        """Achieved/peak for a GEMM with `m_tokens` rows under sustained load:
+        large · sustained · maturity · m / (m + m_half)."""
         f = self.factors.get(f"gemm_{precision}")
         if f is None:
             raise PrecisionError(
                 f"card '{self.card_id}' has no calibrated {precision} GEMM efficiency")
         m_half = self.factors["gemm_m_half_tokens"].value
-        return f.value * self.factors["software_maturity"].value * m_tokens / (m_tokens + m_half)
+        return (f.value * self.factors["gemm_sustained"].value
+                * self.factors["software_maturity"].value * m_tokens / (m_tokens + m_half))
 
     @property
     def gemm_latency_s(self) -> float:

@@ -142,7 +142,8 @@ class _Roofline:
         self.bw = hw.mem_bandwidth_bps
         self.peak = hw.peak_flops(prec.compute)
         self.peak_attn = hw.peak_flops("bf16")
-        self.attn_eff = hw.factors["attention_prefill"].value
+        self.attn_eff = (hw.factors["attention_prefill"].value
+                         * hw.factors["gemm_sustained"].value)  # same power-capped clocks
         self.dec_bw = self.bw * hw.factors["attention_decode_bw"].value
         self.t0 = hw.gemm_latency_s
 
