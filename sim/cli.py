@@ -207,6 +207,33 @@ def calibrate_fit(
         for kk, vv in v.items()))
 
 
+@calibrate_app.command("check")
+def calibrate_check(
+    raw: Annotated[Path, typer.Argument(help="raw YAML written by `python -m sim.calibrate.run`")],
+    card: Annotated[str, typer.Option(help="card id the measurement belongs to")],
+    library: LibraryOpt = None,
+) -> None:
+    """Predicted vs measured transformer-layer times, with the error per point."""
+    import statistics
+
+    from sim.calibrate.check import check
+    from sim.config.loader import read_yaml
+
+    rows = check(read_yaml(raw), card, _lib(library))
+    t = Table(title=f"layer check on {card}: model vs {raw.name}")
+    for col in ("section", "model", "TP", "phase", "batch", "len", "measured us", "predicted us",
+                "error"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.section, r.model, str(r.tp), r.phase, str(r.batch), str(r.length),
+                  f"{r.measured_s * 1e6:,.0f}", f"{r.predicted_s * 1e6:,.0f}", f"{r.error:+.1%}")
+    console.print(t)
+    for sec in sorted({r.section for r in rows}):
+        errs = [abs(r.error) for r in rows if r.section == sec]
+        console.print(f"{sec}: median |error| {statistics.median(errs):.1%}, worst "
+                      f"{max(errs):.1%} over {len(errs)} points")
+
+
 @app.command()
 def schema(out: Annotated[Path, typer.Option(help="folder for the *.schema.json files")] = Path(
         "schemas")) -> None:
