@@ -190,7 +190,8 @@ app.add_typer(calibrate_app, name="calibrate")
 
 @calibrate_app.command("fit")
 def calibrate_fit(
-    raw: Annotated[Path, typer.Argument(help="raw YAML written by `python -m sim.calibrate.run`")],
+    raw: Annotated[list[Path], typer.Argument(
+        help="raw YAML file(s) written by `python -m sim.calibrate.run` for one card")],
     card: Annotated[str, typer.Option(help="card id the measurement belongs to")],
     out: Annotated[Optional[Path], typer.Option(help="calibration file to write")] = None,
     library: LibraryOpt = None,
@@ -202,9 +203,15 @@ def calibrate_fit(
     lib.card(card)
     target = out or Path("hardware_specs") / "calibration" / f"{card}@measured.yaml"
     rec = fit_file(raw, card, target, lib)
-    console.print(f"wrote {target}: " + ", ".join(
-        f"{k}.{kk}={vv['value']}" for k, v in rec.items() if isinstance(v, dict) and k != "sources"
-        for kk, vv in v.items()))
+    flat = []
+    for k, v in rec.items():
+        if not isinstance(v, dict) or k == "sources":
+            continue
+        if "value" in v:
+            flat.append(f"{k}={v['value']}")
+        else:
+            flat += [f"{k}.{kk}={vv['value']}" for kk, vv in v.items()]
+    console.print(f"wrote {target}: " + ", ".join(flat))
 
 
 @calibrate_app.command("check")

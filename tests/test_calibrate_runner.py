@@ -20,6 +20,7 @@ SECTIONS = [
     "attention_prefill",
     "attention_decode",
     "layer",
+    "layer_compiled",
     "allreduce",
     "overhead",
 ]
@@ -105,6 +106,70 @@ def test_point_contents(quick_doc):
     assert phases == {"prefill", "decode"}
     assert all(p["median_s"] > 0 for p in s["layer"]["points"])
     assert {p["op"] for p in s["overhead"]["points"]} == {"tiny_add", "seq80"}
+
+
+def test_layer_compiled_section(quick_doc):
+    """torch.compile'd layer: exercised on cpu when a C++ compiler exists, else skipped."""
+    sec = quick_doc["sections"]["layer_compiled"]
+    assert sec["status"] in ("ok", "skipped"), sec.get("error")
+    if sec["status"] == "skipped":
+        assert "compile not exercised on cpu" in sec["reason"]
+        return
+    pts = sec["points"]
+    assert [p["phase"] for p in pts] == ["prefill", "decode"]  # one of each in --quick
+    assert not [p for p in pts if "error" in p]
+    layer = {
+        (p["phase"], p["batch"], p.get("seq", p.get("context"))): p
+        for p in quick_doc["sections"]["layer"]["points"]
+    }
+    for p in pts:
+        assert p["compile_s"] > 0 and p["median_s"] > 0 and p["eager_median_s"] > 0
+        assert p["min_s"] <= p["median_s"] <= p["max_s"]
+        assert p["speedup_vs_eager"] == pytest.approx(p["eager_median_s"] / p["median_s"])
+        # same work counts as the eager layer section at the same point (1:1 comparison)
+        ref = layer[(p["phase"], p["batch"], p.get("seq", p.get("context")))]
+        for key in ("flops", "weight_bytes", "kv_bytes", "bytes", "q_heads", "kv_heads"):
+            assert p.get(key) == ref.get(key), key
+    pre, dec = pts
+    assert pre["tokens"] == pre["batch"] * pre["seq"] and pre["tflops"] > 0
+    assert dec["tokens"] == dec["batch"] and dec["bytes_per_s"] > 0
+
+
+def _fake_compile(fail_on):
+    """Stands in for torch.compile: the wrapped fn raises when its name is in fail_on."""
+
+    def compile_(fn, **kw):  # noqa: ARG001
+        def wrapped(*a, **k):
+            if fn.__name__ in fail_on:
+                raise RuntimeError("synthetic: no triton")
+            return fn(*a, **k)
+
+        return wrapped
+
+    return compile_
+
+
+def test_layer_compiled_first_point_failure_stops_section(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "compile", _fake_compile({"prefill", "decode"}))
+    out = tmp_path / "cal.yaml"
+    args = ["--device", "cpu", "--quick", "--sections", "layer_compiled", "--out", str(out)]
+    assert calib.main(args) == 0
+    sec = yaml.safe_load(out.read_text())["sections"]["layer_compiled"]
+    assert sec["status"] == "error"
+    assert "first point failed" in sec["error"] and "no triton" in sec["error"]
+    assert len(sec["points"]) == 1 and "error" in sec["points"][0]
+
+
+def test_layer_compiled_later_point_failure_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "compile", _fake_compile({"decode"}))
+    out = tmp_path / "cal.yaml"
+    args = ["--device", "cpu", "--quick", "--sections", "layer_compiled", "--out", str(out)]
+    assert calib.main(args) == 0
+    sec = yaml.safe_load(out.read_text())["sections"]["layer_compiled"]
+    assert sec["status"] == "ok" and sec["n_point_errors"] == 1
+    pre, dec = sec["points"]
+    assert pre["phase"] == "prefill" and pre["median_s"] > 0 and "compile_s" in pre
+    assert dec["phase"] == "decode" and "torch.compile failed" in dec["error"]
 
 
 def test_decode_attention_fold_matches_reference():

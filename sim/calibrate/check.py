@@ -37,11 +37,12 @@ class CheckPoint:
         return self.predicted_s / self.measured_s - 1
 
 
-def check(raw: dict, card_id: str, library: Library | None = None) -> list[CheckPoint]:
+def check(raw: dict, card_id: str, library: Library | None = None,
+          overrides: dict[str, Factor] | None = None) -> list[CheckPoint]:
     lib = library or Library.default()
     hw = Hardware.load(card_id, lib)
     burst = Hardware(hw.card_id, hw.card, {**hw.factors, "gemm_sustained": Factor(
-        1.0, "measured", "short microbenchmark: burst clocks")})
+        1.0, "measured", "short microbenchmark: burst clocks"), **(overrides or {})})
     prec = Precision.preset("bf16")
     out: list[CheckPoint] = []
     for section in ("layer", "layer_compiled"):
@@ -60,7 +61,7 @@ def check(raw: dict, card_id: str, library: Library | None = None) -> list[Check
             st = step_time(model, burst, Layout(tp=tp), prec, batch)
             layers = model.architecture.num_layers
             per_layer = (st.parts["gemm"] + st.parts["attention"] + st.parts["elementwise"]
-                         + st.parts["moe"]) / layers
+                         + st.parts["moe"] + st.parts["layer_fixed"]) / layers
             out.append(CheckPoint(section, mid, tp, p["phase"], p["batch"], length,
                                   p["median_s"], per_layer))
     return out

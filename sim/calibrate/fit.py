@@ -9,6 +9,10 @@
                                     median KV read rate of decode attention (batch >= 32,
                                     context >= 1024) / measured copy bandwidth
 
+    layer_fixed_us                  median, over compiled-layer decode points with batch <= 64,
+                                    of (CUDA-graph replay time - the model's layer time without
+                                    this term): the non-GEMM kernels' fixed cost per layer
+
 Not fitted, on purpose: prefill attention (torch SDPA runs FlashAttention-2 kernels on Hopper,
 while serving engines run FA3 / TensorRT-LLM FMHA, so the measurement is of another kernel),
 per-step engine overhead (an engine property, not a kernel one) and all-reduce on one GPU.
@@ -136,14 +140,46 @@ def fit(raw: dict, card_id: str, card: CardSpec, raw_path: str) -> dict[str, Any
     return out
 
 
-def fit_file(raw_path: Path, card_id: str, out_path: Path, library=None) -> dict[str, Any]:
+def layer_fixed_us(raw: dict, card_id: str, library) -> tuple[float, str] | None:
+    """Fixed non-GEMM time per layer from compiled-layer decode points replayed as CUDA graphs."""
+    from sim.calibrate.check import RAW_MODEL_IDS, check
+    from sim.perf.hardware import Factor
+
+    pts = [p for p in raw.get("sections", {}).get("layer_compiled", {}).get("points", [])
+           if p.get("phase") == "decode" and p.get("graph_median_s") and p.get("batch", 0) <= 64]
+    if not pts:
+        return None
+    zero = {"layer_fixed_us": Factor(0.0, "measured", "fit")}
+    rows = check({"sections": {"layer_compiled": {"points": pts}}}, card_id, library, zero)
+    gaps = []
+    for p, r in zip(pts, rows):
+        assert r.model == RAW_MODEL_IDS[p["model"]] and r.batch == p["batch"]
+        gaps.append((p["graph_median_s"] - r.predicted_s) * 1e6)
+    return statistics.median(gaps), (
+        f"median over {len(gaps)} compiled decode layers (batch <= 64, CUDA-graph replay) of "
+        f"measured minus roofline time: {', '.join(f'{g:.1f}' for g in gaps)} us")
+
+
+def fit_file(raw_path: Path | list[Path], card_id: str, out_path: Path,
+             library=None) -> dict[str, Any]:
+    """Fit one or more raw measurement files of the same card (later files add sections)."""
     from sim.config.calibration import Calibration
     from sim.config.library import Library
     from sim.config.loader import read_yaml, validate
 
     lib = library or Library.default()
-    raw = read_yaml(raw_path)
-    rec = fit(raw, card_id, lib.card(card_id), raw_path.as_posix())
+    paths = raw_path if isinstance(raw_path, list) else [raw_path]
+    raws = [read_yaml(p) for p in paths]
+    raw = {"provenance": raws[0].get("provenance", {}), "sections": {}}
+    for r in raws:
+        for name, sec in r.get("sections", {}).items():
+            if sec.get("status") == "ok" and name not in raw["sections"]:
+                raw["sections"][name] = sec
+    rec = fit(raw, card_id, lib.card(card_id), ", ".join(p.as_posix() for p in paths))
+    lf = layer_fixed_us(raw, card_id, lib)
+    if lf is not None:
+        rec["layer_fixed_us"] = {"value": round(lf[0], 2), "tier": "measured",
+                                 "source": "measured", "note": lf[1]}
     validate(Calibration, rec, str(out_path))  # what we write must load
     text = ("# Written by `fleetsim calibrate fit`; measured tier, preferred over published.\n"
             + yaml.safe_dump(rec, sort_keys=False, width=100))

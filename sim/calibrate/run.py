@@ -54,6 +54,7 @@ REPORT_ORDER = [
     "attention_prefill",
     "attention_decode",
     "layer",
+    "layer_compiled",
     "allreduce",
     "overhead",
 ]
@@ -62,6 +63,7 @@ RUN_ORDER = [
     "memory_bandwidth",
     "gemm",
     "layer",
+    "layer_compiled",
     "attention_decode",
     "attention_prefill",
     "overhead",
@@ -73,6 +75,7 @@ SECTION_CAP_S = {
     "memory_bandwidth": 30.0,
     "gemm": 150.0,
     "layer": 60.0,
+    "layer_compiled": 60.0,  # mostly torch.compile time (~10-20 s per shape on an H100 host)
     "attention_decode": 45.0,
     "attention_prefill": 40.0,
     "overhead": 15.0,
@@ -118,6 +121,9 @@ class Plan:
             self.layer_decode_batch = [1, 4]
             self.layer_decode_ctx = [64]
             self.layer_graph_batch = 4
+            # layer_compiled: every shape is a fresh torch.compile, so keep these lists short
+            self.compiled_prefill = [(1, 32)]
+            self.compiled_decode = [(4, 64)]  # (batch, context)
             self.overhead_n = 200
             self.allreduce_sizes = [1 * MIB]
             self.sustained_s = 0.2
@@ -146,6 +152,8 @@ class Plan:
             self.layer_decode_batch = [1, 8, 32, 64, 128, 256]
             self.layer_decode_ctx = [1024, 4096]
             self.layer_graph_batch = 64
+            self.compiled_prefill = [(1, 2048), (8, 2048)]
+            self.compiled_decode = [(8, 1024), (64, 1024), (256, 1024), (256, 4096)]
             self.overhead_n = 2000
             self.allreduce_sizes = [MIB << i for i in range(0, 11, 2)]  # 1 MiB .. 1 GiB
             self.sustained_s = 10.0  # per sustained run (gemm bf16, gemm fp8; copy gets half)
@@ -1140,17 +1148,13 @@ def section_layer(ctx):
             torch.cuda.empty_cache()
 
 
-def _layer_model(ctx, model, tp, gen, mode):
-    plan = ctx.plan
-    dev = ctx.dev
-    bf = torch.bfloat16
-    c = plan.models[model]
+def _layer_build(ctx, model, tp, gen, mode, max_pos):
+    """The per-GPU DecoderLayer shard of (model, tp) and its point labels."""
+    c = ctx.plan.models[model]
     hq, hkv = c["heads"] // tp, max(c["kv_heads"] // tp, 1)
     ffn = c["ffn"] // tp
     d, hid = c["head_dim"], c["hidden"]
-    max_pos = max([s for _, s in plan.layer_prefill] + [L + 1 for L in plan.layer_decode_ctx])
-    layer = DecoderLayer(dev, gen, hid, hq, hkv, d, ffn, max_pos, mode)
-    nparams = layer.params()
+    layer = DecoderLayer(ctx.dev, gen, hid, hq, hkv, d, ffn, max_pos, mode)
     base = {
         "model": model,
         "tp": tp,
@@ -1159,8 +1163,19 @@ def _layer_model(ctx, model, tp, gen, mode):
         "head_dim": d,
         "hidden": hid,
         "ffn_per_gpu": ffn,
-        "weight_bytes": 2 * nparams,
+        "weight_bytes": 2 * layer.params(),
     }
+    return layer, base
+
+
+def _layer_model(ctx, model, tp, gen, mode):
+    plan = ctx.plan
+    dev = ctx.dev
+    bf = torch.bfloat16
+    max_pos = max([s for _, s in plan.layer_prefill] + [L + 1 for L in plan.layer_decode_ctx])
+    layer, base = _layer_build(ctx, model, tp, gen, mode, max_pos)
+    hq, hkv, d, hid = layer.nq, layer.nkv, layer.d, layer.h
+    nparams = layer.params()
 
     def prefill_point(b, s):
         x = torch.randn((b, s, hid), generator=gen, device=dev, dtype=bf)
@@ -1222,6 +1237,233 @@ def _layer_model(ctx, model, tp, gen, mode):
                 dict(base, phase="decode", batch=b, context=ctx_len),
                 lambda b=b, L=ctx_len: decode_point(b, L),
             )
+
+
+# ---- transformer layer, torch.compile'd (Inductor-fused elementwise ops, as vLLM V1 runs it)
+def _layer_work(layer, phase, b, n):
+    """Work counts of one layer point, as the `layer` section records them.
+
+    n is seq (prefill) or context (decode; the cache holds context+1 slots).
+    """
+    nparams = layer.params()
+    hq, hkv, d = layer.nq, layer.nkv, layer.d
+    if phase == "prefill":
+        tokens = b * n
+        return {"tokens": tokens, "flops": 2.0 * tokens * nparams + 4.0 * b * hq * n * n * d / 2}
+    kv_bytes = 2 * b * hkv * (n + 1) * d * 2
+    return {
+        "tokens": b,
+        "flops": 2.0 * b * nparams + 4.0 * b * hq * (n + 1) * d,
+        "kv_bytes": kv_bytes,
+        "bytes": 2 * nparams + kv_bytes,
+    }
+
+
+def _dynamo_counts():
+    """(graphs compiled so far, graph breaks so far) from dynamo's counters, or None."""
+    try:
+        from torch._dynamo.utils import counters  # noqa: PLC0415
+
+        return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _have_cxx():
+    cands = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+    return any(c and shutil.which(c) for c in cands)
+
+
+_DYNAMO_LIMITS = (
+    "cache_size_limit",
+    "recompile_limit",
+    "accumulated_cache_size_limit",
+    "accumulated_recompile_limit",
+)
+
+
+def section_layer_compiled(ctx):
+    plan = ctx.plan
+    res = ctx.result
+    if getattr(torch, "compile", None) is None:
+        res["status"] = "error"
+        res["error"] = "torch.compile unavailable in this torch"
+        return
+    if not ctx.cuda and not _have_cxx():
+        res["status"] = "skipped"
+        res["reason"] = "compile not exercised on cpu: no C++ compiler for inductor"
+        return
+    mode = gqa_mode(ctx.dev)
+    res["gqa_method_prefill"] = mode
+    res["compile_options"] = {
+        "backend": "inductor",
+        "mode": "default",
+        "fullgraph": False,
+        "dynamic": False,
+    }
+    res["notes"] = [
+        "same DecoderLayer as the layer section, run through torch.compile (Inductor, default "
+        "mode, static shapes: one compile per point); weights are bf16 as there",
+        "compile_s: wall time of the first compiled call (dynamo trace + inductor + kernel "
+        "compile; on-disk inductor caches of earlier runs shorten it)",
+        "median_s etc: device time of the compiled layer (events, queue pre-filled); "
+        "eager_median_s: the uncompiled layer at the same point, same method; "
+        "launch_bound_median_s: compiled, no queue pre-fill",
+        "graph_median_s (decode): CUDA-graph replay of the compiled layer (vLLM V1 style)",
+        "compiled_graphs / graph_breaks: dynamo counter deltas during the first call",
+        "decode: KV cache preallocated with context+1 slots, new token written at slot=context",
+    ]
+    import torch._dynamo as dynamo  # noqa: PLC0415  (binds only `dynamo`, not `torch`)
+
+    dcfg = dynamo.config
+    saved = {}
+    for key in _DYNAMO_LIMITS:
+        try:
+            if hasattr(dcfg, key):
+                saved[key] = getattr(dcfg, key)
+                setattr(dcfg, key, max(int(saved[key]), 64 if "accumulated" not in key else 512))
+        except Exception:  # noqa: BLE001
+            saved.pop(key, None)
+    n_model_points = len(plan.compiled_prefill) + len(plan.compiled_decode)
+    state = {"first": True, "compile_est_s": 0.0}
+    gen = ctx.gen(41)
+    try:
+        for model, tp in plan.layer_models:
+            if ctx.expired():
+                for _ in range(n_model_points):
+                    ctx.skip_point()
+                continue
+            stop = _compiled_layer_model(ctx, model, tp, gen, mode, state)
+            dynamo.reset()
+            if ctx.cuda:
+                torch.cuda.empty_cache()
+            if stop:
+                return
+    finally:
+        for key, val in saved.items():
+            try:
+                setattr(dcfg, key, val)
+            except Exception:  # noqa: BLE001
+                pass
+        try:
+            dynamo.reset()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _compiled_layer_model(ctx, model, tp, gen, mode, state):
+    """Measures one (model, tp); returns True when the section must stop (first point failed)."""
+    plan = ctx.plan
+    res = ctx.result
+    dev = ctx.dev
+    bf = torch.bfloat16
+    max_pos = max([s for _, s in plan.compiled_prefill] + [L + 1 for _, L in plan.compiled_decode])
+    layer, base = _layer_build(ctx, model, tp, gen, mode, max_pos)
+    hq, hkv, d, hid = layer.nq, layer.nkv, layer.d, layer.h
+    try:
+        cprefill = torch.compile(layer.prefill, fullgraph=False, dynamic=False)
+        cdecode = torch.compile(layer.decode, fullgraph=False, dynamic=False)
+    except Exception as e:  # noqa: BLE001
+        res["status"] = "error"
+        res["error"] = f"torch.compile failed: {_short_exc(e)}"
+        return True
+
+    def thunk(phase, b, n):
+        with torch.inference_mode():
+            if phase == "prefill":
+                x = torch.randn((b, n, hid), generator=gen, device=dev, dtype=bf)
+                layer.mode = mode
+                if mode == "enable_gqa" and hq != hkv:
+                    try:
+                        layer.prefill(x)
+                    except RuntimeError:
+                        layer.mode = "expand"
+
+                def eager():
+                    return layer.prefill(x)
+
+                def compiled():
+                    return cprefill(x)
+
+            else:
+                x = torch.randn((b, 1, hid), generator=gen, device=dev, dtype=bf)
+                kc = torch.randn((b, hkv, n + 1, d), generator=gen, device=dev, dtype=bf)
+                vc = torch.randn((b, hkv, n + 1, d), generator=gen, device=dev, dtype=bf)
+
+                def eager():
+                    return layer.decode(x, kc, vc, n)
+
+                def compiled():
+                    return cdecode(x, kc, vc, n)
+
+            c0 = _dynamo_counts()
+            ctx.timer.sync()
+            t0 = time.perf_counter()
+            try:
+                compiled()
+                ctx.timer.sync()
+            except Exception as e:  # noqa: BLE001
+                raise RuntimeError(f"torch.compile failed: {_short_exc(e)}") from e
+            compile_s = time.perf_counter() - t0
+            c1 = _dynamo_counts()
+            st = ctx.timer(compiled)
+            out = {"compile_s": compile_s}
+            if c0 is not None and c1 is not None:
+                out["compiled_graphs"] = c1[0] - c0[0]
+                out["graph_breaks"] = c1[1] - c0[1]
+            if layer.mode != mode:
+                out["gqa_method"] = "expand (enable_gqa failed for this shape)"
+            out.update(_layer_work(layer, phase, b, n))
+            if phase == "prefill":
+                out["tflops"] = out["flops"] / st["median_s"] / 1e12
+            else:
+                out["bytes_per_s"] = out["bytes"] / st["median_s"]
+            out.update(st)
+            ev = ctx.timer(eager)
+            out["eager_median_s"] = ev["median_s"]
+            out["eager_min_s"] = ev["min_s"]
+            out["eager_p90_s"] = ev["p90_s"]
+            out["speedup_vs_eager"] = ev["median_s"] / st["median_s"]
+            if ctx.cuda:
+                lb = ctx.timer(compiled, prefill_queue=False)
+                out["launch_bound_median_s"] = lb["median_s"]
+                if phase == "decode":
+                    try:
+                        gs = _graph_time(ctx, compiled)
+                        out["graph_median_s"] = gs["median_s"]
+                        out["graph_min_s"] = gs["min_s"]
+                        out["graph_p90_s"] = gs["p90_s"]
+                    except Exception as e:  # noqa: BLE001
+                        out["graph_error"] = _short_exc(e)
+        return out
+
+    points = [("prefill", b, s) for b, s in plan.compiled_prefill]
+    points += [("decode", b, L) for b, L in plan.compiled_decode]
+    for phase, b, n in points:
+        labels = dict(base, phase=phase, batch=b)
+        labels["seq" if phase == "prefill" else "context"] = n
+        need = state["compile_est_s"] + (1.0 if ctx.cuda else 0.0)
+        if not ctx.measure(labels, lambda p=phase, b=b, n=n: thunk(p, b, n), need_s=need):
+            continue
+        pt = res["points"][-1]
+        if state["first"]:
+            state["first"] = False
+            if "error" in pt:
+                res["status"] = "error"
+                res["error"] = f"first point failed: {pt['error']}"
+                return True
+        if "compile_s" in pt:
+            state["compile_est_s"] = float(pt["compile_s"])
+        log(
+            f"  layer_compiled {model} tp{tp} {phase} b={b} n={n}: "
+            + (
+                f"compile {pt['compile_s']:.1f}s, {pt['median_s'] * 1e3:.3f} ms "
+                f"(eager {pt['eager_median_s'] * 1e3:.3f} ms)"
+                if "compile_s" in pt
+                else f"error {pt.get('error')}"
+            )
+        )
+    return False
 
 
 # ---- all-reduce

@@ -57,6 +57,10 @@ class AttentionCalibration(FleetsimModel):
 class Calibration(WithSources):
     """Achieved efficiencies of one card on one software stack.
 
+    `layer_fixed_us`: device time per decoder layer of the non-GEMM kernels (attention launch,
+    norms, RoPE, activation) beyond their roofline time, as replayed from a CUDA graph; it is what
+    small-batch decode pays on top of reading the weights.
+
     The card's main file (`<card>.yaml`) must give every factor; extra files
     (`<card>@<label>.yaml`, e.g. `h100-sxm@measured.yaml` written by `fleetsim calibrate fit`)
     may give some, and each factor is taken from the file with the best tier."""
@@ -69,6 +73,7 @@ class Calibration(WithSources):
     allreduce: AllReduceCalibration = AllReduceCalibration()
     attention: AttentionCalibration = AttentionCalibration()
     step_overhead_ms: CalValue | None = None
+    layer_fixed_us: CalValue | None = None
     training_mfu: CalValue | None = None
     software_maturity: CalValue | None = None
 
@@ -92,6 +97,7 @@ class Calibration(WithSources):
             "gemm.kernel_latency_us": self.gemm.kernel_latency_us,
             "allreduce.latency_us": self.allreduce.latency_us,
             "step_overhead_ms": self.step_overhead_ms,
+            "layer_fixed_us": self.layer_fixed_us,
             "software_maturity": self.software_maturity,
         }
         for where, cv in non_negative.items():

@@ -60,7 +60,8 @@ def lengths_for(library: Library, workload: str | None, isl: float | None,
 def factors_used(hw: Hardware, prec: Precision, tp: int) -> list[str]:
     names = [f"gemm_{prec.compute}", "gemm_m_half_tokens", "gemm_kernel_latency_us",
              "gemm_sustained", "memory_bandwidth",
-             "attention_prefill", "attention_decode_bw", "step_overhead_ms", "software_maturity"]
+             "attention_prefill", "attention_decode_bw", "step_overhead_ms", "layer_fixed_us",
+             "software_maturity"]
     if prec.compute != "bf16":
         names.append("gemm_bf16")  # LM head and router stay 16-bit
     if tp > 1:

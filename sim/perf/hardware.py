@@ -27,7 +27,7 @@ REQUIRED_FACTORS = ("gemm_bf16", "gemm_m_half_tokens", "gemm_kernel_latency_us",
                     "gemm_sustained",
                     "memory_bandwidth",
                     "allreduce_latency_us", "allreduce_busbw", "attention_prefill",
-                    "attention_decode_bw", "step_overhead_ms", "training_mfu",
+                    "attention_decode_bw", "step_overhead_ms", "layer_fixed_us", "training_mfu",
                     "software_maturity")
 
 
@@ -96,6 +96,7 @@ class Hardware:
             "attention_prefill": lambda c: c.attention.prefill_efficiency,
             "attention_decode_bw": lambda c: c.attention.decode_bandwidth_efficiency,
             "step_overhead_ms": lambda c: c.step_overhead_ms,
+            "layer_fixed_us": lambda c: c.layer_fixed_us,
             "training_mfu": lambda c: c.training_mfu,
             "software_maturity": lambda c: c.software_maturity,
         }

@@ -1,6 +1,7 @@
 """Step time of one engine iteration as a per-operator roofline sum.
 
-    step_s = Σ_ops max(bytes_op / achieved_bw, flops_op / (peak · eff_op(shape)))
+    step_s = Σ_ops [t0 +] max(bytes_op / achieved_bw, flops_op / (peak · eff_op(shape)))
+             + layers · fixed non-GEMM kernel time
              + tensor-parallel all-reduces (2 per layer) + fixed per-step overhead
 
 Operators do not overlap (modeling-notes.md: "sum per operator, not one global max"): at large
@@ -175,8 +176,8 @@ def step_time(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
     t = layout.tp
     h = a.hidden_size
     T = batch.tokens
-    parts = {"gemm": 0.0, "attention": 0.0, "moe": 0.0, "elementwise": 0.0, "lm_head": 0.0,
-             "allreduce": 0.0, "overhead": hw.step_overhead_s}
+    parts = {"gemm": 0.0, "attention": 0.0, "moe": 0.0, "elementwise": 0.0, "layer_fixed": 0.0,
+             "lm_head": 0.0, "allreduce": 0.0, "overhead": hw.step_overhead_s}
     if T <= 0:
         return StepTime(parts["overhead"], parts)
 
@@ -253,6 +254,7 @@ def step_time(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
     f_card = (moe.expert_ffn_size * moe.experts_per_token if moe else a.ffn_size) / t
     elem_bytes = T * (8 * h + 3 * f_card) * ACT_BYTES
     parts["elementwise"] += a.num_layers * elem_bytes / r.bw * layer_scale
+    parts["layer_fixed"] += a.num_layers * hw.factors["layer_fixed_us"].value * 1e-6 * layer_scale
 
     # ---- LM head on the last stage: only sequences emitting a token need logits -------------
     parts["lm_head"] += r.gemm_bf16(batch.logits_tokens, h, a.vocab_size / t)
