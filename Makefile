@@ -2,25 +2,29 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench install clean
 
-$(STAMP): pyproject.toml
+$(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -e .
+	touch $@
 
-install: $(STAMP)
+# tests also exercise the calibration runner on the CPU, so they install torch (CPU build)
+$(VENV)/.test: $(VENV)/.base
+	$(PY) -m pip install --quiet -e '.[dev,calibrate]'
+	touch $@
 
-demo: $(STAMP)
+install: $(VENV)/.base
+
+demo: $(VENV)/.base
 	$(VENV)/bin/fleetsim perf --compare --model llama-2-70b --workload mlperf-llama2-70b
 
-test: $(STAMP)
+test: $(VENV)/.test
 	$(PY) -m pytest -n 2 -q
 
-bench: $(STAMP)
+bench: $(VENV)/.test
 	$(PY) benchmarks/fidelity_mlperf.py
 
 clean:

@@ -49,3 +49,47 @@ def test_layer_check_covers_every_measured_layer(raw, lib):
     assert all(r.predicted_s > 0 and r.measured_s > 0 for r in rows)
     # the roofline sum never predicts a layer slower than 1.5x what was measured
     assert all(r.error < 0.5 for r in rows)
+
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("sections: [unclosed\n", "malformed YAML"),
+    ("provenance: {device_name: X}\nsections: {}\n", "provenance: missing date_utc"),
+    ("just: text\n", "sections: missing"),
+])
+def test_bad_measurement_files_are_rejected_in_one_line(tmp_path, content, needle):
+    bad = tmp_path / "raw.yaml"
+    bad.write_text(content)
+    r = _cli("calibrate", "fit", str(bad), "--card", "h100-sxm", "--out",
+             str(tmp_path / "x@measured.yaml"))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert not (tmp_path / "x@measured.yaml").exists()
+
+
+def test_unknown_card_is_rejected(tmp_path):
+    r = _cli("calibrate", "fit", str(RAW), "--card", "h100-sxn", "--out", str(tmp_path / "o.yaml"))
+    assert r.returncode == 2 and "unknown card 'h100-sxn'" in r.stderr
+
+
+def test_malformed_calibration_file_in_a_library_is_one_line(tmp_path):
+    d = tmp_path / "hardware_specs" / "calibration"
+    d.mkdir(parents=True)
+    (d / "h100-sxm@measured.yaml").write_text(
+        "card: h100-sxm\nstack: cuda\nstack_version: x\nsources: {}\n"
+        "gemm: {bf16: {value: 2.5, tier: measured, source: nowhere}}\n")
+    r = _cli("perf", "--library", str(tmp_path), "--card", "h100-sxm", "--isl", "10", "--osl",
+             "10")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: hardware_specs/calibration/h100-sxm@measured.yaml:")
+    assert len(r.stderr.strip().splitlines()) == 1

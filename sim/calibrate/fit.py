@@ -32,6 +32,8 @@ from scipy.optimize import least_squares
 
 from sim.config.card import CardSpec
 
+PROVENANCE_KEYS = ("device_name", "date_utc", "command_line", "torch_version")
+
 DTYPE_KEYS = {"bf16": ("bf16", None), "fp8": ("fp8_e4m3", True)}
 
 
@@ -167,9 +169,19 @@ def fit_file(raw_path: Path | list[Path], card_id: str, out_path: Path,
     from sim.config.library import Library
     from sim.config.loader import read_yaml, validate
 
+    from sim.config.loader import ConfigError
+
     lib = library or Library.default()
     paths = raw_path if isinstance(raw_path, list) else [raw_path]
     raws = [read_yaml(p) for p in paths]
+    for p, r in zip(paths, raws):
+        if not isinstance(r, dict) or not isinstance(r.get("sections"), dict):
+            raise ConfigError(f"{p}: sections: missing (not a `python -m sim.calibrate.run` file)")
+        prov = r.get("provenance")
+        missing = [k for k in PROVENANCE_KEYS if not (isinstance(prov, dict) and prov.get(k))]
+        if missing:
+            raise ConfigError(f"{p}: provenance: missing {', '.join(missing)}; a measurement "
+                              "without provenance cannot become calibration")
     raw = {"provenance": raws[0].get("provenance", {}), "sections": {}}
     for r in raws:
         for name, sec in r.get("sections", {}).items():
