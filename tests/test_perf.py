@@ -222,3 +222,18 @@ def test_throughput_never_exceeds_the_roofline(lib, hw_cache, card, model, isl, 
         per_step_floor_s = weights_once / (hw.card.memory.bandwidth_tbps * 1e12)
         tokens_per_step = res.batch_size * (1 + 1 / max(osl - 1, 1))
         assert res.offline_tokens_per_s_per_card <= tokens_per_step / per_step_floor_s / tp
+
+
+@given(model=MODELS, card=CARDS, dec=st.integers(0, 300), ctx=st.integers(1, 6000),
+       pre=st.integers(0, 3), plen=st.integers(1, 3000))
+def test_cost_table_equals_step_time(lib, hw_cache, model, card, dec, ctx, pre, plen):
+    from sim.perf.step import StepCostTable, StepModel
+
+    m = lib.model(model)
+    hw = hw_cache(card)
+    sm = StepModel(m, hw, Layout(tp=1), BF16)
+    table = StepCostTable(sm, max_tokens=2048, max_seqs=256)
+    w = m.architecture.sliding_window.window_tokens if m.architecture.sliding_window else None
+    batch = StepBatch.decode(dec, ctx, w) + StepBatch.prefill(pre, plen, window=w)
+    assert table.cost(batch) == pytest.approx(step_time(m, hw, Layout(tp=1), BF16, batch).total_s,
+                                              rel=1e-12)

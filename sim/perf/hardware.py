@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from sim.config.base import TIER_RANK, CalValue
 from sim.config.calibration import Calibration
 from sim.config.card import CardSpec
@@ -175,11 +177,13 @@ class Hardware:
         alpha + S·2(n-1)/n / busbw, with busbw = busbw_fraction x per-direction link bandwidth.
         Measured busbw (B3) is defined as algbw·2(n-1)/n, so the ring factor appears once, here,
         and is not applied again to the link bandwidth."""
-        if group <= 1 or message_bytes <= 0:
-            return 0.0
+        if group <= 1:
+            return 0.0 * message_bytes
         busbw = self.factors["allreduce_busbw"].value * self.link_bandwidth_bps(group)
         alg_bytes = message_bytes * 2 * (group - 1) / group
-        return self.factors["allreduce_latency_us"].value * 1e-6 + alg_bytes / busbw
+        t = self.factors["allreduce_latency_us"].value * 1e-6 + alg_bytes / busbw
+        return np.where(message_bytes > 0, t, 0.0) if isinstance(t, np.ndarray) else (
+            t if message_bytes > 0 else 0.0)
 
     @property
     def step_overhead_s(self) -> float:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from sim.config.model import ModelSpec
 from sim.perf.hardware import Hardware
 from sim.perf.memory import Layout, kv_bytes_per_token_layer, kv_heads_per_card, layer_classes
@@ -131,177 +133,218 @@ class StepTime:
     parts: dict[str, float] = field(hash=False)
 
 
-class _Roofline:
-    """Per-operator roofline evaluator for one (model, hardware, layout, precision)."""
+class StepModel:
+    """Step-time evaluator for one (model, hardware, layout, precision).
+
+    The token-count-dependent parts (GEMMs, MoE, elementwise, fixed per-layer time, all-reduce)
+    are computed vectorised over an array of token counts, so the same code serves a single
+    step (`step`) and the cached tables of `StepCostTable` that the serving simulator uses."""
 
     def __init__(self, model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision):
-        self.a = model.architecture
-        self.hw = hw
-        self.t = layout.tp
-        self.layout = layout
-        self.prec = prec
+        a = model.architecture
+        self.a, self.hw, self.layout, self.prec = a, hw, layout, prec
+        self.t = t = layout.tp
         self.bw = hw.mem_bandwidth_bps
         self.peak = hw.peak_flops(prec.compute)
-        self.peak_attn = hw.peak_flops("bf16")
-        self.attn_eff = (hw.factors["attention_prefill"].value
-                         * hw.factors["gemm_sustained"].value)  # same power-capped clocks
-        self.dec_bw = self.bw * hw.factors["attention_decode_bw"].value
+        self.peak_bf16 = hw.peak_flops("bf16")
         self.t0 = hw.gemm_latency_s
+        self.layer_scale = 1.0 / layout.pp
+        self.full_layers, self.swa_layers, _ = layer_classes(a)
+        h = a.hidden_size
+        heads = a.num_attention_heads / t
+        if a.attention == "mla":
+            m = a.mla
+            assert m is not None
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            self.proj_shapes = [(m.q_lora_rank or h, a.num_attention_heads * qk / t),
+                                (h, m.kv_lora_rank + m.qk_rope_head_dim),
+                                (m.kv_lora_rank,
+                                 a.num_attention_heads * (m.qk_nope_head_dim + m.v_head_dim) / t),
+                                (a.num_attention_heads * m.v_head_dim / t, h)]
+            if m.q_lora_rank:
+                self.proj_shapes.insert(0, (h, m.q_lora_rank))
+            self.qkv_width = a.num_attention_heads * qk / t + m.kv_lora_rank
+            fpp = 2.0 * heads * (m.kv_lora_rank + m.qk_rope_head_dim) + 2.0 * heads * m.kv_lora_rank
+        else:
+            kvh = kv_heads_per_card(a, t)
+            qkv_n = (heads + 2 * kvh) * a.head_dim
+            self.proj_shapes = [(h, qkv_n), (heads * a.head_dim, h)]
+            self.qkv_width = qkv_n
+            fpp = 4.0 * heads * a.head_dim
+        self.flop_per_pair = fpp
+        self.kv_tok = kv_bytes_per_token_layer(a, t, prec)
+        attn_eff = hw.factors["attention_prefill"].value * hw.factors["gemm_sustained"].value
+        self.attn_rate = self.peak_bf16 * attn_eff  # same power-capped clocks as the GEMMs
+        dec_bw = self.bw * hw.factors["attention_decode_bw"].value
+        # decode attention is linear in the KV tokens read: max(a·x, b·x) = x·max(a, b)
+        self.dec_coef = max(self.kv_tok / dec_bw, fpp / self.attn_rate)
+        moe = a.moe
+        self.n_dense = a.num_layers if moe is None else moe.num_dense_layers
+        self.n_moe = 0 if moe is None else a.num_layers - moe.num_dense_layers
+        self.f_dense = float(a.ffn_size if moe is None else (moe.dense_ffn_size or 0))
+        self.expert_params = layer_params(a, a.num_layers - 1).expert_each if moe else 0.0
+        self.f_card = (moe.expert_ffn_size * moe.experts_per_token if moe else a.ffn_size) / t
 
-    def gemm(self, m: float, k: float, n: float, w_bytes: float | None = None) -> float:
-        """t0 + max(bytes / bw, flops / (peak · eff(m))) for an (m×k)·(k×n) GEMM; t0 is the
-        calibrated per-kernel latency."""
-        if m <= 0:
-            return 0.0
-        wb = self.prec.weight_bytes if w_bytes is None else w_bytes
-        byts = k * n * wb + m * (k + n) * ACT_BYTES
+    # ---- vectorised building blocks ------------------------------------------------------
+    def _gemm(self, m: np.ndarray, k: float, n: float, w_bytes: float, peak: float,
+              compute: str) -> np.ndarray:
+        """t0 + max(bytes / bw, flops / (peak · eff(m))) for (m×k)·(k×n) GEMMs; 0 where m = 0."""
+        byts = k * n * w_bytes + m * (k + n) * ACT_BYTES
         flops = 2.0 * m * k * n
-        eff = self.hw.gemm_efficiency(self.prec.compute, m)
-        return self.t0 + max(byts / self.bw, flops / (self.peak * eff))
+        eff = self.hw.gemm_efficiency(compute, m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = self.t0 + np.maximum(byts / self.bw, flops / (peak * eff))
+        return np.where(m > 0, t, 0.0)
 
-    def gemm_bf16(self, m: float, k: float, n: float) -> float:
-        if m <= 0:
-            return 0.0
-        byts = k * n * 2.0 + m * (k + n) * ACT_BYTES
-        flops = 2.0 * m * k * n
-        eff = self.hw.gemm_efficiency("bf16", m)
-        return self.t0 + max(byts / self.bw, flops / (self.hw.peak_flops("bf16") * eff))
+    def gemm(self, m: np.ndarray, k: float, n: float) -> np.ndarray:
+        return self._gemm(m, k, n, self.prec.weight_bytes, self.peak, self.prec.compute)
+
+    def gemm_bf16(self, m: np.ndarray, k: float, n: float) -> np.ndarray:
+        return self._gemm(m, k, n, 2.0, self.peak_bf16, "bf16")
+
+    def _dense_ffn(self, T: np.ndarray, f: float) -> np.ndarray:
+        h, t = self.a.hidden_size, self.t
+        up = 2 * f / t if self.a.ffn_kind == "swiglu" else f / t
+        return self.gemm(T, h, up) + self.gemm(T, f / t, h)
+
+    def _moe(self, T: np.ndarray) -> np.ndarray:
+        """Routed experts of one layer: router, expert GEMMs (bytes follow the distinct experts
+        touched, FLOPs the active ones), the hottest rank setting the time under EP."""
+        a, moe, t = self.a, self.a.moe, self.t
+        assert moe is not None
+        h, E, k = a.hidden_size, moe.num_experts, moe.experts_per_token
+        wb = self.prec.weight_bytes
+        router = self.gemm_bf16(T, h, E)
+        distinct = expected_distinct_experts(E, k, T)
+        fpa = 2.0 * self.expert_params
+        if self.layout.ep and t > 1:
+            mu = T * k / t
+            hottest = mu + np.sqrt(np.maximum(mu * (1 - 1 / t), 0.0)) * math.sqrt(2 * math.log(t))
+            experts_card = distinct / t
+            byts = experts_card * self.expert_params * wb + hottest * 2 * h * ACT_BYTES
+            flops = hottest * fpa
+            m_per = hottest / np.maximum(experts_card, 1e-9)
+            a2a = 2 * T * k * h * ACT_BYTES * (t - 1) / t / t
+            comm = 2 * self.hw.factors["allreduce_latency_us"].value * 1e-6 + a2a / (
+                self.hw.factors["allreduce_busbw"].value * self.hw.link_bandwidth_bps(t))
+        else:
+            byts = distinct * self.expert_params * wb / t + T * k * 2 * h * ACT_BYTES
+            flops = T * k * fpa / t
+            m_per = T * k / np.maximum(distinct, 1e-9)
+            comm = 0.0
+        eff = self.hw.gemm_efficiency(self.prec.compute, m_per)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            experts = 3 * self.t0 + np.maximum(byts / self.bw, flops / (self.peak * eff)) + comm
+        return np.where(T > 0, router + experts, 0.0)
+
+    def token_parts(self, T: np.ndarray) -> dict[str, np.ndarray]:
+        """Parts of a step that depend only on the number of tokens T it processes (per stage)."""
+        T = np.asarray(T, dtype=float)
+        a, t, ls = self.a, self.t, self.layer_scale
+        h = a.hidden_size
+        proj = sum(self.gemm(T, k, n) for k, n in self.proj_shapes)
+        gemm = a.num_layers * proj * ls
+        moe = np.zeros_like(T)
+        if self.n_dense:
+            gemm = gemm + self.n_dense * self._dense_ffn(T, self.f_dense) * ls
+        if self.n_moe:
+            moe = self.n_moe * self._moe(T) * ls
+            if a.moe and a.moe.num_shared_experts:
+                gemm = gemm + self.n_moe * self._dense_ffn(
+                    T, float(a.moe.num_shared_experts * a.moe.expert_ffn_size)) * ls
+        # elementwise, bandwidth-bound: two fused residual-add + RMSNorm (read x and residual,
+        # write both: 4·h each) and the SwiGLU activation (read 2f, write f). RoPE and the KV
+        # write are fused into attention; GEMM inputs/outputs are counted in the GEMMs.
+        elem = a.num_layers * T * (8 * h + 3 * self.f_card) * ACT_BYTES / self.bw * ls
+        fixed = np.where(T > 0, a.num_layers * self.hw.factors["layer_fixed_us"].value * 1e-6
+                         * ls, 0.0)
+        ar = np.zeros_like(T)
+        if t > 1:  # 2 all-reduces per layer of the 16-bit activations
+            ar = np.where(T > 0, 2 * a.num_layers * ls * self.hw.allreduce_s(
+                np.maximum(T, 1.0) * h * ACT_BYTES, t), 0.0)
+        return {"gemm": gemm, "moe": moe, "elementwise": elem, "layer_fixed": fixed,
+                "allreduce": ar}
+
+    def lm_head(self, logits: np.ndarray) -> np.ndarray:
+        """LM head on the last stage: only sequences emitting a token need logits."""
+        return self.gemm_bf16(np.asarray(logits, dtype=float), self.a.hidden_size,
+                              self.a.vocab_size / self.t)
+
+    def attention(self, batch: StepBatch) -> float:
+        """Attention core over all layers of the stage (decode and prefill parts)."""
+        def core(dec_ctx: float, pairs: float, kv_read: float) -> float:
+            s = dec_ctx * self.dec_coef if batch.decode_seqs > 0 else 0.0
+            if batch.prefill_tokens > 0:
+                s += max((kv_read * self.kv_tok + batch.prefill_tokens * self.qkv_width
+                          * ACT_BYTES) / self.bw, pairs * self.flop_per_pair / self.attn_rate)
+            return s
+
+        total = self.full_layers * core(batch.decode_context, batch.prefill_pairs,
+                                        batch.prefill_kv_tokens)
+        if self.swa_layers:
+            def pick(w, full):
+                return full if w is None else w
+            total += self.swa_layers * core(
+                pick(batch.decode_context_window, batch.decode_context),
+                pick(batch.prefill_pairs_window, batch.prefill_pairs),
+                pick(batch.prefill_kv_tokens_window, batch.prefill_kv_tokens))
+        return total * self.layer_scale
+
+    def step(self, batch: StepBatch) -> StepTime:
+        parts = {"gemm": 0.0, "attention": 0.0, "moe": 0.0, "elementwise": 0.0,
+                 "layer_fixed": 0.0, "lm_head": 0.0, "allreduce": 0.0,
+                 "overhead": self.hw.step_overhead_s}
+        if batch.tokens > 0:
+            for k, v in self.token_parts(np.array([batch.tokens])).items():
+                parts[k] = float(v[0])
+            parts["attention"] = self.attention(batch)
+            parts["lm_head"] = float(self.lm_head(np.array([batch.logits_tokens]))[0])
+        return StepTime(sum(parts.values()), parts)
+
+
+class StepCostTable:
+    """Cached step costs for the serving simulator: token-dependent parts tabulated for every
+    token count up to `max_tokens` and the LM head for every logits count up to `max_seqs`, so a
+    step costs a few additions. Values equal `StepModel.step` (same arithmetic)."""
+
+    def __init__(self, sm: StepModel, max_tokens: int, max_seqs: int):
+        self.sm = sm
+        T = np.arange(max_tokens + 1, dtype=float)
+        parts = sm.token_parts(T)
+        self.token_s = sum(parts[k] for k in ("gemm", "moe", "elementwise", "layer_fixed",
+                                              "allreduce")).tolist()
+        self.lm_s = sm.lm_head(np.arange(max_seqs + 1, dtype=float)).tolist()
+        self.overhead_s = sm.hw.step_overhead_s
+        self.dec_coef_full = sm.dec_coef * sm.full_layers * sm.layer_scale
+        self.dec_coef_swa = sm.dec_coef * sm.swa_layers * sm.layer_scale
+
+    def token_cost(self, tokens: int) -> float:
+        if tokens < len(self.token_s):
+            return self.token_s[tokens]
+        p = self.sm.token_parts(np.array([float(tokens)]))
+        return float(sum(v[0] for v in p.values()))
+
+    def lm_cost(self, logits: int) -> float:
+        if logits < len(self.lm_s):
+            return self.lm_s[logits]
+        return float(self.sm.lm_head(np.array([float(logits)]))[0])
+
+    def cost(self, batch: StepBatch) -> float:
+        """Step time (s) of `batch`."""
+        T = int(round(batch.tokens))
+        if T <= 0:
+            return self.overhead_s
+        return (self.token_cost(T) + self.lm_cost(int(round(batch.logits_tokens)))
+                + self.sm.attention(batch) + self.overhead_s)
 
 
 def step_time(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
               batch: StepBatch) -> StepTime:
     """Time (s) of one engine step on one pipeline stage of a replica (all layers when pp=1)."""
-    r = _Roofline(model, hw, layout, prec)
-    a = r.a
-    t = layout.tp
-    h = a.hidden_size
-    T = batch.tokens
-    parts = {"gemm": 0.0, "attention": 0.0, "moe": 0.0, "elementwise": 0.0, "layer_fixed": 0.0,
-             "lm_head": 0.0, "allreduce": 0.0, "overhead": hw.step_overhead_s}
-    if T <= 0:
-        return StepTime(parts["overhead"], parts)
-
-    # ---- attention projections (same for every layer) ------------------------------------
-    heads = a.num_attention_heads / t
-    if a.attention == "mla":
-        m = a.mla
-        assert m is not None
-        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-        proj = (r.gemm(T, h, m.q_lora_rank) if m.q_lora_rank else 0.0)
-        proj += r.gemm(T, m.q_lora_rank or h, a.num_attention_heads * qk / t)
-        proj += r.gemm(T, h, m.kv_lora_rank + m.qk_rope_head_dim)
-        proj += r.gemm(T, m.kv_lora_rank,
-                       a.num_attention_heads * (m.qk_nope_head_dim + m.v_head_dim) / t)
-        proj += r.gemm(T, a.num_attention_heads * m.v_head_dim / t, h)
-        qkv_width = a.num_attention_heads * qk / t + m.kv_lora_rank
-        flop_per_pair = 2.0 * heads * (m.kv_lora_rank + m.qk_rope_head_dim) + 2.0 * heads * (
-            m.kv_lora_rank)
-    else:
-        kvh = kv_heads_per_card(a, t)
-        qkv_n = (heads + 2 * kvh) * a.head_dim
-        proj = r.gemm(T, h, qkv_n) + r.gemm(T, heads * a.head_dim, h)
-        qkv_width = qkv_n
-        flop_per_pair = 4.0 * heads * a.head_dim
-
-    kv_tok = kv_bytes_per_token_layer(a, t, prec)
-
-    def attention_core(windowed: bool) -> float:
-        dec_ctx = batch.decode_context_window if windowed and batch.decode_context_window is not None \
-            else batch.decode_context
-        pairs = batch.prefill_pairs_window if windowed and batch.prefill_pairs_window is not None \
-            else batch.prefill_pairs
-        kv_read = batch.prefill_kv_tokens_window if windowed and \
-            batch.prefill_kv_tokens_window is not None else batch.prefill_kv_tokens
-        s = 0.0
-        if batch.decode_seqs > 0:
-            s += max(dec_ctx * kv_tok / r.dec_bw,
-                     dec_ctx * flop_per_pair / (r.peak_attn * r.attn_eff))
-        if batch.prefill_tokens > 0:
-            s += max((kv_read * kv_tok + batch.prefill_tokens * qkv_width * ACT_BYTES) / r.bw,
-                     pairs * flop_per_pair / (r.peak_attn * r.attn_eff))
-        return s
-
-    full_layers, swa_layers, _ = layer_classes(a)
-    layer_scale = 1.0 / layout.pp
-    attn = (full_layers * attention_core(False) + swa_layers * attention_core(True)) * layer_scale
-    parts["gemm"] += a.num_layers * proj * layer_scale
-    parts["attention"] += attn
-
-    # ---- FFN per layer class ----------------------------------------------------------------
-    moe = a.moe
-
-    def dense_ffn(f: float) -> float:
-        if a.ffn_kind == "swiglu":
-            return r.gemm(T, h, 2 * f / t) + r.gemm(T, f / t, h)
-        return r.gemm(T, h, f / t) + r.gemm(T, f / t, h)
-
-    n_dense = a.num_layers if moe is None else moe.num_dense_layers
-    n_moe = 0 if moe is None else a.num_layers - moe.num_dense_layers
-    if n_dense:
-        f_dense = a.ffn_size if moe is None else moe.dense_ffn_size
-        parts["gemm"] += n_dense * dense_ffn(float(f_dense)) * layer_scale
-    if n_moe:
-        assert moe is not None
-        lp = layer_params(a, a.num_layers - 1)
-        parts["moe"] += n_moe * _moe_layer_s(r, batch, lp.expert_each) * layer_scale
-        if moe.num_shared_experts:
-            parts["gemm"] += n_moe * dense_ffn(
-                float(moe.num_shared_experts * moe.expert_ffn_size)) * layer_scale
-
-    # ---- elementwise, bandwidth-bound: two fused residual-add + RMSNorm (read x and residual,
-    # write both: 4·h each) and the SwiGLU activation (read 2f, write f). RoPE and the KV write
-    # are fused into attention; GEMM inputs/outputs are counted in the GEMMs.
-    f_card = (moe.expert_ffn_size * moe.experts_per_token if moe else a.ffn_size) / t
-    elem_bytes = T * (8 * h + 3 * f_card) * ACT_BYTES
-    parts["elementwise"] += a.num_layers * elem_bytes / r.bw * layer_scale
-    parts["layer_fixed"] += a.num_layers * hw.factors["layer_fixed_us"].value * 1e-6 * layer_scale
-
-    # ---- LM head on the last stage: only sequences emitting a token need logits -------------
-    parts["lm_head"] += r.gemm_bf16(batch.logits_tokens, h, a.vocab_size / t)
-
-    # ---- tensor-parallel all-reduces: 2 per layer, 16-bit activations ------------------------
-    if t > 1:
-        per_ar = hw.allreduce_s(T * h * ACT_BYTES, t)
-        parts["allreduce"] += 2 * a.num_layers * per_ar * layer_scale
-
-    return StepTime(sum(parts.values()), parts)
+    return StepModel(model, hw, layout, prec).step(batch)
 
 
 def expected_distinct_experts(num_experts: int, top_k: int, tokens: float) -> float:
     """E·(1 - (1 - k/E)^B): distinct experts a batch of B tokens touches under uniform routing
     (modeling-notes.md; DeepSeek-V3 at B = 64 touches ≈ 87% of 256)."""
     return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
-
-
-def _moe_layer_s(r: _Roofline, batch: StepBatch, expert_params: float) -> float:
-    """Routed-expert FFN of one layer: router, expert GEMMs (bytes follow distinct experts
-    touched, FLOPs follow active experts), with the hottest rank setting the time under EP."""
-    a = r.a
-    moe = a.moe
-    assert moe is not None
-    T = batch.tokens
-    h = a.hidden_size
-    E, k, t = moe.num_experts, moe.experts_per_token, r.t
-    router = r.gemm_bf16(T, h, E)
-    distinct = expected_distinct_experts(E, k, T)
-    flops_per_assignment = 2.0 * expert_params
-    if r.layout.ep and t > 1:
-        mu = T * k / t
-        hottest = mu + math.sqrt(max(mu * (1 - 1 / t), 0.0)) * math.sqrt(2 * math.log(t))
-        experts_card = distinct / t
-        byts = experts_card * expert_params * r.prec.weight_bytes + hottest * 2 * h * ACT_BYTES
-        flops = hottest * flops_per_assignment
-        m_per_expert = hottest / max(experts_card, 1e-9)
-        # dispatch and combine all-to-alls of the routed activations
-        a2a_bytes = 2 * T * k * h * ACT_BYTES * (t - 1) / t / t
-        comm = 2 * r.hw.factors["allreduce_latency_us"].value * 1e-6 + a2a_bytes / (
-            r.hw.factors["allreduce_busbw"].value * r.hw.link_bandwidth_bps(t))
-    else:
-        byts = distinct * expert_params * r.prec.weight_bytes / t + T * k * 2 * h * ACT_BYTES
-        flops = T * k * flops_per_assignment / t
-        m_per_expert = T * k / max(distinct, 1e-9)
-        comm = 0.0
-    eff = r.hw.gemm_efficiency(r.prec.compute, m_per_expert)
-    # three grouped-GEMM kernels (gate, up, down; or gate_up fused + down + routing) per layer
-    return router + 3 * r.t0 + max(byts / r.bw, flops / (r.peak * eff)) + comm
-
