@@ -42,8 +42,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sim.config.loader import ConfigError
     from sim.perf.memory import LayoutError
     from sim.perf.precision import PrecisionError
+    from sim.serving.simulate import ServingError
 
-    return (ConfigError, LayoutError, PrecisionError)
+    return (ConfigError, LayoutError, PrecisionError, ServingError)
 
 
 @app.command()
@@ -181,6 +182,106 @@ def _compare(lib, model, precision, lengths, as_json, weights, activations, kv) 
                   f"{r.offline_tokens_per_s_per_card:,.0f}" if r.fits else "-",
                   f"{r.prefill_tokens_per_s_per_card:,.0f}",
                   f"{r.decode_step_s * 1e3:.1f}" if r.fits else "-", gemm_tier)
+    console.print(t)
+
+
+@app.command()
+def serve(
+    card: Annotated[str, typer.Option(help="card id, e.g. h100-sxm")],
+    model: Annotated[str, typer.Option(help="model id, e.g. llama-2-70b")] = "llama-2-70b",
+    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8, fp4 or int8 preset")] = "bf16",
+    tp: Annotated[Optional[int], typer.Option(help="tensor parallel (default: smallest that fits)")] = None,
+    replicas: Annotated[int, typer.Option(help="number of replicas")] = 1,
+    trace: Annotated[Optional[Path], typer.Option(help="CSV trace (Azure format or arrival_s,input_tokens,output_tokens)")] = None,
+    time_scale: Annotated[float, typer.Option(help="replay the trace at this multiple of its rate")] = 1.0,
+    traffic: Annotated[str, typer.Option(help="poisson or gamma (when no --trace)")] = "poisson",
+    rate: Annotated[Optional[float], typer.Option(help="requests/s for synthetic traffic")] = None,
+    cv: Annotated[float, typer.Option(help="inter-arrival CV for gamma traffic")] = 2.0,
+    requests: Annotated[int, typer.Option(help="number of synthetic requests (or trace cap)")] = 2000,
+    workload: Annotated[str, typer.Option(help="length mix for synthetic traffic")] = "mlperf-llama2-70b",
+    slo_ttft_ms: Annotated[Optional[float], typer.Option(help="p99-style TTFT SLO per request (ms)")] = None,
+    slo_tpot_ms: Annotated[Optional[float], typer.Option(help="TPOT SLO per request (ms)")] = None,
+    mode: Annotated[str, typer.Option(help="fast (exact constant-batch spans) or token")] = "fast",
+    router: Annotated[str, typer.Option(help="round_robin, least_outstanding, power_of_two")] = "least_outstanding",
+    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs")] = 256,
+    max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens")] = 8192,
+    gpu_memory_utilization: Annotated[float, typer.Option("--gpu-memory-utilization")] = 0.9,
+    block_size: Annotated[int, typer.Option("--block-size")] = 16,
+    no_chunked_prefill: Annotated[bool, typer.Option("--no-chunked-prefill")] = False,
+    long_prompt_policy: Annotated[str, typer.Option(help="clip or reject prompts beyond the context window")] = "clip",
+    seed: Annotated[int, typer.Option(help="seed for synthetic traffic and routing")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Replay traffic through replicas of a model on a card (vLLM V1 scheduler, 0.15 line)."""
+    from sim.perf.hardware import Hardware
+    from sim.perf.memory import Layout, min_tp
+    from sim.perf.precision import Precision
+    from sim.serving.engine import EngineConfig
+    from sim.serving.metrics import Slo, summarize
+    from sim.serving.simulate import ServeSetup, ServingError, simulate
+    from sim.serving.traffic import GammaTraffic, LognormalLengths, PoissonTraffic, TraceTraffic
+
+    lib = _lib(library)
+    spec = lib.model(model)
+    hw = Hardware.load(card, lib)
+    prec = Precision.preset(precision)
+    hw.check_precision(prec)
+    try:
+        slo = Slo(slo_ttft_ms, slo_tpot_ms)
+        engine = EngineConfig(max_num_seqs=max_num_seqs,
+                              max_num_batched_tokens=max_num_batched_tokens,
+                              block_size=block_size,
+                              enable_chunked_prefill=not no_chunked_prefill,
+                              long_prompt_policy=long_prompt_policy)
+        if not 0 < gpu_memory_utilization <= 1:
+            raise ValueError(f"--gpu-memory-utilization must be in (0, 1] (got "
+                             f"{gpu_memory_utilization})")
+        if trace is not None:
+            if not trace.is_file():
+                raise ServingError(f"{trace}: cannot read (No such file or directory)")
+            source = TraceTraffic(trace, time_scale=time_scale, max_requests=None)
+        else:
+            if rate is None:
+                raise ValueError("give --trace FILE, or --rate for synthetic traffic")
+            lengths = LognormalLengths.from_mix(lib.lengths(workload))
+            if traffic == "poisson":
+                source = PoissonTraffic(rate, requests, lengths, seed)
+            elif traffic == "gamma":
+                source = GammaTraffic(rate, cv, requests, lengths, seed)
+            else:
+                raise ValueError(f"--traffic must be poisson or gamma (got {traffic!r})")
+    except ServingError:
+        raise
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    smallest = min_tp(spec, hw, prec)
+    use_tp = tp or smallest
+    if use_tp is None:
+        raise ServingError(f"{spec.name} does not fit on {hw.card.name} at any TP up to 64")
+    if tp is not None and smallest is not None and tp < smallest:
+        raise ServingError(f"{spec.name} does not fit on {hw.card.name} at TP {tp}; the "
+                           f"smallest TP that fits is {smallest}")
+    setup = ServeSetup(spec, hw, prec, Layout(tp=use_tp), replicas, engine, router, mode, seed,
+                       gpu_memory_utilization)
+    res = simulate(setup, source)
+    out = summarize(res, slo, hw.card.power.tdp_w, use_tp)
+    out.update(card=card, model=model, precision=prec.label, tp=use_tp, replicas=replicas,
+               engine=f"{engine.name} {engine.version}", router=router,
+               unstable=bool(res.unfinished > 0))
+    if as_json:
+        print(json.dumps(_clean(out), sort_keys=True))
+        return
+    t = Table(title=f"{model} on {replicas}x {card} TP{use_tp} ({prec.label}, {engine.name})",
+              show_header=False)
+    for k in ("requests", "finished", "rejected", "clipped", "slo_attainment", "goodput_rps",
+              "throughput_tokens_per_s", "busy_fraction", "preemptions", "sim_wall_s"):
+        v = out[k]
+        t.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+    for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        d = out[k]
+        t.add_row(k, " ".join(f"{q}={d[q]:,.1f}" for q in ("mean", "p50", "p90", "p99")
+                              if d[q] is not None))
     console.print(t)
 
 

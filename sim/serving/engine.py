@@ -1,0 +1,339 @@
+"""One serving replica's scheduler, imitating vLLM V1 (the 0.15 line); no simpy in here.
+
+vLLM V1 scheduling, as imitated (vllm/v1/core/sched/scheduler.py):
+- one token budget per step (`max_num_batched_tokens`) shared by decodes and prefills;
+  running requests are scheduled first, in order, then waiting ones FCFS;
+- chunked prefill: a prompt may be split over steps by the remaining budget;
+- paged KV cache in blocks of `block_size` tokens; a waiting request is admitted only if its
+  chunk's blocks are free and fewer than `max_num_seqs` requests run; the waiting queue stops at
+  the first request that does not fit (FCFS, no skipping);
+- when a running request needs a block and none is free, the last-admitted running request is
+  preempted (recompute: its KV is freed; it returns to the front of the waiting queue and later
+  re-prefills its prompt plus the tokens it had generated); no new request is admitted in a step
+  that preempted;
+- a request emits one token whenever every token it knows has been computed (end of its
+  prefill, then every decode step).
+
+Defaults follow vLLM's engine arguments (docs, 0.x to 0.15): `max_num_seqs` 256,
+`max_num_batched_tokens` 8192 with chunked prefill, `block_size` 16, `gpu_memory_utilization`
+0.9 (used by `sim.perf.memory`).
+
+The fast mode advances several constant-batch decode steps at once: while every running
+request decodes and nothing can be admitted, step times are affine in the step index (each
+step adds one token of context per request), so k steps last k·a + b·k(k-1)/2 exactly. A span
+ends before the first finish, before the cache would run out of blocks, before any context
+crosses a sliding window, and (enforced by the simulator) at the first step boundary after an
+arrival that could be admitted. The token mode runs the same code with spans of one step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from sim.perf.step import StepBatch, StepCostTable
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Scheduler knobs, with vLLM's names and defaults."""
+
+    name: str = "vllm-v1"
+    version: str = "0.15"
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    block_size: int = 16
+    enable_chunked_prefill: bool = True
+    max_model_len: int | None = None
+    long_prompt_policy: str = "clip"  # "clip" the prompt to fit, or "reject" the request
+
+    def __post_init__(self) -> None:
+        for f in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f} must be >= 1 (got {getattr(self, f)})")
+        if self.long_prompt_policy not in ("clip", "reject"):
+            raise ValueError(f"long_prompt_policy must be 'clip' or 'reject' "
+                             f"(got {self.long_prompt_policy!r})")
+
+
+@dataclass
+class Req:
+    rid: int
+    arrival_s: float
+    prompt: int
+    output: int
+    generated: int = 0
+    computed: int = 0  # tokens whose KV is in the cache
+    blocks: int = 0
+    first_token_s: float = math.nan
+    first_scheduled_s: float = math.nan
+    preemptions: int = 0
+
+    @property
+    def known(self) -> int:
+        """Tokens whose KV must be computed before the next token can be emitted."""
+        return self.prompt + self.generated
+
+
+
+@dataclass
+class StepPlan:
+    """What one step does: (request, new tokens) pairs and the batch shape for costing."""
+
+    items: list[tuple[Req, int]]
+    batch: StepBatch
+    preempted: list[Req] = field(default_factory=list)
+
+
+class Replica:
+    """State of one replica: queues, KV blocks, and the scheduling rules above."""
+
+    def __init__(self, idx: int, cfg: EngineConfig, costs: StepCostTable, num_blocks: int,
+                 window: int | None = None):
+        self.idx = idx
+        self.cfg = cfg
+        self.costs = costs
+        self.total_blocks = num_blocks
+        self.free_blocks = num_blocks
+        self.window = window
+        self.waiting: deque[Req] = deque()
+        self.running: list[Req] = []
+        self.busy_s = 0.0
+        self.prefill_busy_s = 0.0
+        self.steps = 0
+        self.peak_blocks_used = 0
+
+    # ---- state queries --------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.cfg.block_size)
+
+    def can_admit_head(self, budget_left: int) -> bool:
+        """Would `plan` admit the head of the waiting queue with `budget_left` tokens left?"""
+        if not self.waiting or len(self.running) >= self.cfg.max_num_seqs or budget_left <= 0:
+            return False
+        req = self.waiting[0]
+        need = req.known - req.computed
+        n = min(need, budget_left) if self.cfg.enable_chunked_prefill else need
+        if n > budget_left:
+            return False
+        return self.blocks_for(req.computed + n) - req.blocks <= self.free_blocks
+
+    def could_admit_new(self) -> bool:
+        """Would a request arriving now be scheduled at the next boundary? (FCFS: only if the
+        queue is empty and a slot is free; its blocks are checked when it is planned.)"""
+        return not self.waiting and len(self.running) < self.cfg.max_num_seqs
+
+    # ---- one step -------------------------------------------------------------------------
+    def plan(self) -> StepPlan:
+        cfg = self.cfg
+        budget = cfg.max_num_batched_tokens
+        items: list[tuple[Req, int]] = []
+        preempted: list[Req] = []
+        running = self.running
+        i = 0
+        while i < len(running) and budget > 0:
+            req = running[i]
+            need = req.known - req.computed
+            n = min(need, budget) if cfg.enable_chunked_prefill else need
+            if n > budget:
+                i += 1
+                continue
+            extra = self.blocks_for(req.computed + n) - req.blocks
+            while extra > self.free_blocks:
+                victim = running[-1]
+                self._preempt(victim)
+                preempted.append(victim)
+                if victim is req:
+                    break
+            if req in preempted:
+                break
+            if extra > 0:
+                self.free_blocks -= extra
+                req.blocks += extra
+            items.append((req, n))
+            budget -= n
+            i += 1
+        if not preempted:
+            while self.waiting and budget > 0 and len(running) < cfg.max_num_seqs:
+                req = self.waiting[0]
+                need = req.known - req.computed
+                n = min(need, budget) if cfg.enable_chunked_prefill else need
+                if n > budget:
+                    break
+                extra = self.blocks_for(req.computed + n) - req.blocks
+                if extra > self.free_blocks:
+                    break
+                self.waiting.popleft()
+                self.free_blocks -= extra
+                req.blocks += extra
+                running.append(req)
+                items.append((req, n))
+                budget -= n
+        used = self.total_blocks - self.free_blocks
+        self.peak_blocks_used = max(self.peak_blocks_used, used)
+        return StepPlan(items, self._batch(items), preempted)
+
+    def _preempt(self, req: Req) -> None:
+        self.running.remove(req)
+        self.free_blocks += req.blocks
+        req.blocks = 0
+        req.computed = 0
+        req.preemptions += 1
+        self.waiting.appendleft(req)
+
+    def _batch(self, items: list[tuple[Req, int]]) -> StepBatch:
+        new = [n for _, n in items]
+        ctx = [r.computed for r, _ in items]
+        emits = [r.computed + n >= r.known for r, n in items]
+        return StepBatch.of_sequences(new, ctx, self.window, emits)
+
+    def step_cost(self, plan: StepPlan) -> float:
+        return self.costs.cost(plan.batch)
+
+    def apply(self, plan: StepPlan, start_s: float, end_s: float, finished: list[Req]) -> None:
+        """Advance the state by one executed step ending at `end_s`."""
+        dur = end_s - start_s
+        self.busy_s += dur
+        if plan.batch.prefill_tokens > 0:
+            self.prefill_busy_s += dur * plan.batch.prefill_tokens / max(plan.batch.tokens, 1)
+        self.steps += 1
+        for req, n in plan.items:
+            if math.isnan(req.first_scheduled_s):
+                req.first_scheduled_s = start_s
+            req.computed += n
+            if req.computed >= req.known:
+                req.generated += 1
+                if req.generated == 1:
+                    req.first_token_s = end_s
+                if req.generated >= req.output:
+                    finished.append(req)
+        for req in finished:
+            self._finish(req)
+
+    def _finish(self, req: Req) -> None:
+        if req in self.running:
+            self.running.remove(req)
+            self.free_blocks += req.blocks
+            req.blocks = 0
+
+    # ---- fast mode: constant-batch decode spans ---------------------------------------------
+    def decode_span_limit(self) -> int:
+        """Steps (>= 2 to be worth it) the current batch can decode unchanged, or 0/1.
+
+        Requires: every running request decodes one token a step, nobody waits who could be
+        admitted, and the token budget holds the batch."""
+        run = self.running
+        if not run or len(run) > self.cfg.max_num_batched_tokens:
+            return 0
+        if any(r.computed != r.known - 1 for r in run):
+            return 0
+        # admission only gets harder while the batch decodes (free blocks shrink), so if the
+        # head cannot be admitted now it cannot be until a request finishes
+        if self.can_admit_head(self.cfg.max_num_batched_tokens - len(run)):
+            return 0
+        # steps until the first request finishes (that step ends the span)
+        k = min(r.output - r.generated for r in run)
+        # steps whose block allocations fit in the free blocks: request r needs a new block at
+        # each step where its computed count crosses a multiple of block_size
+        bs = self.cfg.block_size
+        free = self.free_blocks
+        if free < len(run) * (-(-k // bs) + 1):
+            k = min(k, self._steps_until_blocks_run_out(free))
+        if self.window:  # keep every context on one side of the window (affine step times)
+            for r in run:
+                if r.computed < self.window:
+                    k = min(k, self.window - r.computed)
+        return max(k, 0)
+
+    def _steps_until_blocks_run_out(self, free: int) -> int:
+        bs = self.cfg.block_size
+        events = []
+        for r in self.running:
+            # step j (1-based) computes token index r.computed + j - 1; it needs a block when
+            # that index is a multiple of bs beyond the blocks held
+            first = r.blocks * bs - r.computed + 1  # first step needing a new block
+            events.append(first)
+        k = 0
+        needed = 0
+        # walk steps in order of block needs; cheap because spans are bounded by finishes too
+        pending = sorted(events)
+        while pending:
+            step = pending.pop(0)
+            needed += 1
+            if needed > free:
+                return step - 1
+            # the same request needs another block bs steps later
+            nxt = step + bs
+            lo, hi = 0, len(pending)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if pending[mid] < nxt:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            pending.insert(lo, nxt)
+            if step > 1_000_000:
+                break
+        return 1_000_000
+
+    def span_costs(self) -> tuple[float, float]:
+        """(a, b): step j of the current decode batch (j = 0, 1, ...) lasts a + b·j.
+
+        Decode step j reads Σ(computed + 1 + j) KV tokens; every other part depends only on
+        the batch size, and attention is linear in the KV tokens read (StepCostTable)."""
+        run = self.running
+        n = len(run)
+        c = self.costs
+        ctx = sum(r.computed for r in run) + n
+        a = c.token_cost(n) + c.lm_cost(n) + c.overhead_s + c.dec_coef_full * ctx
+        b = c.dec_coef_full * n
+        if self.window:
+            w = self.window
+            ctx_w = sum(min(r.computed + 1, w) for r in run)
+            a += c.dec_coef_swa * ctx_w
+            b += c.dec_coef_swa * sum(1 for r in run if r.computed + 1 < w)
+        return a, b
+
+    def apply_span(self, k: int, start_s: float, a: float, b: float,
+                   finished: list[Req]) -> float:
+        """Advance k decode steps at once; returns the end time."""
+        dur = k * a + b * k * (k - 1) / 2
+        end = start_s + dur
+        self.busy_s += dur
+        self.steps += k
+        used_before = self.total_blocks - self.free_blocks
+        for r in self.running:
+            r.computed += k
+            r.generated += k
+            need = self.blocks_for(r.computed)
+            if need > r.blocks:
+                self.free_blocks -= need - r.blocks
+                r.blocks = need
+            if r.generated >= r.output:
+                finished.append(r)
+        self.peak_blocks_used = max(self.peak_blocks_used, used_before,
+                                    self.total_blocks - self.free_blocks)
+        for r in finished:
+            self._finish(r)
+        return end
+
+
+def steps_until(start_s: float, a: float, b: float, t: float, k_max: int) -> int:
+    """Smallest k in [1, k_max] with start + k·a + b·k(k-1)/2 >= t (k_max if none)."""
+    def end(k: int) -> float:
+        return start_s + k * a + b * k * (k - 1) / 2
+
+    if end(k_max) < t:
+        return k_max
+    lo, hi = 1, k_max
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if end(mid) >= t:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

@@ -1,0 +1,120 @@
+"""Serving metrics as vLLM's benchmark (`benchmark_serving`) defines them, and result frames.
+
+    TTFT = first token time - arrival
+    TPOT = (e2e - TTFT) / (output tokens - 1)      (requests with one output token have none)
+    e2e  = finish - arrival
+SLO attainment is the share of arrived requests that finished and met every SLO given;
+goodput is the rate of such requests over the run (first arrival to last finish).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sim.serving.simulate import ServeResult
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class Slo:
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in ("ttft_ms", "tpot_ms"):
+            v = getattr(self, f)
+            if v is not None and not v > 0:
+                raise ValueError(f"SLO {f} must be > 0 (got {v})")
+
+
+def per_request(res: ServeResult) -> pd.DataFrame:
+    """One row per finished request, ordered by request id."""
+    df = pd.DataFrame({
+        "request_id": res.rid, "replica": res.replica, "arrival_s": res.arrival_s,
+        "first_token_s": res.first_token_s, "finish_s": res.finish_s,
+        "input_tokens": res.input_tokens, "output_tokens": res.output_tokens,
+        "preemptions": res.preemptions,
+    }).sort_values("request_id", kind="stable").reset_index(drop=True)
+    df["queue_s"] = res.first_scheduled_s[np.argsort(res.rid, kind="stable")] - df["arrival_s"]
+    df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
+    df["e2e_s"] = df["finish_s"] - df["arrival_s"]
+    out = df["output_tokens"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["tpot_s"] = np.where(out > 1, (df["e2e_s"] - df["ttft_s"]) / (out - 1), np.nan)
+    return df
+
+
+def _dist_ms(x: np.ndarray) -> dict[str, float | None]:
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
+    out = {"mean": float(np.mean(x) * 1e3)}
+    for p, v in zip(PERCENTILES, np.percentile(x, PERCENTILES)):
+        out[f"p{p}"] = float(v * 1e3)
+    return out
+
+
+def summarize(res: ServeResult, slo: Slo = Slo(), card_tdp_w: float | None = None,
+              cards_per_replica: int = 1) -> dict:
+    """Summary dict: latency distributions, SLO attainment, goodput, throughput, busy, power."""
+    df = per_request(res)
+    ttft, tpot = df["ttft_s"].to_numpy(), df["tpot_s"].to_numpy()
+    ok = np.ones(len(df), dtype=bool)
+    if slo.ttft_ms is not None:
+        ok &= ttft * 1e3 <= slo.ttft_ms
+    if slo.tpot_ms is not None:
+        ok &= np.nan_to_num(tpot, nan=0.0) * 1e3 <= slo.tpot_ms
+    start = float(df["arrival_s"].min()) if len(df) else 0.0
+    end = float(df["finish_s"].max()) if len(df) else 0.0
+    span = max(end - start, 1e-9)
+    busy = [b / span for b in res.replica_busy_s]
+    out = {
+        "requests": int(res.arrived),
+        "finished": int(len(df)),
+        "unfinished": int(res.unfinished),
+        "rejected": int(res.rejected),
+        "clipped": int(res.clipped),
+        "ttft_ms": _dist_ms(ttft),
+        "tpot_ms": _dist_ms(tpot),
+        "e2e_ms": _dist_ms(df["e2e_s"].to_numpy()),
+        "queue_ms": _dist_ms(df["queue_s"].to_numpy()),
+        "slo_attainment": float(ok.sum() / res.arrived) if res.arrived else None,
+        "goodput_rps": float(ok.sum() / span),
+        "throughput_tokens_per_s": float(df["output_tokens"].sum() / span),
+        "input_tokens_per_s": float(df["input_tokens"].sum() / span),
+        "duration_s": span,
+        "busy_fraction": float(np.mean(busy)) if busy else 0.0,
+        "preemptions": int(df["preemptions"].sum()),
+        "peak_kv_block_fraction": float(max(res.replica_peak_blocks) / res.replica_total_blocks)
+        if res.replica_total_blocks else None,
+        "mode": res.mode,
+        "events": int(res.events),
+        "sim_wall_s": float(res.sim_wall_s),
+    }
+    if card_tdp_w:
+        out.update(power_summary(res, span, card_tdp_w, cards_per_replica))
+    return out
+
+
+# Power model (reference-data C5, InferenceX power experiment): average board power during
+# decode ≈ 45-60% of TDP, prefill bursts approach TDP, idle ≈ 10-15% of TDP.
+IDLE_TDP_FRACTION = 0.125
+DECODE_TDP_FRACTION = 0.55
+PREFILL_TDP_FRACTION = 0.95
+
+
+def power_summary(res: ServeResult, span_s: float, tdp_w: float, cards: int) -> dict:
+    """Mean power and energy of the accelerators (not the host) over the run."""
+    energy_j = 0.0
+    for busy, pre in zip(res.replica_busy_s, res.replica_prefill_busy_s):
+        dec = max(busy - pre, 0.0)
+        idle = max(span_s - busy, 0.0)
+        energy_j += cards * tdp_w * (PREFILL_TDP_FRACTION * pre + DECODE_TDP_FRACTION * dec
+                                     + IDLE_TDP_FRACTION * idle)
+    tokens = float(res.output_tokens.sum())
+    return {"mean_power_w": energy_j / span_s, "energy_j": energy_j,
+            "joules_per_output_token": energy_j / tokens if tokens else None}

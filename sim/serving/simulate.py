@@ -1,0 +1,272 @@
+"""Request-level discrete-event simulation of LLM serving (simpy stays inside this module).
+
+Arrivals stream in chunks from a traffic source, a router assigns each to a replica, and each
+replica runs the vLLM-V1-like scheduler of `engine.py`, asking `sim.perf` how long each step
+(or each constant-batch span of decode steps, in fast mode) lasts. Arrivals join at step
+boundaries: a request arriving during a step is seen when that step ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from sim.config.model import ModelSpec
+from sim.perf.hardware import Hardware
+from sim.perf.memory import Layout, check_layout, plan_memory
+from sim.perf.precision import Precision
+from sim.perf.step import StepCostTable, StepModel
+from sim.serving.engine import EngineConfig, Replica, Req, steps_until
+
+ROUTERS = ("round_robin", "least_outstanding", "power_of_two")
+
+
+class ServingError(ValueError):
+    """A user-facing serving configuration error (model does not fit, bad router, ...)."""
+
+
+@dataclass(frozen=True)
+class ServeSetup:
+    model: ModelSpec
+    hardware: Hardware
+    precision: Precision
+    layout: Layout = Layout()
+    replicas: int = 1
+    engine: EngineConfig = EngineConfig()
+    router: str = "least_outstanding"
+    mode: str = "fast"  # "fast" (constant-batch spans) or "token" (one event per step)
+    seed: int = 0
+    gpu_memory_utilization: float = 0.9
+
+
+@dataclass
+class ServeResult:
+    """Per-request arrays (finished requests, in finish order) and per-replica counters."""
+
+    rid: np.ndarray
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    first_scheduled_s: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    preemptions: np.ndarray
+    replica: np.ndarray
+    arrived: int
+    rejected: int
+    clipped: int
+    unfinished: int
+    replica_busy_s: list[float]
+    replica_prefill_busy_s: list[float]
+    replica_steps: list[int]
+    replica_peak_blocks: list[int]
+    replica_total_blocks: int
+    end_s: float
+    events: int
+    sim_wall_s: float
+    mode: str
+    notes: list[str] = field(default_factory=list)
+
+
+class _Recorder:
+    """Growable numpy columns for finished requests (no per-request Python objects kept)."""
+
+    COLS = ("rid", "arrival_s", "first_token_s", "finish_s", "first_scheduled_s",
+            "input_tokens", "output_tokens", "preemptions", "replica")
+
+    def __init__(self, capacity: int = 4096):
+        self.n = 0
+        self.cols = {c: np.empty(capacity, dtype=np.int64 if c in (
+            "rid", "input_tokens", "output_tokens", "preemptions", "replica") else np.float64)
+            for c in self.COLS}
+
+    def add(self, req: Req, finish_s: float, replica: int) -> None:
+        if self.n == len(self.cols["rid"]):
+            for c, arr in self.cols.items():
+                self.cols[c] = np.concatenate([arr, np.empty_like(arr)])
+        i = self.n
+        c = self.cols
+        c["rid"][i] = req.rid
+        c["arrival_s"][i] = req.arrival_s
+        c["first_token_s"][i] = req.first_token_s
+        c["finish_s"][i] = finish_s
+        c["first_scheduled_s"][i] = req.first_scheduled_s
+        c["input_tokens"][i] = req.prompt
+        c["output_tokens"][i] = req.output
+        c["preemptions"][i] = req.preemptions
+        c["replica"][i] = replica
+        self.n += 1
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {c: a[: self.n].copy() for c, a in self.cols.items()}
+
+
+def _num_blocks(setup: ServeSetup) -> int:
+    import sim.perf.memory as mem
+
+    plan = plan_memory(setup.model, setup.hardware, setup.layout, setup.precision,
+                       tokens_per_step=setup.engine.max_num_batched_tokens,
+                       min_sequence_tokens=1)
+    # plan_memory budgets with vLLM's default utilisation; rescale to the one asked for
+    extra = (setup.gpu_memory_utilization - mem.MEMORY_UTILIZATION) * plan.capacity_bytes
+    kv_bytes = plan.kv_budget_bytes + extra
+    if kv_bytes <= 0 or plan.kv_bytes_per_token <= 0:
+        return 0
+    return int(kv_bytes // plan.kv_bytes_per_token) // setup.engine.block_size
+
+
+def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
+    """Replay `traffic` (an object with `iter_chunks()`, or an iterable of request chunks with
+    `arrival_s`, `input_tokens`, `output_tokens` arrays) through the replicas."""
+    if setup.router not in ROUTERS:
+        raise ServingError(f"unknown router '{setup.router}' (known: {', '.join(ROUTERS)})")
+    if setup.mode not in ("fast", "token"):
+        raise ServingError(f"unknown mode '{setup.mode}' (known: fast, token)")
+    if setup.replicas < 1:
+        raise ServingError(f"replicas must be >= 1 (got {setup.replicas})")
+    check_layout(setup.model, setup.layout)
+    setup.hardware.check_precision(setup.precision)
+    num_blocks = _num_blocks(setup)
+    arch = setup.model.architecture
+    max_len = setup.engine.max_model_len or arch.max_context_tokens
+    if num_blocks * setup.engine.block_size < 2 * setup.engine.block_size:
+        raise ServingError(
+            f"{setup.model.name} does not fit on {setup.hardware.card.name} at TP "
+            f"{setup.layout.tp}: no room for a KV cache")
+    cfg = setup.engine
+    sm = StepModel(setup.model, setup.hardware, setup.layout, setup.precision)
+    costs = StepCostTable(sm, cfg.max_num_batched_tokens + cfg.max_num_seqs, cfg.max_num_seqs)
+    window = arch.sliding_window.window_tokens if arch.sliding_window else None
+    reps = [Replica(i, cfg, costs, num_blocks, window) for i in range(setup.replicas)]
+    rng = np.random.default_rng(np.random.SeedSequence(setup.seed).spawn(1)[0])
+    env = simpy.Environment()
+    rec = _Recorder()
+    state = {"arrived": 0, "rejected": 0, "clipped": 0, "events": 0, "rr": 0}
+    outstanding = [0] * setup.replicas
+    wake: list[simpy.Event | None] = [None] * setup.replicas
+    interrupt: list[simpy.Event | None] = [None] * setup.replicas
+    fast = setup.mode == "fast"
+    max_req_tokens = num_blocks * cfg.block_size
+
+    def route() -> int:
+        if setup.router == "round_robin":
+            i = state["rr"] % setup.replicas
+            state["rr"] += 1
+            return i
+        if setup.router == "least_outstanding" or setup.replicas < 2:
+            return min(range(setup.replicas), key=lambda j: (outstanding[j], j))
+        a, b = rng.choice(setup.replicas, size=2, replace=False)
+        return int(a) if (outstanding[a], a) <= (outstanding[b], b) else int(b)
+
+    def chunks() -> Iterator:
+        it = traffic.iter_chunks() if hasattr(traffic, "iter_chunks") else iter(traffic)
+        yield from it
+
+    def arrivals():
+        rid = 0
+        for ch in chunks():
+            arr, inp, out = ch.arrival_s, ch.input_tokens, ch.output_tokens
+            for j in range(len(arr)):
+                t = float(arr[j])
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                state["arrived"] += 1
+                p, o = int(inp[j]), int(out[j])
+                if p + o > max_len:
+                    if cfg.long_prompt_policy == "reject":
+                        state["rejected"] += 1
+                        rid += 1
+                        continue
+                    state["clipped"] += 1
+                    o = min(o, max_len - 1)
+                    p = max(1, max_len - o)
+                if p + o > max_req_tokens:  # could never hold its KV: reject, counted
+                    state["rejected"] += 1
+                    rid += 1
+                    continue
+                req = Req(rid, t, p, o)
+                rid += 1
+                i = route()
+                rep = reps[i]
+                outstanding[i] += p + o
+                admit_now = rep.could_admit_new()
+                rep.waiting.append(req)
+                if wake[i] is not None and not wake[i].triggered:
+                    wake[i].succeed()
+                elif fast and admit_now and interrupt[i] is not None \
+                        and not interrupt[i].triggered:
+                    interrupt[i].succeed()
+
+    def finish(rep: Replica, finished: list[Req], end_s: float) -> None:
+        for r in finished:
+            rec.add(r, end_s, rep.idx)
+            outstanding[rep.idx] -= r.prompt + r.output
+
+    def replica_proc(rep: Replica):
+        i = rep.idx
+        while True:
+            if not rep.has_work():
+                wake[i] = env.event()
+                yield wake[i]
+                wake[i] = None
+                continue
+            state["events"] += 1
+            k = rep.decode_span_limit() if fast else 0
+            if k >= 2:
+                a, b = rep.span_costs()
+                start = env.now
+                dur = k * a + b * k * (k - 1) / 2
+                if rep.could_admit_new():  # an arrival may end the span early
+                    interrupt[i] = ev = env.event()
+                    yield env.timeout(dur) | ev
+                    interrupt[i] = None
+                else:  # nothing that arrives can be admitted before a finish
+                    ev = None
+                    yield env.timeout(dur)
+                if ev is not None and ev.triggered and env.now < start + dur:
+                    k = steps_until(start, a, b, env.now, k)
+                    end = start + k * a + b * k * (k - 1) / 2
+                    if end > env.now:
+                        yield env.timeout(end - env.now)
+                finished: list[Req] = []
+                end = rep.apply_span(k, start, a, b, finished)
+                finish(rep, finished, end)
+                continue
+            plan = rep.plan()
+            if not plan.items:
+                # nothing schedulable (e.g. head request waits for blocks that only a finish
+                # frees, with nothing running): cannot progress
+                raise ServingError("scheduler stalled with nothing running; a request needs "
+                                   "more KV blocks than the cache holds")
+            start = env.now
+            dur = rep.step_cost(plan)
+            yield env.timeout(dur)
+            finished = []
+            rep.apply(plan, start, start + dur, finished)
+            finish(rep, finished, start + dur)
+
+    wall0 = time.perf_counter()
+    env.process(arrivals())
+    for rep in reps:
+        env.process(replica_proc(rep))
+    env.run()
+    wall = time.perf_counter() - wall0
+    arrays = rec.arrays()
+    unfinished = sum(len(r.running) + len(r.waiting) for r in reps)
+    return ServeResult(
+        **arrays, arrived=state["arrived"], rejected=state["rejected"],
+        clipped=state["clipped"], unfinished=unfinished,
+        replica_busy_s=[r.busy_s for r in reps],
+        replica_prefill_busy_s=[r.prefill_busy_s for r in reps],
+        replica_steps=[r.steps for r in reps],
+        replica_peak_blocks=[r.peak_blocks_used for r in reps], replica_total_blocks=num_blocks,
+        end_s=float(env.now), events=state["events"], sim_wall_s=wall, mode=setup.mode)
+
+
+def is_finite(x: float) -> bool:
+    return not (math.isnan(x) or math.isinf(x))
