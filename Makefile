@@ -26,6 +26,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/fidelity_mlperf.py
+	$(PY) benchmarks/serving_speed.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

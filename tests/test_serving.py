@@ -1,0 +1,181 @@
+"""Serving simulator: exactness of the fast mode, conservation, capacity, monotonicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim.perf.memory import Layout
+from sim.perf.precision import Precision
+from sim.perf.step import StepBatch, StepCostTable, StepModel
+from sim.serving.engine import EngineConfig
+from sim.serving.metrics import Slo, per_request, summarize
+from sim.serving.simulate import ServeSetup, simulate
+from sim.serving.traffic import LognormalLengths, PoissonTraffic, RequestChunk, TraceTraffic
+
+REPO = Path(__file__).resolve().parents[1]
+CONV = REPO / "workloads" / "traces" / "azure-conv-2023.csv"
+FP8 = Precision.preset("fp8")
+
+
+@pytest.fixture(scope="module")
+def conv_head():
+    src = TraceTraffic(CONV, max_requests=1200)
+    chunks = list(src.iter_chunks())
+    return RequestChunk(np.concatenate([c.arrival_s for c in chunks]),
+                        np.concatenate([c.input_tokens for c in chunks]),
+                        np.concatenate([c.output_tokens for c in chunks]))
+
+
+def _setup(lib, hw_cache, **kw):
+    base = dict(model=lib.model("llama-2-70b"), hardware=hw_cache("h100-sxm"), precision=FP8,
+                layout=Layout(tp=8), replicas=2)
+    base.update(kw)
+    return ServeSetup(**base)
+
+
+def _by_rid(res, col):
+    return getattr(res, col)[np.argsort(res.rid)]
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"gpu_memory_utilization": 0.15, "replicas": 1},  # tiny KV cache: preemptions happen
+    {"engine": EngineConfig(enable_chunked_prefill=False, max_num_seqs=64), "replicas": 3,
+     "router": "round_robin"},
+])
+def test_fast_mode_equals_token_mode_per_request(lib, hw_cache, conv_head, kw):
+    fast = simulate(_setup(lib, hw_cache, mode="fast", **kw), [conv_head])
+    token = simulate(_setup(lib, hw_cache, mode="token", **kw), [conv_head])
+    assert np.array_equal(np.sort(fast.rid), np.sort(token.rid))
+    for col in ("first_token_s", "finish_s", "first_scheduled_s"):
+        a, b = _by_rid(fast, col), _by_rid(token, col)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=0)
+    assert np.array_equal(_by_rid(fast, "preemptions"), _by_rid(token, "preemptions"))
+    assert fast.events < token.events  # the shortcut actually coalesces steps
+    if kw.get("gpu_memory_utilization"):
+        assert token.preemptions.sum() > 0
+
+
+def test_conservation_and_kv_capacity(lib, hw_cache, conv_head):
+    res = simulate(_setup(lib, hw_cache, gpu_memory_utilization=0.15, replicas=1), [conv_head])
+    assert res.arrived == len(conv_head)
+    assert res.arrived == len(res.rid) + res.unfinished + res.rejected
+    assert res.unfinished == 0
+    # every finished request produced exactly the tokens it asked for (after clipping)
+    asked = conv_head.output_tokens[res.rid]
+    clipped = conv_head.input_tokens[res.rid] + asked > 4096
+    assert np.array_equal(res.output_tokens[~clipped], asked[~clipped])
+    assert res.clipped == int(clipped.sum())
+    assert max(res.replica_peak_blocks) <= res.replica_total_blocks
+    assert res.preemptions.sum() > 0
+
+
+def test_reject_policy_counts_long_prompts(lib, hw_cache, conv_head):
+    res = simulate(_setup(lib, hw_cache, engine=EngineConfig(long_prompt_policy="reject")),
+                   [conv_head])
+    long_ = int((conv_head.input_tokens + conv_head.output_tokens > 4096).sum())
+    assert res.rejected == long_ and res.clipped == 0
+    assert len(res.rid) == len(conv_head) - long_
+
+
+def test_single_request_timeline_is_the_step_costs(lib, hw_cache):
+    """Trace-style check: one request, prompt 100, output 3 -> prefill step, then 2 decodes."""
+    m, hw = lib.model("llama-3.1-8b"), hw_cache("h100-sxm")
+    setup = ServeSetup(m, hw, FP8, Layout(tp=1), replicas=1)
+    ch = RequestChunk(np.array([1.0]), np.array([100]), np.array([3]))
+    res = simulate(setup, [ch])
+    table = StepCostTable(StepModel(m, hw, Layout(tp=1), FP8), 8192 + 256, 256)
+    t1 = table.cost(StepBatch.of_sequences([100], [0]))
+    t2 = table.cost(StepBatch.of_sequences([1], [100]))
+    t3 = table.cost(StepBatch.of_sequences([1], [101]))
+    assert res.first_token_s[0] == pytest.approx(1.0 + t1, rel=1e-12)
+    assert res.finish_s[0] == pytest.approx(1.0 + t1 + t2 + t3, rel=1e-12)
+    df = per_request(res)
+    assert df["tpot_s"][0] == pytest.approx((t2 + t3) / 2, rel=1e-9)
+
+
+def _poisson(lib, rate, n=600, seed=3):
+    return PoissonTraffic(rate, n, LognormalLengths.from_mix(lib.lengths("mlperf-llama2-70b")),
+                          seed)
+
+
+def test_more_replicas_never_worse_p99_with_jsq(lib, hw_cache):
+    """Coupled: the same arrival stream, least-outstanding (join-shortest-queue) routing."""
+    p99 = []
+    for n in (1, 2, 4):
+        res = simulate(_setup(lib, hw_cache, replicas=n, layout=Layout(tp=2)),
+                       _poisson(lib, 12.0))
+        p99.append(summarize(res)["ttft_ms"]["p99"])
+    assert p99[0] >= p99[1] >= p99[2]
+
+
+def test_p99_ttft_monotone_in_rate_with_common_random_numbers(lib, hw_cache):
+    p99 = []
+    for rate in (2.0, 6.0, 12.0, 20.0):
+        res = simulate(_setup(lib, hw_cache, replicas=1, layout=Layout(tp=2)), _poisson(lib, rate))
+        p99.append(summarize(res)["ttft_ms"]["p99"])
+    assert all(a <= b for a, b in zip(p99, p99[1:])), p99
+
+
+def test_deterministic_by_seed(lib, hw_cache):
+    s = _setup(lib, hw_cache, replicas=3, router="power_of_two", seed=5)
+    a = simulate(s, _poisson(lib, 10.0, seed=1))
+    b = simulate(s, _poisson(lib, 10.0, seed=1))
+    c = simulate(s, _poisson(lib, 10.0, seed=2))
+    assert np.array_equal(a.finish_s, b.finish_s) and np.array_equal(a.replica, b.replica)
+    assert not np.array_equal(np.sort(a.finish_s), np.sort(c.finish_s))
+
+
+def test_slo_attainment_and_goodput(lib, hw_cache):
+    res = simulate(_setup(lib, hw_cache, replicas=1, layout=Layout(tp=2)), _poisson(lib, 8.0))
+    loose = summarize(res, Slo(ttft_ms=1e9, tpot_ms=1e9))
+    tight = summarize(res, Slo(ttft_ms=1.0, tpot_ms=1.0))
+    assert loose["slo_attainment"] == 1.0 and tight["slo_attainment"] == 0.0
+    assert tight["goodput_rps"] == 0.0 and loose["goodput_rps"] > 0
+    with pytest.raises(ValueError):
+        Slo(ttft_ms=-5)
+
+
+def _cli(*args):
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=300)
+
+
+def test_cli_serve_json(tmp_path):
+    small = tmp_path / "small.csv"
+    small.write_text("arrival_s,input_tokens,output_tokens\n0.0,100,20\n0.5,2000,50\n1.0,30,5\n")
+    r = _cli("serve", "--card", "h100-sxm", "--model", "llama-2-70b", "--precision", "fp8",
+             "--tp", "8", "--replicas", "2", "--trace", str(small), "--slo-ttft-ms", "2000",
+             "--slo-tpot-ms", "200", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for k in ("requests", "ttft_ms", "tpot_ms", "e2e_ms", "slo_attainment", "goodput_rps",
+              "throughput_tokens_per_s", "sim_wall_s"):
+        assert k in out
+    for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        assert set(out[k]) >= {"mean", "p50", "p90", "p99"}
+    assert out["requests"] == 3 and out["finished"] == 3
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--trace", "nope.csv"], "nope.csv: cannot read"),
+    (["--trace", "BAD", "--tp", "8"], "line 3"),
+    (["--rate", "5", "--slo-ttft-ms", "-3"], "must be > 0"),
+    (["--rate", "5", "--tp", "1", "--precision", "bf16"], "smallest TP that fits is 4"),
+])
+def test_cli_serve_bad_input(tmp_path, args, needle):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arrival_s,input_tokens,output_tokens\n0.0,10,5\n0.1,abc,5\n")
+    args = [str(bad) if a == "BAD" else a for a in args]
+    r = _cli("serve", "--card", "h100-sxm", "--model", "llama-2-70b", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
