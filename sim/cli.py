@@ -285,6 +285,115 @@ def serve(
     console.print(t)
 
 
+@app.command()
+def capacity(
+    card: Annotated[str, typer.Option(help="card id, e.g. h100-sxm")],
+    model: Annotated[str, typer.Option(help="model id")] = "llama-2-70b",
+    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8, fp4 or int8 preset")] = "bf16",
+    tp: Annotated[Optional[int], typer.Option(help="tensor parallel (default: best offline)")] = None,
+    traffic: Annotated[str, typer.Option(help="poisson, gamma or trace")] = "poisson",
+    trace: Annotated[Optional[Path], typer.Option(help="trace whose lengths (and, for --traffic trace, arrival pattern) are used")] = None,
+    cv: Annotated[float, typer.Option(help="inter-arrival CV for gamma traffic")] = 2.0,
+    workload: Annotated[str, typer.Option(help="length mix when no trace is given")] = "mlperf-llama2-70b",
+    requests: Annotated[int, typer.Option(help="requests per simulated point")] = 3000,
+    slo_ttft_ms: Annotated[Optional[float], typer.Option(help="p99 TTFT SLO (ms)")] = 2000.0,
+    slo_tpot_ms: Annotated[Optional[float], typer.Option(help="p99 TPOT SLO (ms)")] = 200.0,
+    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs")] = 256,
+    max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens")] = 8192,
+    seed: Annotated[int, typer.Option(help="seed of the common random numbers")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Highest request rate per replica that meets p99 TTFT and TPOT SLOs (cached on disk)."""
+    from sim.perf.estimate import estimate, lengths_for
+    from sim.perf.hardware import Hardware
+    from sim.perf.memory import Layout
+    from sim.perf.precision import Precision
+    from sim.serving.capacity import cache_key, cached, max_rate
+    from sim.serving.engine import EngineConfig
+    from sim.serving.metrics import Slo
+    from sim.serving.simulate import ServeSetup, ServingError
+    from sim.serving.traffic import (EmpiricalLengths, GammaTraffic, LognormalLengths,
+                                     PoissonTraffic, TraceTraffic, collect)
+
+    lib = _lib(library)
+    spec = lib.model(model)
+    hw = Hardware.load(card, lib)
+    prec = Precision.preset(precision)
+    hw.check_precision(prec)
+    try:
+        slo = Slo(slo_ttft_ms, slo_tpot_ms)
+        engine = EngineConfig(max_num_seqs=max_num_seqs,
+                              max_num_batched_tokens=max_num_batched_tokens)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if traffic not in ("poisson", "gamma", "trace"):
+        raise typer.BadParameter(f"--traffic must be poisson, gamma or trace (got {traffic!r})")
+    if traffic == "trace" and trace is None:
+        raise typer.BadParameter("--traffic trace needs --trace FILE")
+    if trace is not None and not trace.is_file():
+        raise ServingError(f"{trace}: cannot read (No such file or directory)")
+    if trace is not None:
+        lengths = EmpiricalLengths.from_trace(trace)
+        moments = None
+    else:
+        mix = lib.lengths(workload)
+        lengths = LognormalLengths.from_mix(mix)
+        moments = lengths_for(lib, workload, None, None)
+    if tp is None:
+        from sim.perf.offline import LengthMoments
+
+        m = moments or LengthMoments(float(lengths.input_tokens.mean()),
+                                     float(lengths.output_tokens.mean()))
+        tp = estimate(card, model, prec, m, library=lib, hardware=hw).tp
+    setup = ServeSetup(spec, hw, prec, Layout(tp=tp), 1, engine)
+    if traffic == "trace":
+        base = collect(TraceTraffic(trace, max_requests=requests))
+        span = float(base.arrival_s[-1] - base.arrival_s[0]) or 1.0
+        base_rate = len(base) / span
+
+        def traffic_at(rate, s, _b=base, _r=base_rate):  # the trace's own burstiness, rescaled
+            from sim.serving.traffic import RequestChunk
+
+            return [RequestChunk((_b.arrival_s - _b.arrival_s[0]) * _r / rate, _b.input_tokens,
+                                 _b.output_tokens)]
+    elif traffic == "gamma":
+        def traffic_at(rate, s):
+            return GammaTraffic(rate, cv, requests, lengths, seed + s)
+    else:
+        def traffic_at(rate, s):
+            return PoissonTraffic(rate, requests, lengths, seed + s)
+
+    files = [lib.path("card", card), lib.path("model", model)] + [
+        lib.path("calibration", i) for i in lib.ids("calibration")
+        if i == card or i.startswith(card + "@")]
+    if trace is not None:
+        files.append(trace)
+    key = cache_key(setup, {"traffic": traffic, "cv": cv, "workload": workload,
+                            "requests": requests, "seed": seed, "slo": [slo_ttft_ms, slo_tpot_ms],
+                            "command": "capacity"}, files)
+
+    def compute() -> dict:
+        cap = max_rate(setup, traffic_at, slo)
+        return {"max_rate_rps_per_replica": cap.max_rate_rps, "tokens_per_s": cap.tokens_per_s,
+                "tokens_per_s_per_card": cap.tokens_per_s_per_card,
+                "confirmed_with_second_seed": cap.confirm_seed_meets,
+                "bracket_rps": list(cap.bracket), "iterations": cap.iterations,
+                "ttft_p99_ms": cap.summary.get("ttft_ms", {}).get("p99"),
+                "tpot_p99_ms": cap.summary.get("tpot_ms", {}).get("p99")}
+
+    out = cached(key, compute)
+    out.update(card=card, model=model, precision=prec.label, tp=tp, traffic=traffic,
+               slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, cache_key=key)
+    if as_json:
+        print(json.dumps(_clean(out), sort_keys=True))
+        return
+    console.print(f"{model} on {card} TP{tp} ({prec.label}), {traffic} traffic: max "
+                  f"{out['max_rate_rps_per_replica']:.3f} req/s per replica meets p99 TTFT <= "
+                  f"{slo_ttft_ms} ms and p99 TPOT <= {slo_tpot_ms} ms "
+                  f"({out['tokens_per_s_per_card']:,.0f} output tokens/s per card)")
+
+
 calibrate_app = typer.Typer(help="Calibration: fit measured microbenchmarks into calibration.")
 app.add_typer(calibrate_app, name="calibrate")
 
