@@ -208,6 +208,7 @@ def serve(
     gpu_memory_utilization: Annotated[float, typer.Option("--gpu-memory-utilization")] = 0.9,
     block_size: Annotated[int, typer.Option("--block-size")] = 16,
     no_chunked_prefill: Annotated[bool, typer.Option("--no-chunked-prefill")] = False,
+    prefix_hit_fraction: Annotated[float, typer.Option(help="share of each prompt found in the prefix cache")] = 0.0,
     long_prompt_policy: Annotated[str, typer.Option(help="clip or reject prompts beyond the context window")] = "clip",
     seed: Annotated[int, typer.Option(help="seed for synthetic traffic and routing")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -233,7 +234,8 @@ def serve(
                               max_num_batched_tokens=max_num_batched_tokens,
                               block_size=block_size,
                               enable_chunked_prefill=not no_chunked_prefill,
-                              long_prompt_policy=long_prompt_policy)
+                              long_prompt_policy=long_prompt_policy,
+                              prefix_hit_fraction=prefix_hit_fraction)
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"--gpu-memory-utilization must be in (0, 1] (got "
                              f"{gpu_memory_utilization})")

@@ -179,3 +179,17 @@ def test_cli_serve_bad_input(tmp_path, args, needle):
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_prefix_caching_cuts_ttft_and_stays_exact(lib, hw_cache, conv_head):
+    plain = simulate(_setup(lib, hw_cache, replicas=1), [conv_head])
+    eng = EngineConfig(prefix_hit_fraction=0.5)
+    hit_fast = simulate(_setup(lib, hw_cache, replicas=1, engine=eng), [conv_head])
+    hit_token = simulate(_setup(lib, hw_cache, replicas=1, engine=eng, mode="token"),
+                         [conv_head])
+    ttft = lambda r: np.median(r.first_token_s - r.arrival_s)  # noqa: E731
+    assert ttft(hit_fast) < ttft(plain)
+    np.testing.assert_allclose(_by_rid(hit_fast, "finish_s"), _by_rid(hit_token, "finish_s"),
+                               rtol=1e-9, atol=0)
+    with pytest.raises(ValueError):
+        EngineConfig(prefix_hit_fraction=1.0)

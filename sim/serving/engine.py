@@ -47,11 +47,18 @@ class EngineConfig:
     enable_chunked_prefill: bool = True
     max_model_len: int | None = None
     long_prompt_policy: str = "clip"  # "clip" the prompt to fit, or "reject" the request
+    prefix_hit_fraction: float = 0.0
+    """Share of each prompt found in the prefix cache at admission (automatic prefix caching,
+    on by default in vLLM V1): whole cached blocks are not recomputed; at least the last
+    prompt token always is."""
 
     def __post_init__(self) -> None:
         for f in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1 (got {getattr(self, f)})")
+        if not 0.0 <= self.prefix_hit_fraction < 1.0:
+            raise ValueError(f"prefix_hit_fraction must be in [0, 1) "
+                             f"(got {self.prefix_hit_fraction})")
         if self.long_prompt_policy not in ("clip", "reject"):
             raise ValueError(f"long_prompt_policy must be 'clip' or 'reject' "
                              f"(got {self.long_prompt_policy!r})")
@@ -69,6 +76,7 @@ class Req:
     first_token_s: float = math.nan
     first_scheduled_s: float = math.nan
     preemptions: int = 0
+    cached_tokens: int = 0
 
     @property
     def known(self) -> int:
@@ -116,11 +124,12 @@ class Replica:
         if not self.waiting or len(self.running) >= self.cfg.max_num_seqs or budget_left <= 0:
             return False
         req = self.waiting[0]
-        need = req.known - req.computed
+        start = self._prefix_start(req)
+        need = req.known - start
         n = min(need, budget_left) if self.cfg.enable_chunked_prefill else need
         if n > budget_left:
             return False
-        return self.blocks_for(req.computed + n) - req.blocks <= self.free_blocks
+        return self.blocks_for(start + n) - req.blocks <= self.free_blocks
 
     def could_admit_new(self) -> bool:
         """Would a request arriving now be scheduled at the next boundary? (FCFS: only if the
@@ -160,14 +169,17 @@ class Replica:
         if not preempted:
             while self.waiting and budget > 0 and len(running) < cfg.max_num_seqs:
                 req = self.waiting[0]
-                need = req.known - req.computed
+                start = self._prefix_start(req)
+                need = req.known - start
                 n = min(need, budget) if cfg.enable_chunked_prefill else need
                 if n > budget:
                     break
-                extra = self.blocks_for(req.computed + n) - req.blocks
+                extra = self.blocks_for(start + n) - req.blocks
                 if extra > self.free_blocks:
                     break
                 self.waiting.popleft()
+                req.cached_tokens += start - req.computed
+                req.computed = start
                 self.free_blocks -= extra
                 req.blocks += extra
                 running.append(req)
@@ -176,6 +188,16 @@ class Replica:
         used = self.total_blocks - self.free_blocks
         self.peak_blocks_used = max(self.peak_blocks_used, used)
         return StepPlan(items, self._batch(items), preempted)
+
+    def _prefix_start(self, req: Req) -> int:
+        """Where a waiting request's prefill starts: after its cached prefix (whole blocks,
+        at least one prompt token recomputed), or where it stopped. Cached blocks count as the
+        request's own blocks (sharing between requests is not credited: conservative)."""
+        h = self.cfg.prefix_hit_fraction
+        if req.computed or h <= 0:
+            return req.computed
+        bs = self.cfg.block_size
+        return min(int(h * req.prompt) // bs * bs, (req.prompt - 1) // bs * bs)
 
     def _preempt(self, req: Req) -> None:
         self.running.remove(req)
