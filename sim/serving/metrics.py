@@ -48,6 +48,14 @@ def per_request(res: ServeResult) -> pd.DataFrame:
     return df
 
 
+def per_replica_timeline(res: ServeResult) -> pd.DataFrame:
+    """Replica state over time: one row per simulated event (step or decode span)."""
+    df = pd.DataFrame(res.timeline)
+    if len(df):
+        df["kv_occupancy"] = df["kv_blocks_used"] / max(res.replica_total_blocks, 1)
+    return df
+
+
 def _dist_ms(x: np.ndarray) -> dict[str, float | None]:
     x = x[~np.isnan(x)]
     if len(x) == 0:
@@ -71,7 +79,7 @@ def summarize(res: ServeResult, slo: Slo = Slo(), card_tdp_w: float | None = Non
     start = float(df["arrival_s"].min()) if len(df) else 0.0
     end = float(df["finish_s"].max()) if len(df) else 0.0
     span = max(end - start, 1e-9)
-    busy = [b / span for b in res.replica_busy_s]
+    busy = [min(b / span, 1.0) for b in res.replica_busy_s]
     out = {
         "requests": int(res.arrived),
         "finished": int(len(df)),

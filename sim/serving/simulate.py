@@ -71,6 +71,35 @@ class ServeResult:
     sim_wall_s: float
     mode: str
     notes: list[str] = field(default_factory=list)
+    timeline: dict[str, np.ndarray] = field(default_factory=dict)
+    """One row per simulated event (a step, or a span of decode steps) per replica: replica,
+    start_s, end_s, steps, batch (running requests), kv_blocks_used, prefill_tokens."""
+
+
+class _Timeline:
+    """Growable columns of per-event replica state (bounded by events, not requests)."""
+
+    COLS = ("replica", "start_s", "end_s", "steps", "batch", "kv_blocks_used", "prefill_tokens")
+
+    def __init__(self, capacity: int = 4096):
+        self.n = 0
+        self.cols = {c: np.empty(capacity, dtype=np.float64 if c in ("start_s", "end_s")
+                                 else np.int64) for c in self.COLS}
+
+    def add(self, replica: int, start: float, end: float, steps: int, batch: int, blocks: int,
+            prefill: int) -> None:
+        if self.n == len(self.cols["replica"]):
+            for c, arr in self.cols.items():
+                self.cols[c] = np.concatenate([arr, np.empty_like(arr)])
+        i = self.n
+        c = self.cols
+        c["replica"][i], c["start_s"][i], c["end_s"][i] = replica, start, end
+        c["steps"][i], c["batch"][i], c["kv_blocks_used"][i] = steps, batch, blocks
+        c["prefill_tokens"][i] = prefill
+        self.n += 1
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {c: a[: self.n].copy() for c, a in self.cols.items()}
 
 
 class _Recorder:
@@ -146,6 +175,7 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
     rng = np.random.default_rng(np.random.SeedSequence(setup.seed).spawn(1)[0])
     env = simpy.Environment()
     rec = _Recorder()
+    tl = _Timeline()
     state = {"arrived": 0, "rejected": 0, "clipped": 0, "events": 0, "rr": 0}
     outstanding = [0] * setup.replicas
     wake: list[simpy.Event | None] = [None] * setup.replicas
@@ -234,7 +264,9 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
                     if end > env.now:
                         yield env.timeout(end - env.now)
                 finished: list[Req] = []
+                batch = len(rep.running)
                 end = rep.apply_span(k, start, a, b, finished)
+                tl.add(i, start, end, k, batch, rep.total_blocks - rep.free_blocks, 0)
                 finish(rep, finished, end)
                 continue
             plan = rep.plan()
@@ -247,6 +279,8 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
             dur = rep.step_cost(plan)
             yield env.timeout(dur)
             finished = []
+            tl.add(i, start, start + dur, 1, len(plan.items), rep.total_blocks - rep.free_blocks,
+                   int(plan.batch.prefill_tokens))
             rep.apply(plan, start, start + dur, finished)
             finish(rep, finished, start + dur)
 
@@ -265,7 +299,8 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
         replica_prefill_busy_s=[r.prefill_busy_s for r in reps],
         replica_steps=[r.steps for r in reps],
         replica_peak_blocks=[r.peak_blocks_used for r in reps], replica_total_blocks=num_blocks,
-        end_s=float(env.now), events=state["events"], sim_wall_s=wall, mode=setup.mode)
+        end_s=float(env.now), events=state["events"], sim_wall_s=wall, mode=setup.mode,
+        timeline=tl.arrays())
 
 
 def is_finite(x: float) -> bool:
