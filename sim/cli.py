@@ -426,20 +426,80 @@ def calibrate_fit(
     console.print(f"wrote {target}: " + ", ".join(flat))
 
 
+@calibrate_app.command("import")
+def calibrate_import(
+    result: Annotated[Path, typer.Argument(help="vLLM benchmark_serving result JSON or a GenAI-Perf/AIPerf export")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the normalised record")] = False,
+) -> None:
+    """Read a serving benchmark result from your own deployment into fleetsim's form."""
+    import dataclasses
+
+    from sim.calibrate.serving_import import load_measurement
+
+    meas = load_measurement(result)
+    rec = dataclasses.asdict(meas)
+    rec["input_tokens_mean"] = float(sum(meas.input_lens) / meas.num_requests)
+    rec["output_tokens_mean"] = float(sum(meas.output_lens) / meas.num_requests)
+    rec.pop("input_lens")
+    rec.pop("output_lens")
+    if as_json:
+        print(json.dumps(_clean(rec), sort_keys=True))
+        return
+    console.print(rec)
+
+
 @calibrate_app.command("check")
 def calibrate_check(
-    raw: Annotated[Path, typer.Argument(help="raw YAML written by `python -m sim.calibrate.run`")],
+    measurement: Annotated[Path, typer.Argument(
+        help="raw layer YAML from `python -m sim.calibrate.run`, or a serving result JSON")],
     card: Annotated[str, typer.Option(help="card id the measurement belongs to")],
+    model: Annotated[Optional[str], typer.Option(help="model id (serving results)")] = None,
+    precision: Annotated[str, typer.Option(help="precision preset (serving results)")] = "bf16",
+    tp: Annotated[int, typer.Option(help="tensor parallel (serving results)")] = 1,
+    replicas: Annotated[int, typer.Option(help="replicas behind the endpoint")] = 1,
+    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs")] = 256,
+    max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens")] = 8192,
     library: LibraryOpt = None,
 ) -> None:
-    """Predicted vs measured transformer-layer times, with the error per point."""
+    """Model vs measurement: transformer-layer times, or a whole serving benchmark."""
     import statistics
+
+    lib = _lib(library)
+    if measurement.suffix.lower() == ".json":
+        from sim.calibrate.serving_import import check_serving, load_measurement
+        from sim.perf.hardware import Hardware
+        from sim.perf.memory import Layout
+        from sim.perf.precision import Precision
+        from sim.serving.engine import EngineConfig
+        from sim.serving.simulate import ServeSetup
+
+        if model is None:
+            raise typer.BadParameter("a serving result needs --model (the JSON names a "
+                                     "checkpoint, not a library id)")
+        meas = load_measurement(measurement)
+        setup = ServeSetup(lib.model(model), Hardware.load(card, lib), Precision.preset(precision),
+                           Layout(tp=tp), replicas, EngineConfig(
+                               max_num_seqs=max_num_seqs,
+                               max_num_batched_tokens=max_num_batched_tokens))
+        rows = check_serving(meas, setup)
+        t = Table(title=f"serving check: {measurement.name} vs {model} on {replicas}x {card} "
+                        f"TP{tp}")
+        for col in ("metric", "measured", "predicted", "error"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["metric"], f"{r['measured']:,.2f}", f"{r['predicted']:,.2f}",
+                      "-" if r["error"] is None else f"{r['error']:+.1%}")
+        console.print(t)
+        if meas.max_concurrency:
+            console.print(f"note: the benchmark capped concurrency at {meas.max_concurrency}; "
+                          "the simulator does not model a client-side cap")
+        return
 
     from sim.calibrate.check import check
     from sim.config.loader import read_yaml
 
-    rows = check(read_yaml(raw), card, _lib(library))
-    t = Table(title=f"layer check on {card}: model vs {raw.name}")
+    rows = check(read_yaml(measurement), card, lib)
+    t = Table(title=f"layer check on {card}: model vs {measurement.name}")
     for col in ("section", "model", "TP", "phase", "batch", "len", "measured us", "predicted us",
                 "error"):
         t.add_column(col)

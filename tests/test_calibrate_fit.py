@@ -93,3 +93,48 @@ def test_malformed_calibration_file_in_a_library_is_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("error: hardware_specs/calibration/h100-sxm@measured.yaml:")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+DATA = REPO / "tests" / "data"
+
+
+def test_import_vllm_and_genai_perf_results():
+    from sim.calibrate.serving_import import load_measurement
+
+    v = load_measurement(DATA / "vllm_bench_serving_example.json")
+    assert v.source_format == "vllm-benchmark-serving" and v.num_requests == 12
+    assert v.request_rate == 4.0 and v.metrics["ttft_ms"]["p99"] == 41.5
+    g = load_measurement(DATA / "genai_perf_example.json")
+    assert g.source_format == "genai-perf" and g.metrics["tpot_ms"]["p50"] == 7.7
+    assert sum(g.input_lens) / g.num_requests == 512
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{not json", "malformed JSON"),
+    ('{"hello": 1}', "not a vLLM benchmark_serving result"),
+    ('{"mean_ttft_ms": "fast", "completed": 3}', "mean_ttft_ms: must be a finite number"),
+    ('{"mean_ttft_ms": 3, "completed": 2, "input_lens": [1, 0], "output_lens": [1, 1]}',
+     "input_lens: must be integers >= 1"),
+])
+def test_bad_serving_results_are_one_line(tmp_path, content, needle):
+    bad = tmp_path / "r.json"
+    bad.write_text(content)
+    r = _cli("calibrate", "import", str(bad))
+    assert r.returncode == 2 and needle in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serving_check_compares_every_metric(lib):
+    from sim.calibrate.serving_import import check_serving, load_measurement
+    from sim.perf.hardware import Hardware
+    from sim.perf.memory import Layout
+    from sim.perf.precision import Precision
+    from sim.serving.simulate import ServeSetup
+
+    meas = load_measurement(DATA / "vllm_bench_serving_example.json")
+    setup = ServeSetup(lib.model("llama-3.1-8b"), Hardware.load("h100-sxm", lib),
+                       Precision.preset("fp8"), Layout(tp=1))
+    rows = check_serving(meas, setup)
+    names = {r["metric"] for r in rows}
+    assert {"ttft_ms p99", "tpot_ms p50", "e2e_ms mean", "output tokens/s"} <= names
+    assert all(r["predicted"] > 0 for r in rows)
