@@ -192,6 +192,8 @@ def serve(
     precision: Annotated[str, typer.Option(help="bf16, fp16, fp8, fp4 or int8 preset")] = "bf16",
     tp: Annotated[Optional[int], typer.Option(help="tensor parallel (default: smallest that fits)")] = None,
     replicas: Annotated[int, typer.Option(help="number of replicas")] = 1,
+    prefill_replicas: Annotated[Optional[int], typer.Option("--prefill-replicas", help="disaggregated serving: prefill-only replicas (with --decode-replicas; --replicas is then ignored)")] = None,
+    decode_replicas: Annotated[Optional[int], typer.Option("--decode-replicas", help="disaggregated serving: decode replicas (with --prefill-replicas)")] = None,
     trace: Annotated[Optional[Path], typer.Option(help="CSV trace (Azure format or arrival_s,input_tokens,output_tokens)")] = None,
     time_scale: Annotated[float, typer.Option(help="replay the trace at this multiple of its rate")] = 1.0,
     traffic: Annotated[str, typer.Option(help="poisson or gamma (when no --trace)")] = "poisson",
@@ -266,7 +268,15 @@ def serve(
                            f"smallest TP that fits is {smallest}")
     setup = ServeSetup(spec, hw, prec, Layout(tp=use_tp), replicas, engine, router, mode, seed,
                        gpu_memory_utilization)
-    res = simulate(setup, source)
+    if prefill_replicas is not None or decode_replicas is not None:
+        if prefill_replicas is None or decode_replicas is None:
+            raise ServingError("give both --prefill-replicas and --decode-replicas")
+        from sim.serving.disagg import simulate_disaggregated
+
+        res = simulate_disaggregated(setup, source, prefill_replicas, decode_replicas)
+        replicas = prefill_replicas + decode_replicas
+    else:
+        res = simulate(setup, source)
     out = summarize(res, slo, hw.card.power.tdp_w, use_tp)
     out.update(card=card, model=model, precision=prec.label, tp=use_tp, replicas=replicas,
                engine=f"{engine.name} {engine.version}", router=router,
