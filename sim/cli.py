@@ -211,6 +211,9 @@ def serve(
     block_size: Annotated[int, typer.Option("--block-size")] = 16,
     no_chunked_prefill: Annotated[bool, typer.Option("--no-chunked-prefill")] = False,
     prefix_hit_fraction: Annotated[float, typer.Option(help="share of each prompt found in the prefix cache")] = 0.0,
+    scheduling_policy: Annotated[str, typer.Option(help="decode_first (vLLM V1) or prefill_first")] = "decode_first",
+    num_speculative_tokens: Annotated[int, typer.Option("--num-speculative-tokens")] = 0,
+    spec_acceptance_rate: Annotated[float, typer.Option(help="per-token draft acceptance rate")] = 0.0,
     long_prompt_policy: Annotated[str, typer.Option(help="clip or reject prompts beyond the context window")] = "clip",
     seed: Annotated[int, typer.Option(help="seed for synthetic traffic and routing")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -237,7 +240,10 @@ def serve(
                               block_size=block_size,
                               enable_chunked_prefill=not no_chunked_prefill,
                               long_prompt_policy=long_prompt_policy,
-                              prefix_hit_fraction=prefix_hit_fraction)
+                              prefix_hit_fraction=prefix_hit_fraction,
+                              scheduling_policy=scheduling_policy,
+                              num_speculative_tokens=num_speculative_tokens,
+                              spec_acceptance_rate=spec_acceptance_rate)
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"--gpu-memory-utilization must be in (0, 1] (got "
                              f"{gpu_memory_utilization})")

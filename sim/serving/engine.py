@@ -47,6 +47,15 @@ class EngineConfig:
     enable_chunked_prefill: bool = True
     max_model_len: int | None = None
     long_prompt_policy: str = "clip"  # "clip" the prompt to fit, or "reject" the request
+    scheduling_policy: str = "decode_first"
+    """`decode_first` (vLLM V1: running requests are scheduled before waiting ones) or
+    `prefill_first` (vLLM V0's default: new prompts first, decodes get the remaining budget)."""
+    num_speculative_tokens: int = 0
+    spec_acceptance_rate: float = 0.0
+    """Speculative decoding / MTP as an acceptance-rate factor: each decode step verifies
+    1 + k tokens and emits (1 - a^(k+1)) / (1 - a) on average (deterministically spread: the
+    s-th step of a request emits floor((s+1)E) - floor(sE) tokens). The draft model's own cost
+    is not modelled (MTP heads are about one layer). Fast-mode spans are off when it is on."""
     prefix_hit_fraction: float = 0.0
     """Share of each prompt found in the prefix cache at admission (automatic prefix caching,
     on by default in vLLM V1): whole cached blocks are not recomputed; at least the last
@@ -56,6 +65,13 @@ class EngineConfig:
         for f in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1 (got {getattr(self, f)})")
+        if self.scheduling_policy not in ("decode_first", "prefill_first"):
+            raise ValueError(f"scheduling_policy must be decode_first or prefill_first "
+                             f"(got {self.scheduling_policy!r})")
+        if self.num_speculative_tokens < 0 or not 0.0 <= self.spec_acceptance_rate <= 1.0:
+            raise ValueError("num_speculative_tokens must be >= 0 and spec_acceptance_rate in "
+                             f"[0, 1] (got {self.num_speculative_tokens}, "
+                             f"{self.spec_acceptance_rate})")
         if not 0.0 <= self.prefix_hit_fraction < 1.0:
             raise ValueError(f"prefix_hit_fraction must be in [0, 1) "
                              f"(got {self.prefix_hit_fraction})")
@@ -77,6 +93,7 @@ class Req:
     first_scheduled_s: float = math.nan
     preemptions: int = 0
     cached_tokens: int = 0
+    spec_steps: int = 0
 
     @property
     def known(self) -> int:
@@ -139,22 +156,43 @@ class Replica:
     # ---- one step -------------------------------------------------------------------------
     def plan(self) -> StepPlan:
         cfg = self.cfg
-        budget = cfg.max_num_batched_tokens
+        self._budget = cfg.max_num_batched_tokens
         items: list[tuple[Req, int]] = []
         preempted: list[Req] = []
+        if cfg.scheduling_policy == "prefill_first":
+            before = len(self.running)
+            self._schedule_waiting(items)  # admitted requests are appended after `before`
+            self._schedule_running(items, preempted, limit=before)
+        else:
+            self._schedule_running(items, preempted)
+            if not preempted:  # V1 admits nothing new in a step that preempted
+                self._schedule_waiting(items)
+        used = self.total_blocks - self.free_blocks
+        self.peak_blocks_used = max(self.peak_blocks_used, used)
+        return StepPlan(items, self._batch(items), preempted)
+
+    def _schedule_running(self, items: list, preempted: list, limit: int | None = None) -> None:
+        """Schedule the first `limit` running requests (all by default), preempting from the
+        back of that range when blocks run out."""
+        cfg = self.cfg
         running = self.running
+        k_spec = cfg.num_speculative_tokens if cfg.spec_acceptance_rate > 0 else 0
+        end = len(running) if limit is None else limit
         i = 0
-        while i < len(running) and budget > 0:
+        while i < min(end, len(running)) and self._budget > 0:
             req = running[i]
             need = req.known - req.computed
-            n = min(need, budget) if cfg.enable_chunked_prefill else need
-            if n > budget:
+            if k_spec and need == 1 and req.generated >= 1:
+                need = 1 + k_spec  # verify the draft tokens
+            n = min(need, self._budget) if cfg.enable_chunked_prefill else need
+            if n > self._budget or (k_spec and req.generated >= 1 and n < need):
                 i += 1
                 continue
             extra = self.blocks_for(req.computed + n) - req.blocks
             while extra > self.free_blocks:
-                victim = running[-1]
+                victim = running[min(end, len(running)) - 1]
                 self._preempt(victim)
+                end -= 1
                 preempted.append(victim)
                 if victim is req:
                     break
@@ -164,30 +202,37 @@ class Replica:
                 self.free_blocks -= extra
                 req.blocks += extra
             items.append((req, n))
-            budget -= n
+            self._budget -= n
             i += 1
-        if not preempted:
-            while self.waiting and budget > 0 and len(running) < cfg.max_num_seqs:
-                req = self.waiting[0]
-                start = self._prefix_start(req)
-                need = req.known - start
-                n = min(need, budget) if cfg.enable_chunked_prefill else need
-                if n > budget:
-                    break
-                extra = self.blocks_for(start + n) - req.blocks
-                if extra > self.free_blocks:
-                    break
-                self.waiting.popleft()
-                req.cached_tokens += start - req.computed
-                req.computed = start
-                self.free_blocks -= extra
-                req.blocks += extra
-                running.append(req)
-                items.append((req, n))
-                budget -= n
-        used = self.total_blocks - self.free_blocks
-        self.peak_blocks_used = max(self.peak_blocks_used, used)
-        return StepPlan(items, self._batch(items), preempted)
+
+    def _schedule_waiting(self, items: list) -> None:
+        cfg = self.cfg
+        running = self.running
+        while self.waiting and self._budget > 0 and len(running) < cfg.max_num_seqs:
+            req = self.waiting[0]
+            start = self._prefix_start(req)
+            need = req.known - start
+            n = min(need, self._budget) if cfg.enable_chunked_prefill else need
+            if n > self._budget:
+                break
+            extra = self.blocks_for(start + n) - req.blocks
+            if extra > self.free_blocks:
+                break
+            self.waiting.popleft()
+            req.cached_tokens += start - req.computed
+            req.computed = start
+            self.free_blocks -= extra
+            req.blocks += extra
+            running.append(req)
+            items.append((req, n))
+            self._budget -= n
+
+    def _spec_emitted(self, req: Req) -> int:
+        a, k = self.cfg.spec_acceptance_rate, self.cfg.num_speculative_tokens
+        e_mean = (k + 1.0) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+        s = req.spec_steps
+        e = math.floor((s + 1) * e_mean + 1e-9) - math.floor(s * e_mean + 1e-9)
+        return max(1, min(e, req.output - req.generated))
 
     def _prefix_start(self, req: Req) -> int:
         """Where a waiting request's prefill starts: after its cached prefix (whole blocks,
@@ -223,9 +268,18 @@ class Replica:
         if plan.batch.prefill_tokens > 0:
             self.prefill_busy_s += dur * plan.batch.prefill_tokens / max(plan.batch.tokens, 1)
         self.steps += 1
+        spec = self.cfg.num_speculative_tokens > 0 and self.cfg.spec_acceptance_rate > 0
         for req, n in plan.items:
             if math.isnan(req.first_scheduled_s):
                 req.first_scheduled_s = start_s
+            if spec and req.generated >= 1 and req.computed == req.known - 1:
+                e = self._spec_emitted(req)
+                req.spec_steps += 1
+                req.generated += e
+                req.computed += e
+                if req.generated >= req.output:
+                    finished.append(req)
+                continue
             req.computed += n
             if req.computed >= req.known:
                 req.generated += 1
@@ -251,11 +305,14 @@ class Replica:
         run = self.running
         if not run or len(run) > self.cfg.max_num_batched_tokens:
             return 0
+        if self.cfg.num_speculative_tokens and self.cfg.spec_acceptance_rate > 0:
+            return 0  # emitted tokens per step vary: no affine span
         if any(r.computed != r.known - 1 for r in run):
             return 0
         # admission only gets harder while the batch decodes (free blocks shrink), so if the
         # head cannot be admitted now it cannot be until a request finishes
-        if self.can_admit_head(self.cfg.max_num_batched_tokens - len(run)):
+        first = self.cfg.scheduling_policy == "prefill_first"
+        if self.can_admit_head(self.cfg.max_num_batched_tokens - (0 if first else len(run))):
             return 0
         # steps until the first request finishes (that step ends the span)
         k = min(r.output - r.generated for r in run)
