@@ -19,7 +19,7 @@ $(VENV)/.test: $(VENV)/.base
 install: $(VENV)/.base
 
 demo: $(VENV)/.base
-	$(VENV)/bin/fleetsim perf --compare --model llama-2-70b --workload mlperf-llama2-70b
+	$(VENV)/bin/fleetsim perf --compare --model llama-2-70b --precision fp8 --workload mlperf-llama2-70b
 
 test: $(VENV)/.test
 	$(PY) -m pytest -n 2 -q
@@ -27,6 +27,7 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(PY) benchmarks/fidelity_mlperf.py
 	$(PY) benchmarks/serving_speed.py
+	$(PY) benchmarks/mlperf_server.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,39 @@
+"""Small versions of every benchmark (the full ones run from `make bench`): they must run end
+to end and write their results; targets are checked on the recorded full runs, not here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench_{name}"] = mod  # dataclasses need the module registered
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fidelity_benchmark_runs(tmp_path):
+    _load("fidelity_mlperf").main(out_dir=tmp_path)
+    data = json.loads((tmp_path / "fidelity_mlperf.json").read_text())
+    assert len(data["points"]) == 8 and len(data["leave_one_card_out"]) == 8
+    assert "Median absolute error" in (tmp_path / "fidelity_mlperf.md").read_text()
+
+
+def test_serving_speed_benchmark_small(tmp_path):
+    out = _load("serving_speed").main(max_requests=400, out_dir=tmp_path)
+    assert out["requests"] == 400
+    assert out["max_relative_timestamp_difference"] < 1e-9
+    assert out["fast_events"] < out["token_events"]
+
+
+def test_mlperf_server_benchmark_small(tmp_path):
+    rows = _load("mlperf_server").main(requests=300, cards=("h200-sxm",), out_dir=tmp_path)
+    assert len(rows) == 1 and rows[0]["max_rate_rps_per_replica"] > 0
+    assert (tmp_path / "mlperf_server.md").is_file()
