@@ -204,14 +204,15 @@ def serve(
     slo_ttft_ms: Annotated[Optional[float], typer.Option(help="p99-style TTFT SLO per request (ms)")] = None,
     slo_tpot_ms: Annotated[Optional[float], typer.Option(help="TPOT SLO per request (ms)")] = None,
     mode: Annotated[str, typer.Option(help="fast (exact constant-batch spans) or token")] = "fast",
+    engine_name: Annotated[str, typer.Option("--engine", help="vllm-v1 (0.15 line) or vllm-v0")] = "vllm-v1",
     router: Annotated[str, typer.Option(help="round_robin, least_outstanding, power_of_two")] = "least_outstanding",
-    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs")] = 256,
-    max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens")] = 8192,
+    max_num_seqs: Annotated[Optional[int], typer.Option("--max-num-seqs", help="default: the engine's (vLLM: 256)")] = None,
+    max_num_batched_tokens: Annotated[Optional[int], typer.Option("--max-num-batched-tokens", help="default: the engine's (vLLM V1: 8192)")] = None,
     gpu_memory_utilization: Annotated[float, typer.Option("--gpu-memory-utilization")] = 0.9,
-    block_size: Annotated[int, typer.Option("--block-size")] = 16,
+    block_size: Annotated[Optional[int], typer.Option("--block-size", help="default 16")] = None,
     no_chunked_prefill: Annotated[bool, typer.Option("--no-chunked-prefill")] = False,
     prefix_hit_fraction: Annotated[float, typer.Option(help="share of each prompt found in the prefix cache")] = 0.0,
-    scheduling_policy: Annotated[str, typer.Option(help="decode_first (vLLM V1) or prefill_first")] = "decode_first",
+    scheduling_policy: Annotated[Optional[str], typer.Option(help="decode_first (vLLM V1) or prefill_first; default: the engine's")] = None,
     num_speculative_tokens: Annotated[int, typer.Option("--num-speculative-tokens")] = 0,
     spec_acceptance_rate: Annotated[float, typer.Option(help="per-token draft acceptance rate")] = 0.0,
     long_prompt_policy: Annotated[str, typer.Option(help="clip or reject prompts beyond the context window")] = "clip",
@@ -223,7 +224,7 @@ def serve(
     from sim.perf.hardware import Hardware
     from sim.perf.memory import Layout, min_tp
     from sim.perf.precision import Precision
-    from sim.serving.engine import EngineConfig
+    from sim.serving.engine import engine_config
     from sim.serving.metrics import Slo, summarize
     from sim.serving.simulate import ServeSetup, ServingError, simulate
     from sim.serving.traffic import GammaTraffic, LognormalLengths, PoissonTraffic, TraceTraffic
@@ -235,15 +236,14 @@ def serve(
     hw.check_precision(prec)
     try:
         slo = Slo(slo_ttft_ms, slo_tpot_ms)
-        engine = EngineConfig(max_num_seqs=max_num_seqs,
-                              max_num_batched_tokens=max_num_batched_tokens,
-                              block_size=block_size,
-                              enable_chunked_prefill=not no_chunked_prefill,
-                              long_prompt_policy=long_prompt_policy,
-                              prefix_hit_fraction=prefix_hit_fraction,
-                              scheduling_policy=scheduling_policy,
-                              num_speculative_tokens=num_speculative_tokens,
-                              spec_acceptance_rate=spec_acceptance_rate)
+        given = {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
+                 "block_size": block_size, "scheduling_policy": scheduling_policy,
+                 "enable_chunked_prefill": False if no_chunked_prefill else None}
+        engine = engine_config(engine_name, long_prompt_policy=long_prompt_policy,
+                               prefix_hit_fraction=prefix_hit_fraction,
+                               num_speculative_tokens=num_speculative_tokens,
+                               spec_acceptance_rate=spec_acceptance_rate,
+                               **{k: v for k, v in given.items() if v is not None})
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"--gpu-memory-utilization must be in (0, 1] (got "
                              f"{gpu_memory_utilization})")
@@ -285,14 +285,14 @@ def serve(
         res = simulate(setup, source)
     out = summarize(res, slo, hw.card.power.tdp_w, use_tp)
     out.update(card=card, model=model, precision=prec.label, tp=use_tp, replicas=replicas,
-               engine=f"{engine.name} {engine.version}", router=router,
-               unstable=bool(res.unfinished > 0))
+               engine=f"{engine.name} {engine.version}", router=router)
     if as_json:
         print(json.dumps(_clean(out), sort_keys=True))
         return
     t = Table(title=f"{model} on {replicas}x {card} TP{use_tp} ({prec.label}, {engine.name})",
               show_header=False)
-    for k in ("requests", "finished", "rejected", "clipped", "slo_attainment", "goodput_rps",
+    for k in ("requests", "finished", "rejected", "clipped", "unstable", "slo_attainment",
+              "goodput_rps",
               "throughput_tokens_per_s", "busy_fraction", "preemptions", "sim_wall_s"):
         v = out[k]
         t.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))

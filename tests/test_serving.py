@@ -216,3 +216,12 @@ def test_speculative_decoding_cuts_tpot_at_light_load(lib, hw_cache):
     # E = (1 - 0.7^4) / 0.3 = 2.53 tokens per verify step, whose cost grows little at batch ~1
     assert ts < tp / 1.8
     assert np.array_equal(np.sort(plain.output_tokens), np.sort(spec.output_tokens))
+
+
+def test_overload_finishes_and_says_so(lib, hw_cache):
+    ok = summarize(simulate(_setup(lib, hw_cache, replicas=1, layout=Layout(tp=2)),
+                            _poisson(lib, 2.0)))
+    over = summarize(simulate(_setup(lib, hw_cache, replicas=1, layout=Layout(tp=2)),
+                              _poisson(lib, 400.0, n=3000)))
+    assert not ok["unstable"] and over["unstable"]
+    assert over["finished"] == over["requests"]  # it drains, it never hangs

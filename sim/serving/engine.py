@@ -80,6 +80,29 @@ class EngineConfig:
                              f"(got {self.long_prompt_policy!r})")
 
 
+ENGINES: dict[str, dict] = {
+    # vLLM V1 (0.8 onwards, default engine through the 0.15 line): chunked prefill always on,
+    # running requests first, max_num_seqs 256, max_num_batched_tokens 8192 (engine args docs).
+    "vllm-v1": {"version": "0.15", "scheduling_policy": "decode_first",
+                "enable_chunked_prefill": True, "max_num_seqs": 256,
+                "max_num_batched_tokens": 8192},
+    # vLLM V0 (0.6 line): prefill-first scheduling without chunked prefill by default for
+    # long-context-free models; max_num_batched_tokens = max(max_model_len, 2048).
+    "vllm-v0": {"version": "0.6", "scheduling_policy": "prefill_first",
+                "enable_chunked_prefill": False, "max_num_seqs": 256,
+                "max_num_batched_tokens": 8192},
+}
+"""Named engine presets: `engine_config(name, **overrides)` builds an EngineConfig. A new
+engine is one entry here (or a scheduler subclass of Replica for rules the knobs cannot
+express)."""
+
+
+def engine_config(name: str = "vllm-v1", **overrides) -> EngineConfig:
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")
+    return EngineConfig(name=name, **{**ENGINES[name], **overrides})
+
+
 @dataclass
 class Req:
     rid: int

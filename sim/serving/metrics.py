@@ -56,6 +56,17 @@ def per_replica_timeline(res: ServeResult) -> pd.DataFrame:
     return df
 
 
+def _queue_grows(df: pd.DataFrame) -> bool:
+    """Overload shows as queueing that grows through the run: the median wait before first
+    being scheduled in the last quarter of arrivals exceeds 4x that of the first quarter plus
+    one second. (A finite run always drains, so "never finished" cannot be the test.)"""
+    if len(df) < 8:
+        return False
+    q = df.sort_values("arrival_s")["queue_s"].to_numpy()
+    n = len(q) // 4
+    return bool(np.median(q[-n:]) > 4 * np.median(q[:n]) + 1.0)
+
+
 def _dist_ms(x: np.ndarray) -> dict[str, float | None]:
     x = x[~np.isnan(x)]
     if len(x) == 0:
@@ -99,6 +110,7 @@ def summarize(res: ServeResult, slo: Slo = Slo(), card_tdp_w: float | None = Non
         "preemptions": int(df["preemptions"].sum()),
         "peak_kv_block_fraction": float(max(res.replica_peak_blocks) / res.replica_total_blocks)
         if res.replica_total_blocks else None,
+        "unstable": _queue_grows(df) or bool(res.unfinished),
         "mode": res.mode,
         "events": int(res.events),
         "sim_wall_s": float(res.sim_wall_s),
