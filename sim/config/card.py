@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from sim.config.base import (
-    FleetsimModel,
     MonthStr,
     NonNegativeFloat,
     PositiveFloat,

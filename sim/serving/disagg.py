@@ -46,7 +46,7 @@ them before pulling; here a transfer never waits for decode memory, the request 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,12 +56,9 @@ from sim.perf.memory import check_layout, kv_bytes_for_sequence
 from sim.perf.step import StepCostTable, StepModel
 from sim.serving.engine import Replica, Req, steps_until
 from sim.serving.simulate import (ROUTERS, ServeResult, ServeSetup, ServingError, _num_blocks,
-                                  _Recorder)
+                                  _Recorder, admit_lengths, iter_traffic, pick_replica)
 
-try:  # per-event replica timeline, when the aggregated simulator records one
-    from sim.serving.simulate import _Timeline
-except ImportError:  # pragma: no cover
-    _Timeline = None
+from sim.serving.simulate import _Timeline
 
 KV_LINKS = ("auto", "network", "scale_up")
 
@@ -147,7 +144,7 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
     rng = np.random.default_rng(np.random.SeedSequence(setup.seed).spawn(1)[0])
     env = simpy.Environment()
     rec = _Recorder()
-    tl = _Timeline() if _Timeline is not None else None
+    tl = _Timeline()
     state = {"arrived": 0, "rejected": 0, "clipped": 0, "events": 0, "rr": 0, "in_flight": 0}
     outstanding = [0] * n
     held = [0] * n  # blocks a prefill replica keeps for its outgoing transfers
@@ -166,14 +163,7 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
         return t
 
     def route_prefill() -> int:
-        if setup.router == "round_robin":
-            i = state["rr"] % P
-            state["rr"] += 1
-            return i
-        if setup.router == "least_outstanding" or P < 2:
-            return min(range(P), key=lambda j: (outstanding[j], j))
-        a, b = rng.choice(P, size=2, replace=False)
-        return int(a) if (outstanding[a], a) <= (outstanding[b], b) else int(b)
+        return pick_replica(setup.router, 0, P, outstanding, state, rng)
 
     def route_decode() -> int:
         return min(range(P, n), key=lambda j: (outstanding[j], j))
@@ -185,30 +175,20 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
         elif fast and admit_now and interrupt[i] is not None and not interrupt[i].triggered:
             interrupt[i].succeed()
 
-    def chunks() -> Iterator:
-        it = traffic.iter_chunks() if hasattr(traffic, "iter_chunks") else iter(traffic)
-        yield from it
-
     def arrivals():
         rid = 0
-        for ch in chunks():
+        for ch in iter_traffic(traffic):
             arr, inp, out = ch.arrival_s, ch.input_tokens, ch.output_tokens
             for j in range(len(arr)):
                 t = float(arr[j])
                 if t > env.now:
                     yield env.timeout(t - env.now)
                 state["arrived"] += 1
-                p, o = int(inp[j]), int(out[j])
-                if p + o > max_len:
-                    if cfg.long_prompt_policy == "reject":
-                        state["rejected"] += 1
-                        rid += 1
-                        continue
-                    state["clipped"] += 1
-                    o = min(o, max_len - 1)
-                    p = max(1, max_len - o)
-                if p + o > max_req_tokens:  # a decode replica could never hold its KV
-                    state["rejected"] += 1
+                p, o, status = admit_lengths(int(inp[j]), int(out[j]), max_len, cfg,
+                                             max_req_tokens)
+                if status != "ok":
+                    state[status] += 1
+                if status == "rejected":
                     rid += 1
                     continue
                 req = Req(rid, t, p, 1)  # the prefill pool's view: one output token

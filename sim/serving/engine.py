@@ -359,7 +359,6 @@ class Replica:
             # that index is a multiple of bs beyond the blocks held
             first = r.blocks * bs - r.computed + 1  # first step needing a new block
             events.append(first)
-        k = 0
         needed = 0
         # walk steps in order of block needs; cheap because spans are bounded by finishes too
         pending = sorted(events)

@@ -149,6 +149,40 @@ def _num_blocks(setup: ServeSetup) -> int:
     return int(kv_bytes // plan.kv_bytes_per_token) // setup.engine.block_size
 
 
+def iter_traffic(traffic) -> Iterator:
+    """Request chunks from a traffic source (`iter_chunks()`) or an iterable of chunks."""
+    it = traffic.iter_chunks() if hasattr(traffic, "iter_chunks") else iter(traffic)
+    yield from it
+
+
+def admit_lengths(p: int, o: int, max_len: int, cfg: EngineConfig,
+                  max_req_tokens: int) -> tuple[int, int, str]:
+    """Apply the context-window policy: (prompt, output, "ok" | "clipped" | "rejected")."""
+    status = "ok"
+    if p + o > max_len:
+        if cfg.long_prompt_policy == "reject":
+            return p, o, "rejected"
+        status = "clipped"
+        o = min(o, max_len - 1)
+        p = max(1, max_len - o)
+    if p + o > max_req_tokens:  # its KV could never fit one replica's cache
+        return p, o, "rejected"
+    return p, o, status
+
+
+def pick_replica(router: str, first: int, count: int, outstanding: list[int], state: dict,
+                 rng: np.random.Generator) -> int:
+    """Route among replicas first..first+count-1 by `router` (ties: lowest index)."""
+    if router == "round_robin":
+        i = first + state["rr"] % count
+        state["rr"] += 1
+        return i
+    if router == "least_outstanding" or count < 2:
+        return min(range(first, first + count), key=lambda j: (outstanding[j], j))
+    a, b = (first + int(x) for x in rng.choice(count, size=2, replace=False))
+    return a if (outstanding[a], a) <= (outstanding[b], b) else b
+
+
 def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
     """Replay `traffic` (an object with `iter_chunks()`, or an iterable of request chunks with
     `arrival_s`, `input_tokens`, `output_tokens` arrays) through the replicas."""
@@ -183,45 +217,25 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
     fast = setup.mode == "fast"
     max_req_tokens = num_blocks * cfg.block_size
 
-    def route() -> int:
-        if setup.router == "round_robin":
-            i = state["rr"] % setup.replicas
-            state["rr"] += 1
-            return i
-        if setup.router == "least_outstanding" or setup.replicas < 2:
-            return min(range(setup.replicas), key=lambda j: (outstanding[j], j))
-        a, b = rng.choice(setup.replicas, size=2, replace=False)
-        return int(a) if (outstanding[a], a) <= (outstanding[b], b) else int(b)
-
-    def chunks() -> Iterator:
-        it = traffic.iter_chunks() if hasattr(traffic, "iter_chunks") else iter(traffic)
-        yield from it
-
     def arrivals():
         rid = 0
-        for ch in chunks():
+        for ch in iter_traffic(traffic):
             arr, inp, out = ch.arrival_s, ch.input_tokens, ch.output_tokens
             for j in range(len(arr)):
                 t = float(arr[j])
                 if t > env.now:
                     yield env.timeout(t - env.now)
                 state["arrived"] += 1
-                p, o = int(inp[j]), int(out[j])
-                if p + o > max_len:
-                    if cfg.long_prompt_policy == "reject":
-                        state["rejected"] += 1
-                        rid += 1
-                        continue
-                    state["clipped"] += 1
-                    o = min(o, max_len - 1)
-                    p = max(1, max_len - o)
-                if p + o > max_req_tokens:  # could never hold its KV: reject, counted
-                    state["rejected"] += 1
+                p, o, status = admit_lengths(int(inp[j]), int(out[j]), max_len, cfg,
+                                             max_req_tokens)
+                if status != "ok":
+                    state[status] += 1
+                if status == "rejected":
                     rid += 1
                     continue
                 req = Req(rid, t, p, o)
                 rid += 1
-                i = route()
+                i = pick_replica(setup.router, 0, setup.replicas, outstanding, state, rng)
                 rep = reps[i]
                 outstanding[i] += p + o
                 admit_now = rep.could_admit_new()

@@ -16,6 +16,7 @@ CDF, so drawing in chunks gives the same numbers as drawing all at once.
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 import re
@@ -255,7 +256,7 @@ def _cut(chunk: RequestChunk, duration_s: float | None) -> tuple[RequestChunk, b
     return chunk.head(int(np.searchsorted(chunk.arrival_s, duration_s, side="left"))), True
 
 
-class _RenewalTraffic:
+class _RenewalTraffic(abc.ABC):
     """Shared machinery: unit-rate renewal times from stream-0 uniforms, lengths from stream 1.
 
     Subclasses define `_unit_gaps(u)`: inter-arrival times with mean 1 from uniforms u in [0, 1).
@@ -267,8 +268,9 @@ class _RenewalTraffic:
     seed: int | np.random.SeedSequence
     duration_s: float | None
 
-    def _unit_gaps(self, u: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _unit_gaps(self, u: np.ndarray) -> np.ndarray:
+        """Inter-arrival times with mean 1 from uniforms u in [0, 1)."""
 
     def iter_unit_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[RequestChunk]:
         """The same requests at unit rate (arrival_s in units of mean inter-arrival time), with no
