@@ -74,6 +74,62 @@ class Mixed:
         return lay._mlp(x)
 
 
+class Fp8Linear:
+    """W8A8 FP8 linear as serving engines run it on Hopper: weights stored in float8_e4m3fn
+    with a per-tensor scale, activations quantized with a static per-tensor scale (TensorRT-LLM
+    and vLLM static FP8), torch._scaled_mm with fast accumulation, BF16 output."""
+
+    def __init__(self, w_bf16):
+        f8 = torch.float8_e4m3fn
+        self.w_scale = (w_bf16.abs().max().float() / 448.0).clamp(min=1e-12)
+        self.w = (w_bf16.float() / self.w_scale).to(f8)  # (N, K) row-major; .t() is col-major
+        self.x_scale = torch.tensor(0.05, device=w_bf16.device)  # static activation scale
+        self.inv_x = 1.0 / 0.05
+
+    def __call__(self, x):
+        shape = x.shape
+        x2 = (x.reshape(-1, shape[-1]) * self.inv_x).to(torch.float8_e4m3fn)
+        y = torch._scaled_mm(x2, self.w.t(), scale_a=self.x_scale, scale_b=self.w_scale,
+                             out_dtype=torch.bfloat16, use_fast_accum=True)
+        return y.reshape(*shape[:-1], y.shape[-1])
+
+
+class MixedFp8(Mixed):
+    """The same mixed step with every projection in FP8 (KV cache and attention stay BF16:
+    SDPA has no FP8 path here, so attention is slightly pessimistic versus FP8 engines)."""
+
+    def __init__(self, layer: DecoderLayer, mode: str):
+        super().__init__(layer, mode)
+        self.qkv = Fp8Linear(layer.wqkv)
+        self.o = Fp8Linear(layer.wo)
+        self.gu = Fp8Linear(layer.wgu)
+        self.d = Fp8Linear(layer.wd)
+
+    def __call__(self, x_dec, x_pre, kc, vc, pos):
+        lay = self.l
+        nq, nkv, d = lay.nq, lay.nkv, lay.d
+        b = x_dec.shape[0]
+        c, s, hid = x_pre.shape
+        x = torch.cat([x_dec.reshape(b, hid), x_pre.reshape(c * s, hid)], 0)
+        h = lay.rms(x, lay.ln1)
+        q, k, v = self.qkv(h).split([nq * d, nkv * d, nkv * d], dim=-1)
+        qd = lay.rope(q[:b].view(b, nq, d), lay.cos[pos:pos + 1], lay.sin[pos:pos + 1])
+        kd = lay.rope(k[:b].view(b, nkv, d), lay.cos[pos:pos + 1], lay.sin[pos:pos + 1])
+        kc[:, :, pos].copy_(kd)
+        vc[:, :, pos].copy_(v[:b].view(b, nkv, d))
+        ad = decode_sdpa(qd, kc, vc).reshape(b, nq * d)
+        qp = q[b:].view(c, s, nq, d).transpose(1, 2)
+        kp = k[b:].view(c, s, nkv, d).transpose(1, 2)
+        vp = v[b:].view(c, s, nkv, d).transpose(1, 2)
+        qp = lay.rope(qp, lay.cos[:s], lay.sin[:s])
+        kp = lay.rope(kp, lay.cos[:s], lay.sin[:s])
+        ap = gqa_sdpa(qp, kp, vp, True, self.mode).transpose(1, 2).reshape(c * s, nq * d)
+        x = x + self.o(torch.cat([ad, ap], 0))
+        h2 = lay.rms(x, lay.ln2)
+        g, u = self.gu(h2).chunk(2, dim=-1)
+        return x + self.d(F.silu(g) * u)
+
+
 def _nvml():
     try:
         import pynvml
@@ -84,12 +140,12 @@ def _nvml():
         return None, None
 
 
-def run_case(case, dev, seconds, gen):
+def run_case(case, dev, seconds, gen, fp8=False):
     name, hid, heads, kvh, d, ffn, tp, b, ctx, chunks, chunk = case
     hq, hkv, f = heads // tp, max(kvh // tp, 1), ffn // tp
     mode = gqa_mode(dev)
     layer = DecoderLayer(dev, gen, hid, hq, hkv, d, f, max(ctx + 1, chunk), mode)
-    step = Mixed(layer, mode)
+    step = MixedFp8(layer, mode) if fp8 else Mixed(layer, mode)
     bf = torch.bfloat16
     x_dec = torch.randn((b, 1, hid), generator=gen, device=dev, dtype=bf)
     x_pre = torch.randn((chunks, chunk, hid), generator=gen, device=dev, dtype=bf)
@@ -139,7 +195,8 @@ def run_case(case, dev, seconds, gen):
     tail = chunks_out[len(chunks_out) // 2:] or chunks_out
     sustained = sorted(tail)[len(tail) // 2]
     return {
-        "case": name, "hidden": hid, "q_heads": hq, "kv_heads": hkv, "head_dim": d,
+        "case": name + ("-fp8" if fp8 else ""), "precision": "fp8-w8a8" if fp8 else "bf16",
+        "hidden": hid, "q_heads": hq, "kv_heads": hkv, "head_dim": d,
         "ffn_per_gpu": f, "tp": tp, "decode_batch": b, "decode_context": ctx,
         "prefill_chunks": chunks, "chunk_tokens": chunk, "tokens": b + chunks * chunk,
         "compile_s": compile_s, "burst_median_s": burst, "sustained_median_s": sustained,
@@ -154,6 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--fp8", action="store_true", help="also run the FP8 (W8A8) variant")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -161,11 +219,15 @@ def main(argv=None) -> int:
            .isoformat(timespec="seconds"), "torch_version": str(torch.__version__),
            "device_name": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
            "command_line": " ".join(sys.argv), "points": []}
-    for case in (QUICK if args.quick else CASES):
+    variants = [False, True] if args.fp8 else [False]
+    cases = [(c, f) for c in (QUICK if args.quick else CASES) for f in variants]
+    for case, fp8 in cases:
         try:
-            doc["points"].append(run_case(case, dev, 1.0 if args.quick else args.seconds, gen))
+            doc["points"].append(run_case(case, dev, 1.0 if args.quick else args.seconds, gen,
+                                          fp8))
         except Exception as e:  # noqa: BLE001
-            doc["points"].append({"case": case[0], "error": f"{type(e).__name__}: {e}"[:300]})
+            doc["points"].append({"case": case[0] + ("-fp8" if fp8 else ""),
+                                  "error": f"{type(e).__name__}: {e}"[:300]})
         print(doc["points"][-1] if "error" in doc["points"][-1] else {
             k: v for k, v in doc["points"][-1].items() if not isinstance(v, list)}, flush=True)
         Path(args.out).write_text(yaml.safe_dump(doc, sort_keys=False))
