@@ -28,6 +28,7 @@ bench: $(VENV)/.test
 	$(PY) benchmarks/fidelity_mlperf.py
 	$(PY) benchmarks/serving_speed.py
 	$(PY) benchmarks/mlperf_server.py
+	$(PY) benchmarks/fleet_speed.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

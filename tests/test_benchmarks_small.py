@@ -37,3 +37,8 @@ def test_mlperf_server_benchmark_small(tmp_path):
     rows = _load("mlperf_server").main(requests=300, cards=("h200-sxm",), out_dir=tmp_path)
     assert len(rows) == 1 and rows[0]["max_rate_rps_per_replica"] > 0
     assert (tmp_path / "mlperf_server.md").is_file()
+
+
+def test_fleet_speed_benchmark_small(tmp_path):
+    out = _load("fleet_speed").main(repeats=3, out_dir=tmp_path)
+    assert out["hours"] == 5 * 8760 and out["median_ms"] > 0

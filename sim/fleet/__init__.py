@@ -1,0 +1,1 @@
+"""Fleet timeline: multi-year hourly simulation of owned, failed, training and serving cards."""

@@ -1,0 +1,97 @@
+"""Fleet timeline: conservation, determinism, campaigns, and more cards never serve less."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sim.fleet.timeline import (HOURS_PER_YEAR, Campaign, Demand, FleetError, FleetOption,
+                                Purchase, Reliability, Workload, simulate_fleet)
+
+CHAT = Workload("chat", Demand(base_rps=40.0, growth_per_year=0.8, diurnal_amplitude=0.4,
+                               weekend_factor=0.7, events=((2000.0, 48.0, 2.0),)),
+                input_tokens=1000, output_tokens=200,
+                capacity_rps_per_card={"h100-sxm": 0.5, "mi300x": 0.45},
+                rent_card="h100-sxm", rent_cap_cards=40)
+
+
+def option(h100=120, mi300x=0, lead_h=0.0):
+    buys = [Purchase("h100-sxm", h100, 0.0, lead_h)]
+    if mi300x:
+        buys.append(Purchase("mi300x", mi300x, 4000.0))
+    return FleetOption("opt", tuple(buys))
+
+
+TRAIN = [Campaign("yearly", "h100-sxm", cards=64, card_hours=64 * 24 * 20.0,
+                  earliest_hour=1000.0)]
+
+
+def test_card_hours_and_demand_are_conserved():
+    tl = simulate_fleet(option(mi300x=40), [CHAT], TRAIN, horizon_years=2, seed=3)
+    for card, d in tl.per_card.items():
+        total = d["training"] + d["serving"] + d["idle"] + d["unavailable"]
+        np.testing.assert_allclose(total, d["owned"], rtol=0, atol=1e-9)
+        assert (d["available"] >= 0).all() and (d["training"] <= d["available"] + 1e-9).all()
+    dem = tl.demand_rps["chat"]
+    np.testing.assert_allclose(tl.served_rps["chat"] + tl.rented_rps["chat"]
+                               + tl.unserved_rps["chat"], dem, rtol=1e-12, atol=1e-9)
+    assert (tl.unserved_rps["chat"] >= -1e-9).all()
+    df = tl.per_hour()
+    assert len(df) == 2 * HOURS_PER_YEAR and "h100-sxm.training" in df
+
+
+def test_deterministic_by_seed():
+    a = simulate_fleet(option(), [CHAT], TRAIN, 1, seed=1)
+    b = simulate_fleet(option(), [CHAT], TRAIN, 1, seed=1)
+    c = simulate_fleet(option(), [CHAT], TRAIN, 1, seed=2)
+    assert np.array_equal(a.per_card["h100-sxm"]["failed"], b.per_card["h100-sxm"]["failed"])
+    assert not np.array_equal(a.per_card["h100-sxm"]["failed"], c.per_card["h100-sxm"]["failed"])
+
+
+def test_campaign_duration_and_lead_time():
+    no_fail = FleetOption("o", (Purchase("h100-sxm", 100, 0.0, 500.0, burn_in_hours=0.0),),
+                          Reliability(0.0, 0.0, 72.0, 0.0))
+    tl = simulate_fleet(no_fail, [CHAT], [Campaign("t", "h100-sxm", 50, 50 * 100.0, 0.0,
+                                                   ettr=1.0)], 1)
+    run = tl.campaigns[0]
+    # cards arrive at hour 500; 5,000 card-hours on 50 cards at ETTR 1 take exactly 100 hours
+    assert run["start_hour"] == 500 and run["end_hour"] == 600 and run["completed"]
+    assert tl.per_card["h100-sxm"]["owned"][499] == 0
+
+
+def test_campaign_that_cannot_finish_is_reported():
+    tl = simulate_fleet(option(), [CHAT], [Campaign("huge", "h100-sxm", 100, 1e9, 0.0)], 1)
+    assert tl.campaigns[0]["completed"] is False and "horizon" in tl.campaigns[0]["reason"]
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (dict(h100=-1), "count: must be >= 0"),
+])
+def test_bad_input(bad, needle):
+    with pytest.raises(FleetError, match=needle):
+        simulate_fleet(option(**bad), [CHAT], [], 1)
+    with pytest.raises(FleetError, match="can never fit"):
+        simulate_fleet(option(h100=10), [CHAT], [Campaign("x", "h100-sxm", 64, 10.0)], 1)
+    with pytest.raises(FleetError, match="life_years"):
+        simulate_fleet(FleetOption("o", (Purchase("h100-sxm", 1, 0.0, life_years=0.0),)),
+                       [CHAT], [], 1)
+
+
+@given(n=st.integers(20, 200), extra=st.integers(1, 80), seed=st.integers(0, 5))
+def test_more_cards_never_increase_unserved_demand(n, extra, seed):
+    a = simulate_fleet(option(h100=n), [CHAT], TRAIN if n >= 64 else [], 1, seed=seed)
+    b = simulate_fleet(option(h100=n + extra), [CHAT], TRAIN if n >= 64 else [], 1, seed=seed)
+    assert (b.unserved_rps["chat"] <= a.unserved_rps["chat"] + 1e-9).all()
+
+
+def test_poisson_inverse_cdf_matches_scipy():
+    from scipy.stats import poisson
+
+    from sim.fleet.timeline import poisson_inverse_cdf
+
+    rng = np.random.default_rng(1)
+    u = rng.random(20000)
+    mu = rng.random(20000) * rng.choice([1e-4, 0.05, 2.0, 40.0], 20000)
+    assert np.array_equal(poisson_inverse_cdf(u, mu), poisson.ppf(u, mu))
