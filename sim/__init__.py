@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "perf", "calibrate", "cli")
+_SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "calibrate", "cli")
 
 
 def __getattr__(name: str) -> Any:
