@@ -70,6 +70,9 @@ class Workload:
     rent_usd_per_card_hour: float = 0.0
     rent_card: str | None = None
     rent_cap_cards: float = math.inf
+    prefill_time_fraction: float | None = None
+    """Share of this workload's GPU time spent on prefill (sim.perf reports it); the cost layer
+    splits $/M tokens between input and output with it."""
 
 
 @dataclass(frozen=True)

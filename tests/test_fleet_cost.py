@@ -1,0 +1,61 @@
+"""Fleet timeline priced: closed-form case by hand, categories, levelized cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.cost.finance import FinanceAssumptions, ResidualCurve
+from sim.cost.fleet_cost import (IDLE_POWER_FRACTION, SERVING_POWER_FRACTION, price_timeline)
+from sim.fleet.timeline import (HOURS_PER_YEAR, Demand, FleetOption, Purchase, Reliability,
+                                Workload, simulate_fleet)
+
+NO_RESIDUAL = ResidualCurve((0.0, 1.0), (0.0, 0.0), "test: no resale value")
+
+
+def test_constant_fleet_matches_hand_arithmetic():
+    # 100 H100 delivered at t=0, no failures or spares, constant demand needing 40 cards,
+    # rate 0, no residual value: every dollar can be written down by hand.
+    opt = FleetOption("flat", (Purchase("h100-sxm", 100, 0.0, 0.0, burn_in_hours=0.0),),
+                      Reliability(0.0, 0.0, 72.0, 0.0), {"h100-sxm": 1.275})
+    w = Workload("chat", Demand(20.0), 1000, 200, {"h100-sxm": 0.5},
+                 prefill_time_fraction=0.3)
+    tl = simulate_fleet(opt, [w], [], horizon_years=1)
+    fin = FinanceAssumptions(discount_rate=0.0, electricity_usd_per_kwh=0.1, pue=1.25,
+                             colo_usd_per_kw_month=180.0, server_multiplier=1.65,
+                             network_share=0.15, maintenance_fraction_per_year=0.03,
+                             residual_curve=NO_RESIDUAL)
+    cost = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0}, fin)
+    H = HOURS_PER_YEAR
+    server = 100 * 30_000.0 * 1.65               # card + server multiplier
+    capex = server / (1 - 0.15)                  # network is 15% of cluster capex
+    kw = 1.275 * (40 * SERVING_POWER_FRACTION + 60 * IDLE_POWER_FRACTION)
+    energy = kw * H * 1.25 * 0.1
+    colo = 100 * 1.275 * 180.0 * 12              # nameplate power, $/kW-month
+    maintenance = capex * 0.03
+    expected = capex + energy + colo + maintenance
+    assert cost.total_cost_usd == pytest.approx(expected, rel=1e-9)
+    assert cost.npv_usd == pytest.approx(expected, rel=1e-9)
+    py = cost.per_year
+    cats = [c for c in py.columns if c.endswith("_usd") and c != "total_usd"]
+    np.testing.assert_allclose(py[cats].sum(axis=1), py["total_usd"], rtol=1e-12)
+    tokens_out = 20.0 * 3600 * H * 200
+    assert cost.tokens_out == pytest.approx(tokens_out)
+    # levelized: PV(cost) / PV(tokens) at rate 0; input and output split by GPU time shares
+    lev = cost.levelized
+    assert lev.input_pv_usd + lev.output_pv_usd == pytest.approx(lev.serving_pv_usd, rel=1e-9)
+    assert lev.input_pv_usd / lev.serving_pv_usd == pytest.approx(0.3, rel=1e-9)
+
+
+def test_unserved_demand_is_priced_at_the_rent():
+    opt = FleetOption("small", (Purchase("h100-sxm", 10, 0.0, 0.0, burn_in_hours=0.0),),
+                      Reliability(0.0, 0.0, 72.0, 0.0), {"h100-sxm": 1.275})
+    w = Workload("chat", Demand(20.0), 1000, 200, {"h100-sxm": 0.5}, rent_usd_per_card_hour=3.0,
+                 rent_card="h100-sxm", rent_cap_cards=10, prefill_time_fraction=0.3)
+    tl = simulate_fleet(opt, [w], [], horizon_years=1)
+    fin = FinanceAssumptions(discount_rate=0.0, residual_curve=NO_RESIDUAL)
+    cost = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0}, fin)
+    # needs 40 cards: 10 owned, 10 rented, 20 unserved, each hour
+    py = cost.per_year
+    assert py["rental_usd"].sum() == pytest.approx(10 * 3.0 * HOURS_PER_YEAR)
+    assert py["unserved_penalty_usd"].sum() == pytest.approx(20 * 3.0 * HOURS_PER_YEAR)
