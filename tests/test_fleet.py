@@ -31,7 +31,7 @@ TRAIN = [Campaign("yearly", "h100-sxm", cards=64, card_hours=64 * 24 * 20.0,
 def test_card_hours_and_demand_are_conserved():
     tl = simulate_fleet(option(mi300x=40), [CHAT], TRAIN, horizon_years=2, seed=3)
     for card, d in tl.per_card.items():
-        total = d["training"] + d["serving"] + d["idle"] + d["unavailable"]
+        total = d["training"] + d["serving"] + d["idle"] + d["unavailable"] + d["unpowered"]
         np.testing.assert_allclose(total, d["owned"], rtol=0, atol=1e-9)
         assert (d["available"] >= 0).all() and (d["training"] <= d["available"] + 1e-9).all()
     dem = tl.demand_rps["chat"]
@@ -95,3 +95,39 @@ def test_poisson_inverse_cdf_matches_scipy():
     u = rng.random(20000)
     mu = rng.random(20000) * rng.choice([1e-4, 0.05, 2.0, 40.0], 20000)
     assert np.array_equal(poisson_inverse_cdf(u, mu), poisson.ppf(u, mu))
+
+
+def test_site_power_cap_leaves_cards_unpowered_and_conserves():
+    opt = FleetOption("capped", (Purchase("h100-sxm", 200, 0.0),), Reliability(),
+                      {"h100-sxm": 1.275}, site_power_cap_kw=100 * 1.275)
+    tl = simulate_fleet(opt, [CHAT], [], 1, seed=2)
+    d = tl.per_card["h100-sxm"]
+    assert d["unpowered"].max() == 100
+    np.testing.assert_allclose(d["training"] + d["serving"] + d["idle"] + d["unavailable"]
+                               + d["unpowered"], d["owned"], atol=1e-9)
+    assert (d["provisioned_kw"] <= 100 * 1.275 + 1e-9).all()
+
+
+def test_reserved_capacity_serves_during_its_term():
+    from sim.fleet.timeline import Reserved
+
+    opt = FleetOption("rsv", (Purchase("h100-sxm", 10, 0.0, burn_in_hours=0.0),),
+                      Reliability(0.0, 0.0, 72.0, 0.0), {"h100-sxm": 1.275},
+                      reserved=(Reserved("h100-sxm", 30, 1000.0, 0.5, 2.0),))
+    tl = simulate_fleet(opt, [CHAT], [], 1)
+    d = tl.per_card["h100-sxm"]
+    term = (tl.hours >= 1000) & (tl.hours < 1000 + 0.5 * HOURS_PER_YEAR)
+    assert (d["reserved"][term] == 30).all() and (d["reserved"][~term] == 0).all()
+    np.testing.assert_allclose(d["reserved_serving"] + d["reserved_idle"], d["reserved"])
+    assert tl.unserved_rps["chat"][term].mean() < tl.unserved_rps["chat"][~term].mean()
+
+
+def test_lead_time_distribution_is_seeded_and_bounded():
+    from sim.fleet.timeline import LeadTime
+
+    p = Purchase("h100-sxm", 50, 0.0, lead_time=LeadTime(8, 12), burn_in_hours=0.0)
+    opt = FleetOption("lt", (p,))
+    first = [int(np.argmax(simulate_fleet(opt, [CHAT], [], 1, seed=s).per_card["h100-sxm"]
+                           ["owned"] > 0)) for s in (0, 0, 1)]
+    assert first[0] == first[1] and 8 * 168 <= first[0] <= 12 * 168 + 1
+    assert first[0] != first[2]

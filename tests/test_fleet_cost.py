@@ -59,3 +59,17 @@ def test_unserved_demand_is_priced_at_the_rent():
     py = cost.per_year
     assert py["rental_usd"].sum() == pytest.approx(10 * 3.0 * HOURS_PER_YEAR)
     assert py["unserved_penalty_usd"].sum() == pytest.approx(20 * 3.0 * HOURS_PER_YEAR)
+
+
+def test_reserved_capacity_is_paid_for_its_whole_term():
+    from sim.fleet.timeline import Reserved
+
+    opt = FleetOption("rsv", (Purchase("h100-sxm", 10, 0.0, 0.0, burn_in_hours=0.0),),
+                      Reliability(0.0, 0.0, 72.0, 0.0), {"h100-sxm": 1.275},
+                      reserved=(Reserved("h100-sxm", 5, 0.0, 0.5, 2.5),))
+    w = Workload("chat", Demand(1.0), 1000, 200, {"h100-sxm": 0.5}, prefill_time_fraction=0.3)
+    tl = simulate_fleet(opt, [w], [], horizon_years=1)
+    fin = FinanceAssumptions(discount_rate=0.0, residual_curve=NO_RESIDUAL)
+    cost = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0}, fin)
+    # 5 cards x 4,380 hours x $2.5, used or not
+    assert cost.per_year["rental_usd"].sum() == pytest.approx(5 * 0.5 * HOURS_PER_YEAR * 2.5)

@@ -72,11 +72,14 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
     for card, d in tl.per_card.items():
         kw = option.power_per_card_kw.get(card)
         if kw is None:
+            if not d["owned"].any():  # reserved cloud cards only: no site power
+                serving_ch += d.get("reserved_serving", 0.0)
+                continue
             raise ValueError(f"options.{option.name}: no server power per card for '{card}'")
         it_kw += kw * (TRAINING_POWER_FRACTION * d["training"] + SERVING_POWER_FRACTION
                        * d["serving"] + IDLE_POWER_FRACTION * (d["idle"] + d["unavailable"]))
         prov_kw += kw * d["owned"]
-        serving_ch += d["serving"]
+        serving_ch += d["serving"] + d.get("reserved_serving", 0.0)
         training_ch += d["training"]
     rented_ch = np.zeros(H)
     rent_usd = np.zeros(H)
@@ -105,6 +108,11 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
         share = np.divide(need[w.name], total_need, out=np.zeros(H), where=total_need > 0)
         prefill_h += serving_ch * share * w.prefill_time_fraction
     decode_h = serving_ch - prefill_h
+    for r in option.reserved:  # reserved capacity is paid every hour of its term
+        arr = np.where((tl.hours >= r.start_hour)
+                       & (tl.hours < r.start_hour + r.term_years * HOURS_PER_YEAR), r.count, 0.0)
+        rented_ch += arr
+        rent_usd += arr * r.usd_per_card_hour
     price = np.divide(rent_usd, rented_ch, out=np.zeros(H), where=rented_ch > 0)
     purchases = cost_purchases(option, unit_price_usd)
     opex = opex_hourly(purchases, finance, it_power_kw=it_kw, provisioned_kw=prov_kw,

@@ -12,8 +12,9 @@ Per hour h, for one fleet option:
     serving   = available - training;   idle = serving cards beyond what demand needs
     needed    = demand_rps / capacity_rps_per_card            (capacity from sim.serving curves)
     rented    = min(needed - serving capacity, rent cap);  unserved = what is left
-Conservation: owned = training + serving_used + idle + repair_and_spares (in-transit cards are
-not owned yet); demand = served + rented + unserved.
+Conservation: owned = training + serving + idle + unavailable (repair and spares) + unpowered
+(beyond the site power cap); reserved = reserved_serving + reserved_idle; in-transit cards are
+not owned yet; demand = served + rented + unserved.
 """
 
 from __future__ import annotations
@@ -92,17 +93,50 @@ class Campaign:
 
 
 @dataclass(frozen=True)
+class LeadTime:
+    """Lead time distribution in weeks (reference-data E7: H100 servers 36-52 weeks in late
+    2023, 8-12 weeks by 2024-04): `uniform` on [low, high], or `triangular` with a mode."""
+
+    low_weeks: float
+    high_weeks: float
+    mode_weeks: float | None = None
+
+    def sample_hours(self, rng: np.random.Generator) -> float:
+        if self.mode_weeks is None:
+            w = rng.uniform(self.low_weeks, self.high_weeks)
+        else:
+            w = rng.triangular(self.low_weeks, self.mode_weeks, self.high_weeks)
+        return float(w) * 7 * 24
+
+
+@dataclass(frozen=True)
 class Purchase:
+    """An order: `lead_time_hours` fixed, or drawn from `lead_time` (seeded, per purchase)."""
+
     card: str
     count: int
     order_hour: float
     lead_time_hours: float = 0.0
     burn_in_hours: float = 72.0
     life_years: float = 5.0
+    lead_time: LeadTime | None = None
 
     @property
     def delivery_hour(self) -> float:
         return self.order_hour + self.lead_time_hours + self.burn_in_hours
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """Reserved cloud capacity as a fleet option: `count` cards of `card` from `start_hour` for
+    `term_years` (1- or 3-year terms, reference-data A4), paid every hour of the term whether
+    used or not; the provider absorbs failures."""
+
+    card: str
+    count: int
+    start_hour: float
+    term_years: float
+    usd_per_card_hour: float
 
 
 @dataclass(frozen=True)
@@ -125,6 +159,10 @@ class FleetOption:
     reliability: Reliability = Reliability()
     power_per_card_kw: dict[str, float] = field(default_factory=dict)
     """Server power per card at full load (e.g. DGX H100 10.2 kW / 8 GPUs = 1.275 kW, E4)."""
+    reserved: tuple[Reserved, ...] = ()
+    site_power_cap_kw: float | None = None
+    """Provisioned power the site has for this option; delivered cards beyond it wait
+    (unpowered) in delivery order, earliest first."""
 
 
 @dataclass
@@ -170,6 +208,17 @@ def poisson_inverse_cdf(u: np.ndarray, mu: np.ndarray) -> np.ndarray:
         k = k + active
         active = active & (u > cdf) & (j < 10_000)
     return k
+
+
+def delivery_hour(p: Purchase, stream: np.random.SeedSequence) -> float:
+    """Order + lead time (fixed, or drawn from the purchase's own stream) + burn-in."""
+    if p.lead_time is None:
+        return p.delivery_hour
+    # a child key of the purchase's stream, derived without mutating it (separate from the
+    # infant-mortality draws, and the same however often it is asked)
+    rng = np.random.default_rng(np.random.SeedSequence(stream.entropy,
+                                                       spawn_key=(*stream.spawn_key, 1)))
+    return p.order_hour + p.lead_time.sample_hours(rng) + p.burn_in_hours
 
 
 def _check(option: FleetOption, workloads: list[Workload], campaigns: list[Campaign],
@@ -219,7 +268,8 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
         for p, ss in zip(option.purchases, buy_streams):
             if p.card != card:
                 continue
-            d = int(math.ceil(p.delivery_hour))
+            dh = delivery_hour(p, ss)
+            d = int(math.ceil(dh))
             if d < H and p.count:
                 arrived[d] += p.count
                 # infant failures: each card fails within 30 days with probability p_inf, at a
@@ -229,7 +279,7 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
                 when = d + prng.integers(0, INFANT_WINDOW_H, size=p.count)
                 sel = fails & (when < H)
                 np.add.at(infant, when[sel], 1)
-            e = int(math.ceil(p.delivery_hour + p.life_years * HOURS_PER_YEAR))
+            e = int(math.ceil(dh + p.life_years * HOURS_PER_YEAR))
             if e < H:
                 retired[e] += p.count
         owned = np.cumsum(arrived - retired)
@@ -250,6 +300,28 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
                           "failed": failed, "in_repair": in_repair, "spares": spares,
                           "available": available, "unavailable": owned - available,
                           "training": np.zeros(H)}
+
+    # ---- site power cap: delivered cards beyond it wait unpowered (rationed in proportion) ---
+    if option.site_power_cap_kw is not None:
+        total_kw = sum(per_card[c]["owned"] * option.power_per_card_kw.get(c, 0.0) for c in cards)
+        f = np.where(total_kw > option.site_power_cap_kw,
+                     option.site_power_cap_kw / np.maximum(total_kw, 1e-300), 1.0)
+        for c in cards:
+            pc = per_card[c]
+            powered = np.floor(pc["owned"] * f)
+            pc["unpowered"] = pc["owned"] - powered
+            pc["available"] = np.maximum(np.minimum(pc["available"], powered - np.maximum(
+                pc["in_repair"] - pc["spares"], 0) - pc["spares"]), 0.0)
+            pc["unavailable"] = pc["owned"] - pc["unpowered"] - pc["available"]
+    for c in cards:
+        per_card[c].setdefault("unpowered", np.zeros(H))
+
+    # ---- reserved cloud capacity: serves (only) during its term, paid every hour -------------
+    reserved = {}
+    for r in option.reserved:
+        arr = np.where((hours >= r.start_hour)
+                       & (hours < r.start_hour + r.term_years * HOURS_PER_YEAR), r.count, 0.0)
+        reserved[r.card] = reserved.get(r.card, np.zeros(H)) + arr
 
     # ---- training campaigns, in priority order, elastic: they take cards from serving -------
     results = []
@@ -280,12 +352,15 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
     rented = {}
     unserved = {}
     rented_ch = {}
-    serve_cap = {c: per_card[c]["available"] - per_card[c]["training"] for c in cards}
-    used_cards = {c: np.zeros(H) for c in cards}
+    serve_cards = sorted(set(cards) | set(reserved))
+    zero = np.zeros(H)
+    serve_cap = {c: (per_card[c]["available"] - per_card[c]["training"] if c in per_card
+                     else zero) + reserved.get(c, zero) for c in serve_cards}
+    used_cards = {c: np.zeros(H) for c in serve_cards}
     for w in workloads:
         left = demand[w.name].copy()
-        for c in sorted(cards, key=lambda c: -w.capacity_rps_per_card[c]):
-            cap = w.capacity_rps_per_card[c]
+        for c in sorted(serve_cards, key=lambda c: -w.capacity_rps_per_card.get(c, 0.0)):
+            cap = w.capacity_rps_per_card.get(c, 0.0)
             free_cards = np.maximum(serve_cap[c] - used_cards[c], 0.0)
             take = np.minimum(left / cap, free_cards) if cap > 0 else np.zeros(H)
             used_cards[c] += take
@@ -298,11 +373,19 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
         rented_ch[w.name] = rented[w.name] / w.capacity_rps_per_card[w.rent_card] \
             if w.rent_card else np.zeros(H)
         unserved[w.name] = left - rented[w.name]
-    for c in cards:
-        pc = per_card[c]
-        pc["serving"] = used_cards[c]
-        pc["idle"] = np.maximum(serve_cap[c] - used_cards[c], 0.0)
+    for c in serve_cards:
+        pc = per_card.setdefault(c, {k: np.zeros(H) for k in (
+            "owned", "arrived", "retired", "failed", "in_repair", "spares", "available",
+            "unavailable", "unpowered", "training")})
+        res = reserved.get(c, zero)
+        pc["reserved"] = res
+        # serving takes owned cards first, then reserved ones
+        owned_free = serve_cap[c] - res
+        pc["serving"] = np.minimum(used_cards[c], owned_free)
+        pc["reserved_serving"] = used_cards[c] - pc["serving"]
+        pc["idle"] = np.maximum(owned_free - pc["serving"], 0.0)
+        pc["reserved_idle"] = res - pc["reserved_serving"]
         kw = option.power_per_card_kw.get(c, 0.0)
-        pc["provisioned_kw"] = pc["owned"] * kw
+        pc["provisioned_kw"] = (pc["owned"] - pc["unpowered"]) * kw
     return Timeline(option.name, hours, per_card, demand, served, rented, unserved, rented_ch,
                     results)
