@@ -131,3 +131,28 @@ def test_lead_time_distribution_is_seeded_and_bounded():
                            ["owned"] > 0)) for s in (0, 0, 1)]
     assert first[0] == first[1] and 8 * 168 <= first[0] <= 12 * 168 + 1
     assert first[0] != first[2]
+
+
+def test_deadline_derives_cards_and_reports_whether_it_was_met():
+    no_fail = FleetOption("o", (Purchase("h100-sxm", 200, 0.0, burn_in_hours=0.0),),
+                          Reliability(0.0, 0.0, 72.0, 0.0))
+    c = Campaign("dl", "h100-sxm", None, card_hours=100 * 240.0, earliest_hour=0.0, ettr=1.0,
+                 deadline_hour=240.0)
+    tl = simulate_fleet(no_fail, [CHAT], [c], 1)
+    r = tl.campaigns[0]
+    assert r["cards"] == 100 and r["met_deadline"] is True and r["end_hour"] == 240
+    late = Campaign("late", "h100-sxm", 10, card_hours=100 * 240.0, deadline_hour=240.0)
+    r2 = simulate_fleet(no_fail, [CHAT], [late], 1).campaigns[0]
+    assert r2["completed"] and r2["met_deadline"] is False
+
+
+def test_per_year_frame_adds_up():
+    tl = simulate_fleet(option(mi300x=40), [CHAT], TRAIN, horizon_years=2, seed=3)
+    py = tl.per_year()
+    h = py[py.card == "h100-sxm"]
+    assert len(h) == 2
+    parts = h[["training_card_hours", "serving_card_hours", "idle_card_hours",
+               "unavailable_card_hours", "unpowered_card_hours"]].sum(axis=1)
+    np.testing.assert_allclose(parts, h["owned_card_hours"], rtol=1e-9)
+    total = h["chat.served_requests"] + h["chat.rented_requests"] + h["chat.unserved_requests"]
+    np.testing.assert_allclose(total, h["chat.demand_requests"], rtol=1e-9)

@@ -85,11 +85,24 @@ class Campaign:
 
     name: str
     card: str
-    cards: int
+    cards: int | None
     card_hours: float
     earliest_hour: float = 0.0
     priority: int = 0
     ettr: float = 0.9  # effective training time ratio, reference-data F (Llama 3, ByteRobust)
+    deadline_hour: float | None = None
+    """With `cards` None, the cards are derived from the deadline: the fewest that finish
+    `card_hours` of work by `deadline_hour` at the ETTR. Either way the results say whether the
+    deadline was met."""
+
+    def cards_needed(self) -> int:
+        if self.cards is not None:
+            return self.cards
+        if self.deadline_hour is None or self.deadline_hour <= self.earliest_hour:
+            raise FleetError(f"training.{self.name}: give cards, or a deadline after its "
+                             "earliest start")
+        return int(math.ceil(self.card_hours / (self.ettr * (self.deadline_hour
+                                                               - self.earliest_hour))))
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,29 @@ class Timeline:
     rented_card_hours: dict[str, np.ndarray]
     campaigns: list[dict]
 
+    def per_year(self) -> pd.DataFrame:
+        """Card-hours by state and request-hours by outcome, one row per year and card type."""
+        year = (self.hours // HOURS_PER_YEAR).astype(int)
+        rows = []
+        for card, d in self.per_card.items():
+            for y in np.unique(year):
+                m = year == y
+                row = {"option": self.option, "year": int(y), "card": card}
+                for k in ("owned", "training", "serving", "idle", "unavailable", "unpowered",
+                          "reserved"):
+                    if k in d:
+                        row[f"{k}_card_hours"] = float(d[k][m].sum())
+                row["failures"] = float(d["failed"][m].sum())
+                row["arrived"] = float(d["arrived"][m].sum())
+                rows.append(row)
+        df = pd.DataFrame(rows)
+        for w in self.demand_rps:
+            for k, arr in (("demand", self.demand_rps[w]), ("served", self.served_rps[w]),
+                           ("rented", self.rented_rps[w]), ("unserved", self.unserved_rps[w])):
+                by_year = pd.Series(arr * 3600.0).groupby(year).sum()
+                df[f"{w}.{k}_requests"] = df["year"].map(by_year)
+        return df
+
     def per_hour(self) -> pd.DataFrame:
         cols: dict[str, np.ndarray] = {"hour": self.hours}
         for card, d in self.per_card.items():
@@ -240,8 +276,9 @@ def _check(option: FleetOption, workloads: list[Workload], campaigns: list[Campa
                 raise FleetError(f"workloads.{w.name}: no serving capacity for card '{card}'")
     for c in campaigns:
         total = sum(p.count for p in option.purchases if p.card == c.card)
-        if c.cards > total:
-            raise FleetError(f"training.{c.name}.cards: {c.cards} {c.card} cards requested but "
+        need = c.cards_needed()
+        if need > total:
+            raise FleetError(f"training.{c.name}.cards: {need} {c.card} cards needed but "
                              f"option '{option.name}' buys only {total}: it can never fit")
 
 
@@ -337,13 +374,15 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
                             "completed": False, "reason": "no card free before the horizon"})
             continue
         s = start + int(ok[0])
-        got = np.minimum(np.maximum(free[s:], 0.0), camp.cards)
+        n_cards = camp.cards_needed()
+        got = np.minimum(np.maximum(free[s:], 0.0), n_cards)
         work = np.cumsum(got * camp.ettr)  # card-hours of progress
         done = np.nonzero(work >= camp.card_hours)[0]
         end = s + (int(done[0]) + 1 if len(done) else len(got))
         pc["training"][s:end] += got[: end - s]
-        results.append({"campaign": camp.name, "start_hour": s, "end_hour": end,
-                        "completed": bool(len(done)),
+        met = None if camp.deadline_hour is None else bool(len(done)) and end <= camp.deadline_hour
+        results.append({"campaign": camp.name, "cards": n_cards, "start_hour": s,
+                        "end_hour": end, "completed": bool(len(done)), "met_deadline": met,
                         "reason": "" if len(done) else "horizon ended before it finished"})
 
     # ---- serving: each workload's demand on the cards not training -------------------------
