@@ -73,3 +73,63 @@ def test_reserved_capacity_is_paid_for_its_whole_term():
     cost = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0}, fin)
     # 5 cards x 4,380 hours x $2.5, used or not
     assert cost.per_year["rental_usd"].sum() == pytest.approx(5 * 0.5 * HOURS_PER_YEAR * 2.5)
+
+
+def _flat(count=10, **kw):
+    return FleetOption("o", (Purchase("h100-sxm", count, 0.0, 0.0, burn_in_hours=0.0, **kw),),
+                       Reliability(0.0, 0.0, 72.0, 0.0), {"h100-sxm": 1.275})
+
+
+def test_unserved_is_priced_even_when_nothing_can_be_rented():
+    w = Workload("chat", Demand(20.0), 1000, 200, {"h100-sxm": 0.5}, rent_usd_per_card_hour=3.0,
+                 rent_card="h100-sxm", rent_cap_cards=0, prefill_time_fraction=0.3)
+    opt = _flat()
+    tl = simulate_fleet(opt, [w], [], horizon_years=1)
+    cost = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0},
+                          FinanceAssumptions(discount_rate=0.0, residual_curve=NO_RESIDUAL))
+    assert cost.per_year["unserved_penalty_usd"].sum() == pytest.approx(30 * 3.0 * HOURS_PER_YEAR)
+    no_price = Workload("chat", Demand(20.0), 1000, 200, {"h100-sxm": 0.5},
+                        prefill_time_fraction=0.3)
+    with pytest.raises(ValueError, match="unserved demand has no price"):
+        price_timeline(simulate_fleet(opt, [no_price], [], 1), opt, [no_price],
+                       {"h100-sxm": 30_000.0}, FinanceAssumptions(discount_rate=0.0))
+
+
+def test_capex_is_dated_at_the_drawn_delivery():
+    from sim.fleet.timeline import LeadTime
+
+    opt = _flat(lead_time=LeadTime(36, 52))
+    w = Workload("chat", Demand(1.0), 1000, 200, {"h100-sxm": 0.5}, rent_usd_per_card_hour=3.0,
+                 prefill_time_fraction=0.3)
+    tl = simulate_fleet(opt, [w], [], horizon_years=2, seed=4)
+    first_owned = int(np.argmax(tl.per_card["h100-sxm"]["owned"] > 0))
+    assert tl.delivery_hours[0] == pytest.approx(first_owned, abs=1.0)
+    fin = FinanceAssumptions(discount_rate=0.0, residual_curve=NO_RESIDUAL)
+    cost = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0}, fin)
+    year0_capex = cost.per_year["capex_usd"].iloc[0]
+    assert (year0_capex > 0) == (tl.delivery_hours[0] < HOURS_PER_YEAR)
+
+
+def test_rented_serving_carries_its_cost_into_tokens():
+    from sim.fleet.timeline import Campaign
+
+    w = Workload("chat", Demand(5.0), 1000, 200, {"h100-sxm": 0.5}, rent_usd_per_card_hour=3.0,
+                 rent_card="h100-sxm", prefill_time_fraction=0.3)
+    opt = _flat(count=16)
+    camp = Campaign("t", "h100-sxm", 16, card_hours=1e9, ettr=1.0)  # trains all year
+    tl = simulate_fleet(opt, [w], [camp], horizon_years=1)
+    cost = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0},
+                          FinanceAssumptions(discount_rate=0.0, residual_curve=NO_RESIDUAL))
+    assert cost.levelized.serving_pv_usd > 0 and cost.tokens_out > 0
+
+
+def test_colo_is_paid_on_powered_cards_only():
+    capped = FleetOption("c", (Purchase("h100-sxm", 100, 0.0, 0.0, burn_in_hours=0.0),),
+                         Reliability(0.0, 0.0, 72.0, 0.0), {"h100-sxm": 1.275},
+                         site_power_cap_kw=50 * 1.275)
+    w = Workload("chat", Demand(1.0), 1000, 200, {"h100-sxm": 0.5}, prefill_time_fraction=0.3)
+    tl = simulate_fleet(capped, [w], [], horizon_years=1)
+    fin = FinanceAssumptions(discount_rate=0.0, colo_usd_per_kw_month=180.0,
+                             residual_curve=NO_RESIDUAL)
+    cost = price_timeline(tl, capped, [w], {"h100-sxm": 30_000.0}, fin)
+    assert cost.per_year["colo_usd"].sum() == pytest.approx(50 * 1.275 * 180.0 * 12)

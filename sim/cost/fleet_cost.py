@@ -48,16 +48,19 @@ class OptionCost:
     tokens_out: float
 
 
-def cost_purchases(option: FleetOption, unit_price_usd: dict[str, float]) -> list[Purchase]:
-    """The financial view of the option's orders (times in years, prices per card)."""
+def cost_purchases(option: FleetOption, unit_price_usd: dict[str, float],
+                   delivery_hours: tuple[float, ...] = ()) -> list[Purchase]:
+    """The financial view of the option's orders (times in years, prices per card), delivered
+    when the timeline delivered them (lead times may have been drawn)."""
     out = []
-    for p in option.purchases:
+    for i, p in enumerate(option.purchases):
         if p.count == 0:
             continue
         if p.card not in unit_price_usd:
             raise ValueError(f"options.{option.name}: no price for card '{p.card}'")
+        delivered = delivery_hours[i] if i < len(delivery_hours) else p.delivery_hour
         out.append(Purchase(p.card, p.count, p.order_hour / HOURS_PER_YEAR,
-                            p.delivery_hour / HOURS_PER_YEAR, unit_price_usd[p.card]))
+                            delivered / HOURS_PER_YEAR, unit_price_usd[p.card]))
     return out
 
 
@@ -78,16 +81,18 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
             raise ValueError(f"options.{option.name}: no server power per card for '{card}'")
         it_kw += kw * (TRAINING_POWER_FRACTION * d["training"] + SERVING_POWER_FRACTION
                        * d["serving"] + IDLE_POWER_FRACTION * (d["idle"] + d["unavailable"]))
-        prov_kw += kw * d["owned"]
+        prov_kw += d["provisioned_kw"]  # nameplate of powered cards (site cap respected)
         serving_ch += d["serving"] + d.get("reserved_serving", 0.0)
         training_ch += d["training"]
     rented_ch = np.zeros(H)
     rent_usd = np.zeros(H)
     unserved_ch = np.zeros(H)
+    unserved_usd = np.zeros(H)
     tokens_in = np.zeros(H)
     tokens_out = np.zeros(H)
     need = {}  # cards each workload keeps busy per hour (at its best card's capacity)
     for w in workloads:
+        serving_ch = serving_ch + tl.rented_card_hours[w.name]  # rented cards serve too
         if w.prefill_time_fraction is None:
             raise ValueError(f"workloads.{w.name}: prefill_time_fraction is needed to split cost "
                              "between input and output tokens (sim.perf reports it)")
@@ -95,7 +100,16 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
         rent_usd += tl.rented_card_hours[w.name] * w.rent_usd_per_card_hour
         ref = w.capacity_rps_per_card.get(w.rent_card or "", 0.0) or max(
             w.capacity_rps_per_card.values())
-        unserved_ch += tl.unserved_rps[w.name] / ref
+        short_ch = tl.unserved_rps[w.name] / ref
+        unserved_ch += short_ch
+        # unserved demand is priced per workload: the finance penalty, else its on-demand rent
+        pen = finance.unserved_penalty_usd_per_card_hour
+        if pen is None:
+            if w.rent_usd_per_card_hour <= 0 and short_ch.any():
+                raise ValueError(f"workloads.{w.name}: unserved demand has no price (set "
+                                 "rent_usd_per_card_hour or finance.unserved_penalty)")
+            pen = w.rent_usd_per_card_hour
+        unserved_usd += short_ch * pen
         done_rps = tl.served_rps[w.name] + tl.rented_rps[w.name]
         tokens_in += done_rps * 3600.0 * w.input_tokens
         tokens_out += done_rps * 3600.0 * w.output_tokens
@@ -114,10 +128,12 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
         rented_ch += arr
         rent_usd += arr * r.usd_per_card_hour
     price = np.divide(rent_usd, rented_ch, out=np.zeros(H), where=rented_ch > 0)
-    purchases = cost_purchases(option, unit_price_usd)
+    purchases = cost_purchases(option, unit_price_usd, tl.delivery_hours)
+    unserved_price = np.divide(unserved_usd, unserved_ch, out=np.zeros(H), where=unserved_ch > 0)
     opex = opex_hourly(purchases, finance, it_power_kw=it_kw, provisioned_kw=prov_kw,
                        rented_card_hours=rented_ch, rent_usd_per_card_hour=price,
-                       unserved_card_hours=unserved_ch, software=software)
+                       unserved_card_hours=unserved_ch, software=software,
+                       unserved_usd_per_card_hour=unserved_price)
     flows = option_cash_flows(purchases, finance, opex, software)
     horizon = H / HOURS_PER_YEAR
     frame = per_year(flows, horizon)

@@ -85,7 +85,8 @@ def opex_hourly(purchases: Sequence[Purchase], finance: FinanceAssumptions, *,
                 rented_card_hours: np.ndarray | None = None,
                 rent_usd_per_card_hour: np.ndarray | float | None = None,
                 unserved_card_hours: np.ndarray | None = None,
-                software: SoftwareCost | None = None) -> OpexHourly:
+                software: SoftwareCost | None = None,
+                unserved_usd_per_card_hour: np.ndarray | float | None = None) -> OpexHourly:
     """Operating cost per hour over a horizon of H = len(it_power_kw) hours (formulas above).
 
     `it_power_kw`: actual IT draw (kW, mean over the hour); `provisioned_kw`: nameplate power paid
@@ -106,7 +107,10 @@ def opex_hourly(purchases: Sequence[Purchase], finance: FinanceAssumptions, *,
     if rent is None and np.any(rented > 0):
         raise ValueError("rented_card_hours is nonzero but rent_usd_per_card_hour is not given")
     penalty = finance.unserved_penalty_usd_per_card_hour
-    if penalty is not None:
+    if unserved_usd_per_card_hour is not None:  # the caller priced each hour's shortfall
+        penalty_usd = _hourly("unserved_usd_per_card_hour", unserved_usd_per_card_hour,
+                              num_hours, allow_scalar=True)
+    elif penalty is not None:
         penalty_usd = np.full(num_hours, float(penalty))
     elif rent is not None:
         penalty_usd = rent

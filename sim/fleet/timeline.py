@@ -189,6 +189,8 @@ class Timeline:
     unserved_rps: dict[str, np.ndarray]
     rented_card_hours: dict[str, np.ndarray]
     campaigns: list[dict]
+    delivery_hours: tuple[float, ...] = ()
+    """Delivery hour of each purchase (lead times may be drawn), in the option's order."""
 
     def per_year(self) -> pd.DataFrame:
         """Card-hours by state and request-hours by outcome, one row per year and card type."""
@@ -294,6 +296,7 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
     root = np.random.SeedSequence(seed)
     card_streams = dict(zip(cards, root.spawn(len(cards))))
     buy_streams = root.spawn(len(option.purchases))
+    deliveries = tuple(delivery_hour(p, ss) for p, ss in zip(option.purchases, buy_streams))
     rel = option.reliability
     per_card: dict[str, dict[str, np.ndarray]] = {}
     for card in cards:
@@ -427,4 +430,4 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
         kw = option.power_per_card_kw.get(c, 0.0)
         pc["provisioned_kw"] = (pc["owned"] - pc["unpowered"]) * kw
     return Timeline(option.name, hours, per_card, demand, served, rented, unserved, rented_ch,
-                    results)
+                    results, deliveries)
