@@ -63,7 +63,7 @@ def _xfer_by_hand(lib, hw, prompt: int, nic: bool) -> float:
 def test_fast_mode_equals_token_mode_per_request(lib, hw_cache, conv800, case):
     kw, link, hw, ch = {}, "auto", None, conv800
     if case != "default":  # the trace at 4x its rate, a small KV cache
-        kw = {"gpu_memory_utilization": 0.22}
+        kw = {"gpu_memory_utilization": 0.175}
         ch = RequestChunk(conv800.arrival_s / 4, conv800.input_tokens, conv800.output_tokens)
     if case == "slow_link":  # slow contended transfers: prefill KV held until sent fills cache
         link, hw = "network", hw_cache("h100-sxm").with_overrides(allreduce_busbw=0.01)
@@ -95,10 +95,10 @@ def test_conservation_and_pools(lib, hw_cache, conv800):
         max_model_len=8192, long_prompt_policy="reject")), [ch], P, D)
     assert rej.rejected == 2 and rej.clipped == 0 and rej.unfinished == 0
     assert rej.arrived == len(rej.rid) + 2 and {5, 11}.isdisjoint(rej.rid.tolist())
-    too_big = simulate_disaggregated(_setup(lib, hw_cache, gpu_memory_utilization=0.22),
+    too_big = simulate_disaggregated(_setup(lib, hw_cache, gpu_memory_utilization=0.175),
                                      [ch], P, D)  # KV cache of 20K tokens: 30K cannot fit
     assert too_big.rejected == 1 and too_big.clipped == 0 and 5 not in set(too_big.rid.tolist())
-    res = simulate_disaggregated(_setup(lib, hw_cache, gpu_memory_utilization=0.22,
+    res = simulate_disaggregated(_setup(lib, hw_cache, gpu_memory_utilization=0.175,
                                         engine=EngineConfig(max_model_len=8192)),
                                  [ch], P, D, "network")
     assert res.arrived == len(ch)

@@ -237,3 +237,24 @@ def test_cost_table_equals_step_time(lib, hw_cache, model, card, dec, ctx, pre, 
     batch = StepBatch.decode(dec, ctx, w) + StepBatch.prefill(pre, plen, window=w)
     assert table.cost(batch) == pytest.approx(step_time(m, hw, Layout(tp=1), BF16, batch).total_s,
                                               rel=1e-12)
+
+
+def test_mla_prefill_uses_non_absorbed_attention_flops(lib, hw_cache):
+    from sim.perf.step import StepModel
+
+    m = lib.model("deepseek-v3")
+    sm = StepModel(m, hw_cache("h200-sxm"), Layout(tp=8), FP8)
+    heads = 128 / 8
+    # prefill: q·k over nope+rope (192) and p·v over v_head_dim (128), 2 FLOPs per MAC
+    assert sm.flop_per_pair_prefill == 2 * heads * 192 + 2 * heads * 128
+    # decode (weight-absorbed): scores over the 512+64 latent, values over the 512 latent
+    assert sm.flop_per_pair == 2 * heads * 576 + 2 * heads * 512
+
+
+def test_expert_parallel_weight_traffic_follows_the_hottest_rank(lib, hw_cache):
+    m = lib.model("deepseek-v3")
+    hw = hw_cache("h200-sxm")
+    tp_sharded = step_time(m, hw, Layout(tp=8), FP8, StepBatch.decode(4, 1000)).parts["moe"]
+    ep = step_time(m, hw, Layout(tp=8, ep=True), FP8, StepBatch.decode(4, 1000)).parts["moe"]
+    # at batch 4 the busiest of 8 ranks holds well above the mean number of touched experts
+    assert ep > 1.3 * tp_sharded

@@ -225,3 +225,31 @@ def test_overload_finishes_and_says_so(lib, hw_cache):
                               _poisson(lib, 400.0, n=3000)))
     assert not ok["unstable"] and over["unstable"]
     assert over["finished"] == over["requests"]  # it drains, it never hangs
+
+
+def test_prefill_ending_on_the_last_prompt_token_sets_ttft_in_fast_mode(lib, hw_cache):
+    # prompt 8193 with an 8192-token budget: the second step computes one token and emits the
+    # first output token; the fast mode must not fold that step into a decode span
+    m, hw = lib.model("llama-3.1-8b"), hw_cache("h100-sxm")
+    ch = RequestChunk(np.array([0.0]), np.array([8193]), np.array([50]))
+    res = {mode: simulate(ServeSetup(m, hw, FP8, Layout(tp=1), mode=mode), [ch])
+           for mode in ("fast", "token")}
+    assert np.isfinite(res["fast"].first_token_s[0])
+    assert res["fast"].first_token_s[0] == pytest.approx(res["token"].first_token_s[0], rel=1e-12)
+
+
+def test_v0_without_chunked_prefill_serves_long_prompts(lib, hw_cache):
+    from sim.serving.engine import engine_config
+
+    m, hw = lib.model("llama-3.1-8b"), hw_cache("h100-sxm")
+    ch = RequestChunk(np.array([0.0]), np.array([9000]), np.array([10]))
+    res = simulate(ServeSetup(m, hw, FP8, Layout(tp=1), engine=engine_config("vllm-v0")), [ch])
+    assert len(res.rid) == 1
+
+
+def test_pipeline_parallel_serving_is_refused(lib, hw_cache):
+    from sim.serving.simulate import ServingError
+
+    with pytest.raises(ServingError, match="pipeline"):
+        simulate(ServeSetup(lib.model("llama-3.1-8b"), hw_cache("h100-sxm"), FP8,
+                            Layout(tp=1, pp=2)), [])

@@ -25,6 +25,10 @@ process in vLLM's startup profile; an assumption, stated in the README limits.""
 
 TP_CHOICES = (1, 2, 4, 8, 16, 32, 64)
 
+LOGITS_ROWS = 1024
+"""Rows of FP32 logits budgeted per step: one per sampling sequence (vLLM's max_num_seqs is 256
+by default; throughput deployments run up to ~1,000)."""
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -109,12 +113,14 @@ def kv_bytes_for_sequence(model: ModelSpec, layout: Layout, prec: Precision,
 
 
 def activation_bytes(model: ModelSpec, layout: Layout, tokens_per_step: float) -> float:
-    """Peak activation workspace of one step (16-bit): residual, QKV, FFN intermediates and
-    FP32 logits for up to `tokens_per_step` tokens."""
+    """Peak activation workspace of one step (16-bit): residual, QKV and FFN intermediates for
+    `tokens_per_step` tokens, and FP32 logits only for the rows that sample (at most
+    LOGITS_ROWS: engines compute logits for the last token of each sequence)."""
     a = model.architecture
     ffn = a.moe.expert_ffn_size * a.moe.experts_per_token if a.moe else a.ffn_size
-    per_token = 2.0 * (4 * a.hidden_size + 3 * ffn / layout.tp) + 4.0 * a.vocab_size / layout.tp
-    return tokens_per_step * per_token
+    per_token = 2.0 * (4 * a.hidden_size + 3 * ffn / layout.tp)
+    logits = min(tokens_per_step, LOGITS_ROWS) * 4.0 * a.vocab_size / layout.tp
+    return tokens_per_step * per_token + logits
 
 
 @dataclass(frozen=True)

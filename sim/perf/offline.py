@@ -19,7 +19,7 @@ import numpy as np
 
 from sim.config.model import ModelSpec
 from sim.perf.hardware import Hardware
-from sim.perf.memory import Layout, MemoryPlan, check_layout, plan_memory
+from sim.perf.memory import Layout, LayoutError, MemoryPlan, check_layout, plan_memory
 from sim.perf.precision import Precision
 from sim.perf.step import StepBatch, StepTime, step_time
 
@@ -78,6 +78,9 @@ def mixed_step(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
 def offline_throughput(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
                        lengths: LengthMoments) -> OfflineResult:
     check_layout(model, layout)
+    if layout.pp > 1:
+        raise LayoutError("pipeline parallelism is modelled for memory and training only; "
+                          "serving throughput with pp > 1 is not (use tp)")
     hw.check_precision(prec)
     osl = max(lengths.osl, 1.0)
     seq_kv = lengths.isl + osl / 2

@@ -164,14 +164,19 @@ class StepModel:
             if m.q_lora_rank:
                 self.proj_shapes.insert(0, (h, m.q_lora_rank))
             self.qkv_width = a.num_attention_heads * qk / t + m.kv_lora_rank
+            # decode runs MLA weight-absorbed (attention in the 512+64 latent space); prefill
+            # runs it non-absorbed, with per-head q/k of nope+rope dims and v of v_head_dim
             fpp = 2.0 * heads * (m.kv_lora_rank + m.qk_rope_head_dim) + 2.0 * heads * m.kv_lora_rank
+            fpp_prefill = 2.0 * heads * qk + 2.0 * heads * m.v_head_dim
         else:
             kvh = kv_heads_per_card(a, t)
             qkv_n = (heads + 2 * kvh) * a.head_dim
             self.proj_shapes = [(h, qkv_n), (heads * a.head_dim, h)]
             self.qkv_width = qkv_n
             fpp = 4.0 * heads * a.head_dim
+            fpp_prefill = fpp
         self.flop_per_pair = fpp
+        self.flop_per_pair_prefill = fpp_prefill
         self.kv_tok = kv_bytes_per_token_layer(a, t, prec)
         attn_eff = hw.factors["attention_prefill"].value * hw.factors["gemm_sustained"].value
         self.attn_rate = self.peak_bf16 * attn_eff  # same power-capped clocks as the GEMMs
@@ -221,7 +226,13 @@ class StepModel:
             mu = T * k / t
             hottest = mu + np.sqrt(np.maximum(mu * (1 - 1 / t), 0.0)) * math.sqrt(2 * math.log(t))
             experts_card = distinct / t
-            byts = experts_card * self.expert_params * wb + hottest * 2 * h * ACT_BYTES
+            # the rank holding the most distinct experts sets the weight traffic: each rank owns
+            # E/t experts, each touched with probability q; Gaussian approximation of the max
+            q = 1.0 - (1.0 - k / E) ** T
+            per_rank = E / t
+            hot_experts = np.minimum(per_rank, per_rank * q + np.sqrt(per_rank * q * (1 - q))
+                                     * math.sqrt(2 * math.log(t)))
+            byts = hot_experts * self.expert_params * wb + hottest * 2 * h * ACT_BYTES
             flops = hottest * fpa
             m_per = hottest / np.maximum(experts_card, 1e-9)
             a2a = 2 * T * k * h * ACT_BYTES * (t - 1) / t / t
@@ -276,7 +287,8 @@ class StepModel:
             s = dec_ctx * self.dec_coef if batch.decode_seqs > 0 else 0.0
             if batch.prefill_tokens > 0:
                 s += max((kv_read * self.kv_tok + batch.prefill_tokens * self.qkv_width
-                          * ACT_BYTES) / self.bw, pairs * self.flop_per_pair / self.attn_rate)
+                          * ACT_BYTES) / self.bw,
+                         pairs * self.flop_per_pair_prefill / self.attn_rate)
             return s
 
         total = self.full_layers * core(batch.decode_context, batch.prefill_pairs,

@@ -330,8 +330,8 @@ class Replica:
             return 0
         if self.cfg.num_speculative_tokens and self.cfg.spec_acceptance_rate > 0:
             return 0  # emitted tokens per step vary: no affine span
-        if any(r.computed != r.known - 1 for r in run):
-            return 0
+        if any(r.computed != r.known - 1 or r.generated == 0 for r in run):
+            return 0  # a prefill finishing its last token emits the first token: one step
         # admission only gets harder while the batch decodes (free blocks shrink), so if the
         # head cannot be admitted now it cannot be until a request finishes
         first = self.cfg.scheduling_policy == "prefill_first"

@@ -8,6 +8,7 @@ boundaries: a request arriving during a step is seen when that step ends.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -193,6 +194,8 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
     if setup.replicas < 1:
         raise ServingError(f"replicas must be >= 1 (got {setup.replicas})")
     check_layout(setup.model, setup.layout)
+    if setup.layout.pp > 1:
+        raise ServingError("pipeline-parallel serving is not modelled (use tp)")
     setup.hardware.check_precision(setup.precision)
     num_blocks = _num_blocks(setup)
     arch = setup.model.architecture
@@ -202,6 +205,10 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
             f"{setup.model.name} does not fit on {setup.hardware.card.name} at TP "
             f"{setup.layout.tp}: no room for a KV cache")
     cfg = setup.engine
+    if not cfg.enable_chunked_prefill and cfg.max_num_batched_tokens < max_len:
+        # vLLM requires max_num_batched_tokens >= max_model_len without chunked prefill (V0's
+        # default is max(max_model_len, 2048)); apply it rather than stall on long prompts
+        cfg = dataclasses.replace(cfg, max_num_batched_tokens=max(max_len, 2048))
     sm = StepModel(setup.model, setup.hardware, setup.layout, setup.precision)
     costs = StepCostTable(sm, cfg.max_num_batched_tokens + cfg.max_num_seqs, cfg.max_num_seqs)
     window = arch.sliding_window.window_tokens if arch.sliding_window else None
