@@ -133,3 +133,16 @@ def test_colo_is_paid_on_powered_cards_only():
                              residual_curve=NO_RESIDUAL)
     cost = price_timeline(tl, capped, [w], {"h100-sxm": 30_000.0}, fin)
     assert cost.per_year["colo_usd"].sum() == pytest.approx(50 * 1.275 * 180.0 * 12)
+
+
+def test_end_of_life_stops_maintenance_and_sells_the_cards():
+    opt = FleetOption("eol", (Purchase("h100-sxm", 10, 0.0, 0.0, burn_in_hours=0.0,
+                                       life_years=1.0),),
+                      Reliability(0.0, 0.0, 72.0, 0.0), {"h100-sxm": 1.275})
+    w = Workload("chat", Demand(1.0), 1000, 200, {"h100-sxm": 0.5}, rent_usd_per_card_hour=3.0,
+                 prefill_time_fraction=0.3)
+    tl = simulate_fleet(opt, [w], [], horizon_years=2)
+    fin = FinanceAssumptions(discount_rate=0.0)
+    py = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0}, fin).per_year
+    assert py["maintenance_usd"].iloc[1] == pytest.approx(0.0, abs=1e-6)
+    assert py["residual_usd"].iloc[1] < 0  # sold at end of life (t = 1 y, in year 1)

@@ -97,6 +97,13 @@ def residual_value(purchases: Sequence[Purchase], horizon_years: float,
     flows: list[CashFlow] = []
     for p in purchases:
         b = capex_breakdown(p, finance)
+        retire = p.retire_time_years
+        if retire is not None and retire < horizon_years and p.delivery_time_years <= retire:
+            age_years = retire - p.delivery_time_years  # sold at end of life, before the horizon
+            value_usd = finance.residual_curve.fraction_at(age_years) * b.resaleable_usd
+            if value_usd != 0:
+                flows.append(CashFlow(float(retire), -float(value_usd), "residual"))
+            continue
         if p.delivery_time_years <= horizon_years:
             age_years = horizon_years - p.delivery_time_years
             value_usd = finance.residual_curve.fraction_at(age_years) * b.resaleable_usd

@@ -156,6 +156,9 @@ class Purchase:
     # Assumed default 0: the whole price at delivery; set the deposit the contract states.
     deposit_fraction: float = 0.0
     non_gpu_server_usd_per_card: float | None = None
+    retire_time_years: float | None = None
+    """End of life: maintenance stops and the cards are sold at the residual curve's value for
+    their age, as an inflow at that date (None: kept to the horizon)."""
 
     def __post_init__(self) -> None:
         o = f"Purchase({self.card_id!r})"

@@ -60,7 +60,8 @@ def cost_purchases(option: FleetOption, unit_price_usd: dict[str, float],
             raise ValueError(f"options.{option.name}: no price for card '{p.card}'")
         delivered = delivery_hours[i] if i < len(delivery_hours) else p.delivery_hour
         out.append(Purchase(p.card, p.count, p.order_hour / HOURS_PER_YEAR,
-                            delivered / HOURS_PER_YEAR, unit_price_usd[p.card]))
+                            delivered / HOURS_PER_YEAR, unit_price_usd[p.card],
+                            retire_time_years=delivered / HOURS_PER_YEAR + p.life_years))
     return out
 
 

@@ -124,7 +124,10 @@ def opex_hourly(purchases: Sequence[Purchase], finance: FinanceAssumptions, *,
     for p in purchases:
         usd_per_hour = (capex_breakdown(p, finance).total_usd
                         * finance.maintenance_fraction_per_year / HOURS_PER_YEAR)
-        maintenance += usd_per_hour * _from_hour(p.delivery_time_years, num_hours)
+        active = _from_hour(p.delivery_time_years, num_hours)
+        if p.retire_time_years is not None:  # no maintenance after end of life
+            active = active - _from_hour(p.retire_time_years, num_hours)
+        maintenance += usd_per_hour * active
 
     software_usd = np.zeros(num_hours)
     if software is not None and software.ongoing_engineers > 0:

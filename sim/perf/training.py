@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sim.config.model import ModelSpec
 from sim.perf.hardware import Hardware
 from sim.perf.memory import Layout, check_layout
-from sim.perf.params import active_params, embedding_params
+from sim.perf.params import active_params
 
 SECONDS_PER_DAY = 86400.0
 
@@ -51,7 +51,9 @@ class TrainingResult:
 
 def training_flops_per_token(model: ModelSpec, seq_tokens: int) -> float:
     a = model.architecture
-    matmul_active = active_params(a) - embedding_params(a) / (1 if a.tied_embeddings else 2)
+    # every parameter a token uses is a matmul except the input embedding lookup (tied or not,
+    # the LM head matmul remains)
+    matmul_active = active_params(a) - a.vocab_size * a.hidden_size
     if a.attention == "mla":
         assert a.mla is not None
         d_attn = a.num_attention_heads * (a.mla.qk_nope_head_dim + a.mla.qk_rope_head_dim
