@@ -13,6 +13,8 @@ from sim.config.loader import load_file, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO / "benchmarks" / "results" / "calibration" / "h100-sxm-measured-2026-11-26.yaml"
+GEMM_ALL = REPO / "benchmarks" / "results" / "calibration" / "h100-sxm-gemm-all-models-2026-11-26.yaml"
+LAYERS = REPO / "benchmarks" / "results" / "calibration" / "h100-sxm-layers-2026-11-26.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def raw():
 
 def test_fit_reproduces_the_committed_measured_file(tmp_path, lib):
     out = tmp_path / "h100-sxm@measured.yaml"
-    rec = fit_file(RAW, "h100-sxm", out, lib)
+    rec = fit_file([GEMM_ALL, RAW, LAYERS], "h100-sxm", out, lib)
     cal = load_file(Calibration, out)
     committed = lib.calibration("h100-sxm@measured")
     assert cal.gemm.bf16.value == pytest.approx(committed.gemm.bf16.value, abs=1e-3)

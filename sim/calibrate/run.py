@@ -91,6 +91,35 @@ MODELS = {
     "llama-3.1-8b": dict(hidden=4096, heads=32, kv_heads=8, head_dim=128, ffn=14336),
     "llama-70b": dict(hidden=8192, heads=64, kv_heads=8, head_dim=128, ffn=28672),
 }
+def library_models() -> dict:
+    """GEMM-relevant shapes of every model in the library (workloads/models/*.yaml, read with
+    pyyaml alone, so this runner needs no pydantic): hidden, heads, kv heads, head_dim and the
+    FFN width (the expert FFN for MoE models); MLA models are marked (their attention
+    projections are not the GQA shapes, so only their FFN GEMMs are swept)."""
+    import yaml as _yaml
+    from pathlib import Path
+
+    here = Path(__file__).resolve()
+    for d in (here.parents[2] / "workloads" / "models",
+              here.parents[1] / "_library" / "workloads" / "models"):
+        if d.is_dir():
+            break
+    else:
+        return {}
+    out = {}
+    for p in sorted(d.glob("*.yaml")):
+        try:
+            a = _yaml.safe_load(p.read_text())["architecture"]
+            moe = a.get("moe") or {}
+            out[p.stem] = dict(hidden=int(a["hidden_size"]), heads=int(a["num_attention_heads"]),
+                               kv_heads=int(a["num_kv_heads"]), head_dim=int(a["head_dim"]),
+                               ffn=int(moe.get("expert_ffn_size") or a["ffn_size"]),
+                               mla=a.get("attention") == "mla")
+        except (KeyError, TypeError, ValueError):
+            continue  # a malformed library file is the config loader's business, not ours
+    return out
+
+
 TINY_MODELS = {
     "tiny": dict(hidden=512, heads=4, kv_heads=2, head_dim=128, ffn=1024),
 }
@@ -104,6 +133,7 @@ class Plan:
         self.quick = quick
         if quick:
             self.models = TINY_MODELS
+            self.gemm_models = TINY_MODELS
             self.tps = [1, 2]
             self.gemm_square = [64, 128, 256]
             self.gemm_big_square = []
@@ -131,6 +161,7 @@ class Plan:
             self.idle_s = 0.2
         else:
             self.models = MODELS
+            self.gemm_models = {**MODELS, **library_models()}
             self.tps = [1, 2, 4, 8]
             self.gemm_square = [256, 512, 1024, 2048, 4096, 8192]
             self.gemm_big_square = [16384]  # skipped when the budget is short
@@ -161,19 +192,27 @@ class Plan:
             self.idle_s = 3.0
 
     def llm_gemms(self):
-        """(model, tp, op, N, K) of the per-GPU GEMMs of one decoder layer."""
+        """(model, tp, op, N, K) of the per-GPU GEMMs of one decoder layer, for every library
+        model at TP 1/2/4/8; a shape another model already contributed is not repeated."""
         out = []
-        for model, c in self.models.items():
+        seen: dict = {}
+
+        def add(model, tp, op, n, k):
+            if seen.setdefault((n, k), model) == model:  # shapes of other models: once only
+                out.append((model, tp, op, n, k))
+
+        for model, c in self.gemm_models.items():
             d = c["head_dim"]
             for tp in self.tps:
                 if c["heads"] % tp or c["ffn"] % tp:
                     continue
                 kv = max(c["kv_heads"] // tp, 1)  # kv heads are replicated once tp > kv heads
                 q = c["heads"] // tp
-                out.append((model, tp, "qkv", (q + 2 * kv) * d, c["hidden"]))
-                out.append((model, tp, "o_proj", c["hidden"], q * d))
-                out.append((model, tp, "gate_up", 2 * c["ffn"] // tp, c["hidden"]))
-                out.append((model, tp, "down", c["hidden"], c["ffn"] // tp))
+                if not c.get("mla"):
+                    add(model, tp, "qkv", (q + 2 * kv) * d, c["hidden"])
+                    add(model, tp, "o_proj", c["hidden"], q * d)
+                add(model, tp, "gate_up", 2 * c["ffn"] // tp, c["hidden"])
+                add(model, tp, "down", c["hidden"], c["ffn"] // tp)
         return out
 
 
