@@ -146,3 +146,25 @@ def test_end_of_life_stops_maintenance_and_sells_the_cards():
     py = price_timeline(tl, opt, [w], {"h100-sxm": 30_000.0}, fin).per_year
     assert py["maintenance_usd"].iloc[1] == pytest.approx(0.0, abs=1e-6)
     assert py["residual_usd"].iloc[1] < 0  # sold at end of life (t = 1 y, in year 1)
+
+
+def test_leased_cards_serve_and_are_paid_monthly_without_capex():
+    from sim.fleet.timeline import Lease
+
+    opt = FleetOption("lease", (), Reliability(0.0, 0.0, 72.0, 0.0), {"h100-sxm": 1.275},
+                      leases=(Lease("h100-sxm", 20, 0.0, 1.0, 1500.0),))
+    w = Workload("chat", Demand(5.0), 1000, 200, {"h100-sxm": 0.5}, rent_usd_per_card_hour=3.0,
+                 prefill_time_fraction=0.3)
+    tl = simulate_fleet(opt, [w], [], horizon_years=1)
+    assert tl.per_card["h100-sxm"]["owned"].max() == 20
+    assert tl.unserved_rps["chat"].max() == 0
+    fin = FinanceAssumptions(discount_rate=0.0, colo_usd_per_kw_month=180.0)
+    py = price_timeline(tl, opt, [w], {}, fin).per_year
+    assert py["capex_usd"].sum() == 0 and py["residual_usd"].sum() == 0
+    assert py["rental_usd"].sum() == pytest.approx(20 * 1500.0 * 12)
+
+
+def test_mix_shift_by_year_scales_demand():
+    d = Demand(10.0, share_by_year=(0.2, 0.6))
+    h = np.array([0.0, 1.5 * HOURS_PER_YEAR, 3 * HOURS_PER_YEAR])
+    np.testing.assert_allclose(d.rps(h), [2.0, 6.0, 6.0])

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sim.cost.finance import HOURS_PER_YEAR, FinanceAssumptions, Purchase, SoftwareCost
+from sim.cost.finance import (HOURS_PER_MONTH, HOURS_PER_YEAR, FinanceAssumptions, Purchase,
+                              SoftwareCost)
 from sim.cost.flows import npv, per_year
 from sim.cost.levelized import (
     HourlyUsage,
@@ -123,6 +124,11 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
         share = np.divide(need[w.name], total_need, out=np.zeros(H), where=total_need > 0)
         prefill_h += serving_ch * share * w.prefill_time_fraction
     decode_h = serving_ch - prefill_h
+    for ls in option.leases:  # leases: paid monthly over the term from delivery (as rent)
+        t0 = ls.start_hour + ls.lead_time_hours
+        on = (tl.hours >= t0) & (tl.hours < t0 + ls.term_years * HOURS_PER_YEAR)
+        rent_usd += np.where(on, ls.count * ls.usd_per_card_month / HOURS_PER_MONTH, 0.0)
+        rented_ch += np.where(on, ls.count, 0.0)
     for r in option.reserved:  # reserved capacity is paid every hour of its term
         arr = np.where((tl.hours >= r.start_hour)
                        & (tl.hours < r.start_hour + r.term_years * HOURS_PER_YEAR), r.count, 0.0)

@@ -45,10 +45,16 @@ class Demand:
     peak_hour: float = 14.0
     weekend_factor: float = 1.0
     events: tuple[tuple[float, float, float], ...] = ()
+    share_by_year: tuple[float, ...] = ()
+    """Mix shift: this workload's demand in year y is multiplied by share_by_year[y] (the last
+    value holds afterwards), e.g. reasoning traffic rising from 0.1 to 0.6 of a service."""
 
     def rps(self, hours: np.ndarray) -> np.ndarray:
         t_years = hours / HOURS_PER_YEAR
         r = self.base_rps * (1.0 + self.growth_per_year) ** t_years
+        if self.share_by_year:
+            shares = np.asarray(self.share_by_year, dtype=float)
+            r = r * shares[np.minimum((hours // HOURS_PER_YEAR).astype(int), len(shares) - 1)]
         r = r * (1.0 + self.diurnal_amplitude * np.cos(2 * np.pi * ((hours % 24) - self.peak_hour)
                                                        / 24.0))
         weekend = ((hours // 24) % 7) >= 5
@@ -140,6 +146,19 @@ class Purchase:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Leased cards: on site like owned ones (they fail, draw power, take space) for
+    `term_years` from delivery, paid monthly, no capex and no residual value."""
+
+    card: str
+    count: int
+    start_hour: float
+    term_years: float
+    usd_per_card_month: float
+    lead_time_hours: float = 0.0
+
+
+@dataclass(frozen=True)
 class Reserved:
     """Reserved cloud capacity as a fleet option: `count` cards of `card` from `start_hour` for
     `term_years` (1- or 3-year terms, reference-data A4), paid every hour of the term whether
@@ -173,6 +192,7 @@ class FleetOption:
     power_per_card_kw: dict[str, float] = field(default_factory=dict)
     """Server power per card at full load (e.g. DGX H100 10.2 kW / 8 GPUs = 1.275 kW, E4)."""
     reserved: tuple[Reserved, ...] = ()
+    leases: tuple[Lease, ...] = ()
     site_power_cap_kw: float | None = None
     """Provisioned power the site has for this option; delivered cards beyond it wait
     (unpowered) in delivery order, earliest first."""
@@ -271,13 +291,19 @@ def _check(option: FleetOption, workloads: list[Workload], campaigns: list[Campa
             raise FleetError(f"{where}.life_years: must be > 0 (got {p.life_years})")
         if p.lead_time_hours < 0:
             raise FleetError(f"{where}.lead_time: must be >= 0 (got {p.lead_time_hours})")
-    owned_types = {p.card for p in option.purchases}
+    for i, ls in enumerate(option.leases):
+        where = f"options.{option.name}.lease[{i}]"
+        if ls.count < 0 or not ls.term_years > 0 or ls.usd_per_card_month < 0:
+            raise FleetError(f"{where}: count and price must be >= 0 and term_years > 0 (got "
+                             f"{ls.count}, {ls.usd_per_card_month}, {ls.term_years})")
+    owned_types = {p.card for p in option.purchases} | {ls.card for ls in option.leases}
     for w in workloads:
         for card in owned_types:
             if card not in w.capacity_rps_per_card:
                 raise FleetError(f"workloads.{w.name}: no serving capacity for card '{card}'")
     for c in campaigns:
-        total = sum(p.count for p in option.purchases if p.card == c.card)
+        total = sum(p.count for p in option.purchases if p.card == c.card) + sum(
+            ls.count for ls in option.leases if ls.card == c.card)
         need = c.cards_needed()
         if need > total:
             raise FleetError(f"training.{c.name}.cards: {need} {c.card} cards needed but "
@@ -290,12 +316,16 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
     _check(option, workloads, campaigns, horizon_years)
     H = int(round(horizon_years * HOURS_PER_YEAR))
     hours = np.arange(H, dtype=float)
-    cards = sorted({p.card for p in option.purchases})
+    # leased cards are on site like bought ones for their term: same physics, other money
+    on_site = tuple(option.purchases) + tuple(
+        Purchase(ls.card, ls.count, ls.start_hour, ls.lead_time_hours, 0.0, ls.term_years)
+        for ls in option.leases)
+    cards = sorted({p.card for p in on_site})
     # one stream per card type (hourly failures) and one per purchase (infant mortality), so
     # adding or resizing one purchase leaves every other draw unchanged (common random numbers)
     root = np.random.SeedSequence(seed)
     card_streams = dict(zip(cards, root.spawn(len(cards))))
-    buy_streams = root.spawn(len(option.purchases))
+    buy_streams = root.spawn(len(on_site))
     deliveries = tuple(delivery_hour(p, ss) for p, ss in zip(option.purchases, buy_streams))
     rel = option.reliability
     per_card: dict[str, dict[str, np.ndarray]] = {}
@@ -305,7 +335,7 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
         arrived = np.zeros(H)
         retired = np.zeros(H)
         infant = np.zeros(H)
-        for p, ss in zip(option.purchases, buy_streams):
+        for p, ss in zip(on_site, buy_streams):
             if p.card != card:
                 continue
             dh = delivery_hour(p, ss)
