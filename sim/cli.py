@@ -534,9 +534,11 @@ def schema(out: Annotated[Path, typer.Option(help="folder for the *.schema.json 
         "schemas")) -> None:
     """Write JSON Schema for every YAML kind (editors use them to autocomplete and validate)."""
     from sim.config.library import KINDS
+    from sim.config.scenario import Scenario
 
     out.mkdir(parents=True, exist_ok=True)
-    for kind, (_, model_cls) in KINDS.items():
+    kinds = {kind: cls for kind, (_, cls) in KINDS.items()} | {"scenario": Scenario}
+    for kind, model_cls in kinds.items():
         path = out / f"{kind}.schema.json"
         schema_obj = model_cls.model_json_schema()
         schema_obj["$schema"] = "https://json-schema.org/draft/2020-12/schema"

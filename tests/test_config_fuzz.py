@@ -15,7 +15,8 @@ from sim.config.loader import ConfigError, load_file
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = [(kind, p) for kind, (sub, _) in KINDS.items()
-         for p in sorted((REPO / sub).glob("*.yaml"))[:4]]
+         for p in sorted((REPO / sub).glob("*.yaml"))[:4]] + [
+    ("scenario", p) for p in sorted((REPO / "scenarios").glob("*.yaml"))]
 
 NASTY = st.one_of(
     st.none(), st.booleans(), st.integers(-10**12, 10**12),
@@ -70,9 +71,14 @@ def test_mutated_library_files_fail_cleanly(tmp_path_factory, data):
     d = tmp_path_factory.mktemp("fz")
     f = d / path.name
     f.write_text(text, encoding="utf-8")
-    shown = f"{KINDS[kind][0]}/{path.name}"
+    shown = f"{KINDS[kind][0]}/{path.name}" if kind in KINDS else str(f)
     try:
-        rec = load_file(KINDS[kind][1], f, shown)
+        if kind == "scenario":
+            from sim.config.scenario import load_scenario
+
+            rec = load_scenario(f)
+        else:
+            rec = load_file(KINDS[kind][1], f, shown)
     except ConfigError as exc:
         msg = str(exc)
         assert msg.startswith(shown + ":"), msg

@@ -1,0 +1,291 @@
+"""Scenario files (scenarios/*.yaml): the question a user asks, as typed data.
+
+A scenario names the horizon, the site, the financial assumptions, the inference workloads and
+training campaigns, the fleet options to compare, overrides of library values (each with its
+source) and the uncertain inputs for later Monte Carlo. Cards, models and length mixes are
+referenced by library id; `check_references` resolves them against a `Library` and reports
+unknown ids with the YAML path, e.g.
+
+    scenarios/flagship.yaml: options.h200+mi300x.buy[1].card: unknown card 'mi300' (did you mean 'mi300x'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from sim.config.base import DateStr, FleetsimModel, NonNegativeFloat, PositiveFloat
+from sim.config.library import Library
+from sim.config.loader import ConfigError, read_yaml, validate
+
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+SITE_PRESETS: dict[str, dict[str, float | str]] = {
+    # reference-data E1 (EIA 2024 US industrial 8.15¢), E2 (modern AI DC PUE 1.2, F), E3 (CBRE
+    # H2 2024 N. America wholesale colocation $184.06/kW-month)
+    "us-colo": {"electricity_usd_per_kwh": 0.0815, "pue": 1.2, "colo_usd_per_kw_month": 184.0,
+                "source": "reference-data E1 (EIA 2024), E2/F (PUE), E3 (CBRE H2 2024)"},
+    # E1 Eurostat H1 2024 non-household ≈ €0.19/kWh at ~1.08 USD/EUR; E2 industry average 1.56
+    "eu-colo": {"electricity_usd_per_kwh": 0.205, "pue": 1.56, "colo_usd_per_kw_month": 184.0,
+                "source": "reference-data E1 (Eurostat H1 2024, USD at 1.08/EUR), E2 (Uptime "
+                          "2024 average), E3 (CBRE N. America used: no EU figure in the data)"},
+    # E1 China Briefing 2024 industrial average $0.088/kWh
+    "cn-colo": {"electricity_usd_per_kwh": 0.088, "pue": 1.56, "colo_usd_per_kw_month": 184.0,
+                "source": "reference-data E1 (China Briefing 2024), E2 (Uptime average), E3 "
+                          "(CBRE N. America used: no China figure in the data)"},
+}
+
+
+class Site(FleetsimModel):
+    """Where the fleet runs: a preset from the reference data, or explicit values (which win)."""
+
+    preset: Literal["us-colo", "eu-colo", "cn-colo"] | None = "us-colo"
+    electricity_usd_per_kwh: PositiveFloat | None = None
+    pue: Annotated[float, Field(ge=1.0, le=3.0)] | None = None
+    colo_usd_per_kw_month: NonNegativeFloat | None = None
+    power_cap_mw: PositiveFloat | None = None
+
+    def resolved(self) -> dict[str, float]:
+        base = dict(SITE_PRESETS[self.preset]) if self.preset else {}
+        for k in ("electricity_usd_per_kwh", "pue", "colo_usd_per_kw_month"):
+            v = getattr(self, k)
+            if v is not None:
+                base[k] = v
+        missing = [k for k in ("electricity_usd_per_kwh", "pue", "colo_usd_per_kw_month")
+                   if k not in base]
+        if missing:
+            raise ValueError(f"site: give a preset or {', '.join(missing)}")
+        return base
+
+
+class Finance(FleetsimModel):
+    discount_rate: Annotated[float, Field(ge=0, le=1)] = 0.08
+    depreciation_years: PositiveFloat = 5.0
+    maintenance_fraction_per_year: Annotated[float, Field(ge=0, le=1)] = 0.03
+    server_multiplier: Annotated[float, Field(ge=1)] = 1.65
+    network_share: Annotated[float, Field(ge=0, lt=1)] = 0.15
+    unserved_penalty_usd_per_card_hour: NonNegativeFloat | None = None
+
+
+class Traffic(FleetsimModel):
+    """Demand of one workload: a peak (or mean) rate with growth and shape; lengths from a
+    library length mix or fitted from a trace."""
+
+    peak_rps: PositiveFloat
+    growth_per_year: Annotated[float, Field(gt=-1)] = 0.0
+    diurnal_amplitude: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    weekend_factor: Annotated[float, Field(ge=0)] = 1.0
+    share_by_year: tuple[NonNegativeFloat, ...] = ()
+    lengths: str | None = None
+    trace: str | None = None
+
+    @model_validator(mode="after")
+    def _one_length_source(self) -> "Traffic":
+        if (self.lengths is None) == (self.trace is None):
+            raise ValueError("give exactly one of `lengths` (a library length mix) or `trace`")
+        return self
+
+
+class Slo(FleetsimModel):
+    ttft_p99_ms: PositiveFloat | None = None
+    tpot_p99_ms: PositiveFloat | None = None
+
+
+class Rent(FleetsimModel):
+    """Cloud capacity rented for the shortfall, on demand."""
+
+    card: str
+    usd_per_hour: PositiveFloat
+    max_cards: NonNegativeFloat | None = None
+
+
+class InferenceWorkload(FleetsimModel):
+    model: str
+    precision: Literal["bf16", "fp16", "fp8", "fp4", "int8"] = "fp8"
+    traffic: Traffic
+    slo: Slo = Slo()
+    rent: Rent | None = None
+
+
+class TrainingCampaign(FleetsimModel):
+    model: str
+    tokens: PositiveFloat
+    card: str
+    cards: Annotated[int, Field(gt=0)] | None = None
+    deadline_days: PositiveFloat | None = None
+    start: DateStr | None = None
+    every_months: PositiveFloat | None = None
+    priority: int = 0
+
+    @model_validator(mode="after")
+    def _cards_or_deadline(self) -> "TrainingCampaign":
+        if self.cards is None and self.deadline_days is None:
+            raise ValueError("give `cards` (the duration is derived) or `deadline_days` (the "
+                             "cards are derived)")
+        return self
+
+
+class Buy(FleetsimModel):
+    card: str
+    count: NonNegativeInt
+    at: DateStr
+    lead_time_weeks: tuple[NonNegativeFloat, NonNegativeFloat] | NonNegativeFloat = 0.0
+    price_usd: PositiveFloat | None = None
+    life_years: PositiveFloat = 5.0
+
+
+class LeaseSpec(FleetsimModel):
+    card: str
+    count: NonNegativeInt
+    at: DateStr
+    term_years: PositiveFloat
+    usd_per_card_month: NonNegativeFloat
+
+
+class ReservedSpec(FleetsimModel):
+    card: str
+    count: NonNegativeInt
+    at: DateStr
+    term_years: Literal[1, 3]
+    usd_per_card_hour: NonNegativeFloat
+
+
+class Software(FleetsimModel):
+    """Porting a non-CUDA stack (reference-data E8: no public $ figure; state your estimate)."""
+
+    porting_engineer_years: NonNegativeFloat = 0.0
+    ongoing_engineers: NonNegativeFloat = 0.0
+    usd_per_engineer_year: PositiveFloat = 300_000.0
+
+
+class FleetOptionSpec(FleetsimModel):
+    buy: tuple[Buy, ...] = ()
+    lease: tuple[LeaseSpec, ...] = ()
+    reserve: tuple[ReservedSpec, ...] = ()
+    serve_on: tuple[str, ...] = ()
+    policy: Literal["elastic", "dedicated"] = "elastic"
+    software: Software = Software()
+    spare_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
+
+    @model_validator(mode="after")
+    def _has_capacity(self) -> "FleetOptionSpec":
+        if not (self.buy or self.lease or self.reserve):
+            raise ValueError("an option needs at least one of buy, lease or reserve")
+        return self
+
+
+class Override(FleetsimModel):
+    """A library value replaced for this scenario, with its source (shown in the report)."""
+
+    model_config = {**FleetsimModel.model_config, "extra": "allow"}
+    source: Annotated[str, Field(min_length=3)]
+
+
+class Distribution(FleetsimModel):
+    uniform: tuple[float, float] | None = None
+    triangular: tuple[float, float, float] | None = None
+    normal: dict[str, float] | None = None
+    lognormal: dict[str, float] | None = None
+    choice: tuple[float | str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Distribution":
+        given = [k for k in ("uniform", "triangular", "normal", "lognormal", "choice")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one distribution (got {', '.join(given) or 'none'})")
+        return self
+
+
+class Scenario(FleetsimModel):
+    name: str
+    start: DateStr
+    horizon_years: Annotated[float, Field(gt=0, le=10)]
+    seed: NonNegativeInt = 0
+    site: Site = Site()
+    finance: Finance = Finance()
+    workloads: dict[str, InferenceWorkload]
+    training: dict[str, TrainingCampaign] = {}
+    cards: dict[str, Override] = {}
+    models: dict[str, Override] = {}
+    options: dict[str, FleetOptionSpec]
+    uncertain: dict[str, Distribution] = {}
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "Scenario":
+        if not self.options:
+            raise ValueError("options: name at least one fleet option to compare")
+        if not self.workloads and not self.training:
+            raise ValueError("workloads: give at least one workload or training campaign")
+        return self
+
+
+_ID_FIELDS = {"card": "card", "model": "model", "lengths": "workload"}
+
+
+def check_references(scn: Scenario, library: Library, where: str) -> None:
+    """Every card/model/length-mix id resolves in the library; overrides name real fields."""
+    def unknown(path: str, kind: str, ident: str) -> ConfigError:
+        known = library.ids(kind)
+        close = difflib.get_close_matches(ident, known, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+        return ConfigError(f"{where}: {path}: unknown {kind} '{ident}'{hint}")
+
+    def need(path: str, kind: str, ident: str) -> None:
+        if ident not in library.ids(kind):
+            raise unknown(path, kind, ident)
+
+    for name, w in scn.workloads.items():
+        need(f"workloads.{name}.model", "model", w.model)
+        if w.traffic.lengths:
+            need(f"workloads.{name}.traffic.lengths", "workload", w.traffic.lengths)
+        if w.rent:
+            need(f"workloads.{name}.rent.card", "card", w.rent.card)
+    for name, t in scn.training.items():
+        need(f"training.{name}.model", "model", t.model)
+        need(f"training.{name}.card", "card", t.card)
+    for oname, o in scn.options.items():
+        for kind_name, items in (("buy", o.buy), ("lease", o.lease), ("reserve", o.reserve)):
+            for i, b in enumerate(items):
+                need(f"options.{oname}.{kind_name}[{i}].card", "card", b.card)
+        for i, c in enumerate(o.serve_on):
+            need(f"options.{oname}.serve_on[{i}]", "card", c)
+    for cid, ov in scn.cards.items():
+        need(f"cards.{cid}", "card", cid)
+        _check_override_fields(where, f"cards.{cid}", ov, CARD_OVERRIDES)
+    for mid, ov in scn.models.items():
+        need(f"models.{mid}", "model", mid)
+    for path in scn.uncertain:
+        if not re.fullmatch(r"[A-Za-z0-9_.+\-\[\]]+", path):
+            raise ConfigError(f"{where}: uncertain.{path}: not a YAML path")
+
+
+CARD_OVERRIDES = ("price_usd", "tdp_w", "rent_usd_per_hour", "lead_time_weeks")
+
+
+def _check_override_fields(where: str, path: str, ov: Override, allowed: tuple[str, ...]):
+    import math
+
+    for k, v in (ov.model_extra or {}).items():
+        vals = v if isinstance(v, list) else [v]
+        if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                and math.isfinite(x) and x >= 0 for x in vals):
+            raise ConfigError(f"{where}: {path}.{k}: must be a number >= 0 (got {v!r})")
+    extra = [k for k in (ov.model_extra or {}) if k not in allowed]
+    if extra:
+        close = difflib.get_close_matches(extra[0], allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(allowed)})"
+        raise ConfigError(f"{where}: {path}.{extra[0]}: cannot be overridden{hint}")
+
+
+def load_scenario(path: Path, library: Library | None = None) -> Scenario:
+    """Parse, validate and resolve the references of a scenario file (one-line errors)."""
+    lib = library or Library.default()
+    where = str(path)
+    scn = validate(Scenario, read_yaml(path, where), where)
+    check_references(scn, lib, where)
+    return scn

@@ -1,0 +1,59 @@
+"""Scenario schema: the flagship loads; bad input fails in one line with file and YAML path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim.config.loader import ConfigError
+from sim.config.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGSHIP = REPO / "scenarios" / "flagship.yaml"
+
+
+def test_flagship_loads_and_resolves(lib):
+    scn = load_scenario(FLAGSHIP, lib)
+    assert set(scn.options) == {"all-h200", "h200+mi300x", "h200+l40s", "h200+rent"}
+    assert scn.site.resolved()["colo_usd_per_kw_month"] == 184.0
+    assert scn.training["yearly-frontier"].cards == 4096
+
+
+def _write(tmp_path, old, new):
+    text = FLAGSHIP.read_text()
+    assert old in text
+    p = tmp_path / "s.yaml"
+    p.write_text(text.replace(old, new, 1))
+    return p
+
+
+@pytest.mark.parametrize("old,new,needle", [
+    ("{card: mi300x, count: 6000", "{card: mi300, count: 6000",
+     "options.h200+mi300x.buy[1].card: unknown card 'mi300' (did you mean 'mi300x'?)"),
+    ("count: 8192", "count: -5", "options.all-h200.buy[0].count: must be >= 0 (got -5)"),
+    ("horizon_years: 5", "horizon_years: 0", "horizon_years: must be > 0 (got 0)"),
+    ("model: llama-3.1-70b\n    precision", "model: llama-3.1-71b\n    precision",
+     "workloads.chat-70b.model: unknown model 'llama-3.1-71b'"),
+    ("    cards: 4096\n", "", "training.yearly-frontier: give `cards`"),
+    ("mi300x: {price_usd", "mi300x: {prize_usd",
+     "cards.mi300x.prize_usd: cannot be overridden (did you mean 'price_usd'?)"),
+    ("discount_rate: 0.08", "discount_rat: 0.08",
+     "finance.discount_rat: unknown key (did you mean 'discount_rate'?)"),
+])
+def test_bad_scenarios_fail_in_one_line(tmp_path, lib, old, new, needle):
+    p = _write(tmp_path, old, new)
+    with pytest.raises(ConfigError) as ei:
+        load_scenario(p, lib)
+    msg = str(ei.value)
+    assert msg.startswith(str(p) + ": ") and "\n" not in msg
+    assert needle in msg, msg
+
+
+def test_scenario_json_schema(tmp_path):
+    from sim.cli import main
+
+    main(["schema", "--out", str(tmp_path)])
+    s = json.loads((tmp_path / "scenario.schema.json").read_text())
+    assert "options" in s["properties"] and s["additionalProperties"] is False
