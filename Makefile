@@ -20,6 +20,7 @@ install: $(VENV)/.base
 
 demo: $(VENV)/.base
 	$(VENV)/bin/fleetsim perf --compare --model llama-2-70b --precision fp8 --workload mlperf-llama2-70b
+	$(VENV)/bin/fleetsim run scenarios/flagship.yaml --out out/flagship --force
 
 test: $(VENV)/.test
 	$(PY) -m pytest -n 2 -q

@@ -11,7 +11,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "calibrate", "cli")
+_SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "pipeline", "calibrate", "cli")
+
+
+def run(scenario, library=None, progress=None):
+    """Run a scenario (a path or a `Scenario`) through every layer: `sim.pipeline.run`."""
+    from sim.pipeline import run as _run
+
+    return _run(scenario, library, progress)
 
 
 def __getattr__(name: str) -> Any:

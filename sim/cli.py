@@ -529,6 +529,32 @@ def calibrate_check(
                       f"{max(errs):.1%} over {len(errs)} points")
 
 
+@app.command("run")
+def run_cmd(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
+    out: Annotated[Path, typer.Option(help="output folder (written atomically)")] = Path("out"),
+    force: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Run a scenario through every layer and write results, summary and report."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    import sim.pipeline as runner
+
+    lib = _lib(library)
+    if out.exists() and not force:
+        raise runner.ConfigError(f"{out}: already exists (use --force to replace it)")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as prog:
+        task = prog.add_task("loading scenario", total=None)
+        res = runner.run(scenario, lib, progress=lambda msg: prog.update(task, description=msg))
+        prog.update(task, description="writing results")
+        res.to_dir(out, force=force)
+    w = res.summary["winner"]
+    console.print(f"winner: [bold]{w or 'none (no option meets the SLOs)'}[/bold]; "
+                  f"report: {out / 'report.md'}")
+
+
 @app.command()
 def schema(out: Annotated[Path, typer.Option(help="folder for the *.schema.json files")] = Path(
         "schemas")) -> None:

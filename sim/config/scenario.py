@@ -214,6 +214,8 @@ class Scenario(FleetsimModel):
     models: dict[str, Override] = {}
     options: dict[str, FleetOptionSpec]
     uncertain: dict[str, Distribution] = {}
+    capacity_requests: Annotated[int, Field(ge=100, le=1_000_000)] = 2000
+    """Requests simulated per point of each capacity search (more: tighter p99 estimates)."""
 
     @model_validator(mode="after")
     def _non_empty(self) -> "Scenario":

@@ -1,0 +1,366 @@
+"""`sim.run(scenario)` (this module's `run`): a scenario through every layer, to tidy results.
+
+    scenario ─► perf (TP, prefill share, training speed) ─► serving (capacity per card at the
+    SLOs, cached) ─► fleet (hourly timeline per option) ─► cost (cash flows, NPV, $/M tokens)
+    ─► Result (frames, summary, winner)
+
+Conventions: hour 0 is the scenario's `start`; dates in the file (`at`, `start`) are converted
+to hours from it. Server power per card is the card's TDP scaled as a DGX H100 is (10.2 kW per
+8 x 700 W GPUs, reference-data E4: x1.82). Peak demand is the diurnal peak: the mean rate is
+peak / (1 + diurnal amplitude). An option meets its SLOs when at least `SLO_TOLERANCE` of the
+demand is served by owned or rented cards within their SLO capacity; the winner is the cheapest
+option by NPV among those that do (unserved demand priced as configured), or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.config.library import Library
+from sim.config.loader import ConfigError
+from sim.config.scenario import Scenario, load_scenario
+from sim.cost.finance import FinanceAssumptions, SoftwareCost
+from sim.cost.fleet_cost import price_timeline
+from sim.fleet.timeline import (HOURS_PER_YEAR, Campaign, Demand, FleetOption, Lease, LeadTime,
+                                Purchase, Reliability, Reserved, Workload, simulate_fleet)
+from sim.perf.estimate import estimate
+from sim.perf.hardware import Hardware
+from sim.perf.memory import Layout
+from sim.perf.offline import LengthMoments
+from sim.perf.precision import Precision, PrecisionError
+from sim.perf.training import TrainingLayout, training_throughput
+
+SERVER_POWER_PER_TDP = 10.2 / (8 * 0.7)  # DGX H100: 10.2 kW for 8 x 700 W GPUs (E4)
+SLO_TOLERANCE = 0.99
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    per_year: pd.DataFrame
+    per_hour: pd.DataFrame
+    summary: dict
+    capacity: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def to_dir(self, out: Path, force: bool = False) -> Path:
+        """Write results atomically: a temporary folder renamed at the end."""
+        out = Path(out)
+        if out.exists() and not force:
+            raise ConfigError(f"{out}: already exists (use --force to replace it)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            (tmp / "results").mkdir()
+            self.per_year.to_parquet(tmp / "results" / "per_year.parquet", index=False)
+            self.per_hour.to_parquet(tmp / "results" / "per_hour.parquet", index=False)
+            self.capacity.to_parquet(tmp / "results" / "capacity.parquet", index=False)
+            (tmp / "summary.json").write_text(json.dumps(_clean(self.summary), indent=2,
+                                                         sort_keys=True) + "\n")
+            (tmp / "scenario.resolved.json").write_text(json.dumps(
+                _clean(self.scenario.model_dump(mode="json")), indent=2, sort_keys=True) + "\n")
+            (tmp / "report.md").write_text(render_markdown(self))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+
+def _clean(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, np.generic):
+        return _clean(o.item())
+    return o
+
+
+def _hours_from(start: str, date: str | None) -> float:
+    if date is None:
+        return 0.0
+    def parse(s: str) -> dt.date:
+        parts = [int(x) for x in s.split("-")] + [1, 1]
+        return dt.date(parts[0], parts[1], parts[2])
+    return max((parse(date) - parse(start)).days * 24.0, 0.0)
+
+
+def _card_price(scn: Scenario, lib: Library, card: str, given: float | None) -> float:
+    if given is not None:
+        return given
+    ov = scn.cards.get(card)
+    if ov is not None and (ov.model_extra or {}).get("price_usd") is not None:
+        return float(ov.model_extra["price_usd"])
+    spec = lib.card(card)
+    gpu = [p for p in spec.prices if p.basis == "gpu"]
+    if gpu:
+        return (gpu[0].low_usd + gpu[0].high_usd) / 2
+    raise ConfigError(f"no price for card '{card}': give `price_usd` in the purchase or "
+                      f"`cards.{card}.price_usd` in the scenario")
+
+
+def _precision_for(hw: Hardware, want: str) -> Precision:
+    for name in (want, "fp8", "bf16"):
+        p = Precision.preset(name)
+        try:
+            hw.check_precision(p)
+            return p
+        except PrecisionError:
+            continue
+    raise ConfigError(f"card '{hw.card_id}' runs none of {want}, fp8, bf16")
+
+
+def _capacity(scn: Scenario, lib: Library, wname: str, card: str, base: Path,
+              progress: Callable[[str], None]) -> dict:
+    """Max request rate per card meeting the workload's SLOs (cached), and its perf facts."""
+    from sim.serving.capacity import cache_key, cached, max_rate
+    from sim.serving.engine import EngineConfig
+    from sim.serving.metrics import Slo
+    from sim.serving.simulate import ServeSetup
+    from sim.serving.traffic import EmpiricalLengths, LognormalLengths, PoissonTraffic
+
+    w = scn.workloads[wname]
+    hw = Hardware.load(card, lib)
+    prec = _precision_for(hw, w.precision)
+    files = [lib.path("card", card), lib.path("model", w.model)]
+    if w.traffic.trace:
+        trace = _resolve(base, lib, w.traffic.trace)
+        lengths = EmpiricalLengths.from_trace(trace)
+        moments = LengthMoments(float(lengths.input_tokens.mean()),
+                                float(lengths.output_tokens.mean()),
+                                float((lengths.input_tokens.astype(float) ** 2).mean()))
+        files.append(trace)
+    else:
+        mix = lib.lengths(w.traffic.lengths)
+        lengths = LognormalLengths.from_mix(mix)
+        moments = LengthMoments(mix.lengths.input_tokens.mean, mix.lengths.output_tokens.mean,
+                                mix.lengths.input_tokens.second_moment)
+    est = estimate(card, w.model, prec, moments, library=lib, hardware=hw)
+    if not est.fits:
+        raise ConfigError(f"workloads.{wname}: {w.model} does not fit on {card} ({est.reason})")
+    engine = EngineConfig(max_num_seqs=max(min(est.batch_size, 1024), 1))
+    setup = ServeSetup(lib.model(w.model), hw, prec, Layout(tp=est.tp), 1, engine)
+    slo = Slo(w.slo.ttft_p99_ms, w.slo.tpot_p99_ms)
+    n = scn.capacity_requests
+    files += [lib.path("calibration", i) for i in lib.ids("calibration")
+              if i == card or i.startswith(card + "@")]
+    key = cache_key(setup, {"lengths": w.traffic.lengths or str(w.traffic.trace), "n": n,
+                            "seed": scn.seed, "slo": [slo.ttft_ms, slo.tpot_ms], "run": 1}, files)
+    progress(f"capacity {wname} on {card} (TP{est.tp})")
+
+    def compute() -> dict:
+        if slo.ttft_ms is None and slo.tpot_ms is None:
+            cap_rps = est.offline_tokens_per_s_per_card * est.tp / moments.osl
+        else:
+            cap = max_rate(setup, lambda r, s: PoissonTraffic(r, n, lengths, scn.seed + s), slo)
+            cap_rps = cap.max_rate_rps
+        return {"max_rate_rps_per_replica": cap_rps}
+
+    out = cached(key, compute)
+    return {"card": card, "workload": wname, "tp": est.tp, "precision": prec.label,
+            "rps_per_card": out["max_rate_rps_per_replica"] / est.tp,
+            "prefill_time_fraction": est.prefill_time_fraction,
+            "input_tokens": moments.isl, "output_tokens": moments.osl}
+
+
+def _resolve(base: Path, lib: Library, rel: str) -> Path:
+    """A relative path: the scenario's folder, then the library folders; nothing else."""
+    p = Path(rel)
+    if p.is_absolute():
+        if p.is_file():
+            return p
+        raise ConfigError(f"{rel}: cannot read (No such file or directory)")
+    for root in (base, *lib.roots):
+        cand = (root / p).resolve()
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"{rel}: not found next to the scenario or in the library folders")
+
+
+def run(scenario: Scenario | str | Path, library: Library | None = None,
+        progress: Callable[[str], None] | None = None) -> Result:
+    lib = library or Library.default()
+    say = progress or (lambda msg: None)
+    if isinstance(scenario, (str, Path)):
+        base = Path(scenario).resolve().parent
+        scn = load_scenario(Path(scenario), lib)
+    else:
+        base = Path.cwd()
+        scn = scenario
+    site = scn.site.resolved()
+    fin = FinanceAssumptions(
+        discount_rate=scn.finance.discount_rate, depreciation_years=scn.finance.depreciation_years,
+        electricity_usd_per_kwh=site["electricity_usd_per_kwh"], pue=site["pue"],
+        colo_usd_per_kw_month=site["colo_usd_per_kw_month"],
+        server_multiplier=scn.finance.server_multiplier, network_share=scn.finance.network_share,
+        maintenance_fraction_per_year=scn.finance.maintenance_fraction_per_year,
+        unserved_penalty_usd_per_card_hour=scn.finance.unserved_penalty_usd_per_card_hour)
+
+    # ---- serving capacity per (workload, card) -----------------------------------------------
+    serve_cards: dict[str, set[str]] = {w: set() for w in scn.workloads}
+    for o in scn.options.values():
+        cards = set(o.serve_on) or {b.card for b in (*o.buy, *o.lease, *o.reserve)}
+        for w in scn.workloads:
+            serve_cards[w] |= cards
+    for wname, w in scn.workloads.items():
+        if w.rent:
+            serve_cards[wname].add(w.rent.card)
+    caps = [_capacity(scn, lib, w, c, base, say) for w in scn.workloads
+            for c in sorted(serve_cards[w])]
+    cap_df = pd.DataFrame(caps)
+
+    # ---- training campaigns --------------------------------------------------------------------
+    H = scn.horizon_years * HOURS_PER_YEAR
+    camps: list[Campaign] = []
+    for tname, t in scn.training.items():
+        hw = Hardware.load(t.card, lib)
+        model = lib.model(t.model)
+        n_cards = t.cards or 64
+        tr = training_throughput(model, hw, TrainingLayout(dp=max(n_cards // 8, 1), tp=8))
+        card_hours = t.tokens / tr.tokens_per_s_per_card / 3600.0
+        start = _hours_from(scn.start, t.start)
+        step = (t.every_months or 0) * HOURS_PER_YEAR / 12
+        k = 0
+        while start + k * step < H and (k == 0 or step > 0):
+            s0 = start + k * step
+            camps.append(Campaign(f"{tname}#{k + 1}", t.card, t.cards, card_hours, s0,
+                                  t.priority, deadline_hour=None if t.deadline_days is None
+                                  else s0 + t.deadline_days * 24))
+            k += 1
+
+    # ---- every option: timeline and cost --------------------------------------------------------
+    per_year, per_hour, summary = [], [], {"options": {}}
+    for oname, o in scn.options.items():
+        say(f"fleet and cost: {oname}")
+        cards_here = {b.card for b in (*o.buy, *o.lease, *o.reserve)}
+        power = {c: lib.card(c).power.tdp_w / 1000 * SERVER_POWER_PER_TDP for c in cards_here}
+        buys = []
+        prices = {}
+        for b in o.buy:
+            lt = b.lead_time_weeks
+            lead = LeadTime(lt[0], lt[1]) if isinstance(lt, tuple) else None
+            buys.append(Purchase(b.card, b.count, _hours_from(scn.start, b.at),
+                                 0.0 if lead else float(lt) * 168, 72.0, b.life_years, lead))
+            prices[b.card] = _card_price(scn, lib, b.card, b.price_usd)
+        leases = tuple(Lease(x.card, x.count, _hours_from(scn.start, x.at), x.term_years,
+                             x.usd_per_card_month) for x in o.lease)
+        reserved = tuple(Reserved(x.card, x.count, _hours_from(scn.start, x.at), x.term_years,
+                                  x.usd_per_card_hour) for x in o.reserve)
+        training_cards = {t.card for t in scn.training.values()}
+        serving = set(o.serve_on) or cards_here
+        if o.policy == "elastic":
+            serving |= training_cards & cards_here
+        workloads = []
+        for wname, w in scn.workloads.items():
+            rows = cap_df[cap_df.workload == wname]
+            cap = {r.card: r.rps_per_card for r in rows.itertuples()
+                   if r.card in serving or (w.rent and r.card == w.rent.card)}
+            for c in cards_here - set(cap):
+                cap[c] = 0.0
+            own = rows[rows.card.isin(serving)]
+            pf = float(own.prefill_time_fraction.mean()) if len(own) else float(
+                rows.prefill_time_fraction.mean())
+            amp = w.traffic.diurnal_amplitude
+            workloads.append(Workload(
+                wname, Demand(w.traffic.peak_rps / (1 + amp), w.traffic.growth_per_year, amp,
+                              weekend_factor=w.traffic.weekend_factor,
+                              share_by_year=w.traffic.share_by_year),
+                float(rows.input_tokens.iloc[0]), float(rows.output_tokens.iloc[0]), cap,
+                rent_usd_per_card_hour=w.rent.usd_per_hour if w.rent else 0.0,
+                rent_card=w.rent.card if w.rent else None,
+                rent_cap_cards=(w.rent.max_cards if w.rent and w.rent.max_cards is not None
+                                else math.inf),
+                prefill_time_fraction=pf))
+        opt = FleetOption(oname, tuple(buys), Reliability(spare_fraction=o.spare_fraction),
+                          power, reserved, leases,
+                          site_power_cap_kw=scn.site.power_cap_mw * 1000
+                          if scn.site.power_cap_mw else None)
+        opt_camps = [c for c in camps if c.card in cards_here]
+        tl = simulate_fleet(opt, workloads, opt_camps, scn.horizon_years, seed=scn.seed)
+        sw = SoftwareCost(porting_engineer_years=o.software.porting_engineer_years,
+                          ongoing_engineers=o.software.ongoing_engineers,
+                          usd_per_engineer_year=o.software.usd_per_engineer_year)
+        cost = price_timeline(tl, opt, workloads, prices, fin, sw)
+        demand = sum(tl.demand_rps[w.name].sum() for w in workloads)
+        served = sum((tl.served_rps[w.name] + tl.rented_rps[w.name]).sum() for w in workloads)
+        owned_h = sum(d["owned"].sum() for d in tl.per_card.values())
+        used_h = sum((d["serving"] + d["training"]).sum() for d in tl.per_card.values())
+        energy_j = float(cost.per_year["energy_usd"].sum() / fin.electricity_usd_per_kwh
+                         / fin.pue * 3.6e6)
+        tokens = cost.tokens_in + cost.tokens_out
+        py = cost.per_year.copy()
+        yr = tl.per_year()
+        years = py["year"].to_numpy()
+        toks, att, util = [], [], []
+        for y in years:
+            m = (tl.hours // HOURS_PER_YEAR) == y
+            d_y = sum(tl.demand_rps[w.name][m].sum() for w in workloads)
+            s_y = sum((tl.served_rps[w.name] + tl.rented_rps[w.name])[m].sum() for w in workloads)
+            toks.append(sum(((tl.served_rps[w.name] + tl.rented_rps[w.name])[m] * 3600
+                             * w.output_tokens).sum() for w in workloads))
+            att.append(s_y / d_y if d_y else 1.0)
+            oh = yr[yr.year == y]["owned_card_hours"].sum()
+            uh = (yr[yr.year == y]["serving_card_hours"].sum()
+                  + yr[yr.year == y]["training_card_hours"].sum())
+            util.append(uh / oh if oh else 0.0)
+        py["tokens_served"] = toks
+        py["slo_attainment"] = att
+        py["utilization"] = util
+        per_year.append(py)
+        ph = tl.per_hour()
+        per_hour.append(ph)
+        lev = cost.levelized
+        attainment = served / demand if demand else 1.0
+        summary["options"][oname] = {
+            "npv_usd": cost.npv_usd, "total_cost_usd": cost.total_cost_usd,
+            "usd_per_m_tokens": lev.usd_per_m_tokens,
+            "usd_per_m_input_tokens": lev.usd_per_m_input_tokens,
+            "usd_per_m_output_tokens": lev.usd_per_m_output_tokens,
+            "joules_per_token": energy_j / tokens if tokens else None,
+            "slo_attainment": attainment, "utilization": used_h / owned_h if owned_h else 0.0,
+            "usd_per_card_hour": cost.usd_per_card_hour,
+            "campaigns": tl.campaigns,
+        }
+    meets = {k: v for k, v in summary["options"].items()
+             if v["slo_attainment"] >= SLO_TOLERANCE}
+    summary["winner"] = min(meets, key=lambda k: meets[k]["npv_usd"]) if meets else None
+    summary["winner_rule"] = (f"cheapest NPV among options serving >= {SLO_TOLERANCE:.0%} of "
+                              "demand within the SLOs (owned or rented)")
+    summary["scenario"] = scn.name
+    return Result(scn, pd.concat(per_year, ignore_index=True),
+                  pd.concat(per_hour, ignore_index=True), summary, cap_df)
+
+
+def render_markdown(res: Result) -> str:
+    s = res.summary
+    lines = [f"# {res.scenario.name}", "",
+             f"Winner: **{s['winner'] or 'none: no option meets the SLOs'}** ({s['winner_rule']}).",
+             "", "| option | NPV $M | total $M | $/M tokens | SLO attainment | utilisation |",
+             "|---|---|---|---|---|---|"]
+    for k, v in s["options"].items():
+        usd = v["usd_per_m_tokens"]
+        lines.append(f"| {k} | {v['npv_usd'] / 1e6:,.1f} | {v['total_cost_usd'] / 1e6:,.1f} | "
+                     f"{'-' if usd is None else f'{usd:,.3f}'} | {v['slo_attainment']:.1%} | "
+                     f"{v['utilization']:.1%} |")
+    lines += ["", "Capacity per card at the SLOs (from the serving simulator):", "",
+              "| workload | card | TP | precision | req/s per card |", "|---|---|---|---|---|"]
+    for r in res.capacity.itertuples():
+        lines.append(f"| {r.workload} | {r.card} | {r.tp} | {r.precision} | "
+                     f"{r.rps_per_card:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,78 @@
+"""End to end: a tiny scenario through every layer, written atomically and deterministically."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny_scenario.yaml"
+PER_YEAR_COLS = ["option", "year", "capex_usd", "energy_usd", "colo_usd", "maintenance_usd",
+                 "software_usd", "rental_usd", "unserved_penalty_usd", "total_usd",
+                 "tokens_served", "slo_attainment", "utilization"]
+
+
+def _cli(*args, cache):
+    env = {**os.environ, "COLUMNS": "200", "FLEETSIM_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    a = _cli("run", str(TINY), "--out", str(d / "a"), cache=d / "cache")
+    b = _cli("run", str(TINY), "--out", str(d / "b"), cache=d / "cache2")  # cold cache again
+    return d, a, b
+
+
+def test_run_writes_everything(runs):
+    d, a, _ = runs
+    assert a.returncode == 0, a.stderr
+    out = d / "a"
+    py = pd.read_parquet(out / "results" / "per_year.parquet")
+    assert list(py.columns[: len(PER_YEAR_COLS)]) == PER_YEAR_COLS or set(PER_YEAR_COLS) <= set(
+        py.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    for opt in summary["options"].values():
+        for k in ("npv_usd", "total_cost_usd", "usd_per_m_tokens", "usd_per_m_input_tokens",
+                  "usd_per_m_output_tokens", "joules_per_token", "slo_attainment", "utilization"):
+            assert k in opt
+    assert summary["winner"] in summary["options"]
+    assert (out / "report.md").read_text().startswith("# Tiny test scenario")
+    assert (out / "results" / "per_hour.parquet").is_file()
+    assert not [p for p in d.iterdir() if p.name.startswith(".a.")]  # no temp folder left
+
+
+def test_same_seed_gives_identical_bytes(runs):
+    d, a, b = runs
+    assert b.returncode == 0, b.stderr
+    for rel in ("summary.json", "results/per_year.parquet", "results/per_hour.parquet"):
+        assert (d / "a" / rel).read_bytes() == (d / "b" / rel).read_bytes(), rel
+
+
+def test_refuses_to_overwrite_and_bad_input_is_one_line(runs, tmp_path):
+    d, _, _ = runs
+    r = _cli("run", str(TINY), "--out", str(d / "a"), cache=d / "cache")
+    assert r.returncode == 2 and "already exists" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("card: l40s, count: 8", "card: l40, count: -8"))
+    r = _cli("run", str(bad), "--out", str(tmp_path / "o"), cache=d / "cache")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "options.h100+l40s.buy[1].count: must be >= 0" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_python_api_mirrors_the_cli(tmp_path, monkeypatch):
+    import sim
+
+    monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path / "c"))
+    res = sim.run(TINY)
+    assert res.summary["winner"] in res.summary["options"]
+    assert set(res.per_year["option"]) == set(res.summary["options"])
