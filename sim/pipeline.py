@@ -71,6 +71,9 @@ class Result:
             (tmp / "scenario.resolved.json").write_text(json.dumps(
                 _clean(self.scenario.model_dump(mode="json")), indent=2, sort_keys=True) + "\n")
             (tmp / "report.md").write_text(render_markdown(self))
+            from sim.report.html import render_html
+            (tmp / "report.html").write_text(render_html(self), encoding="utf-8")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; results are for sharing
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)
@@ -342,6 +345,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     summary["winner"] = min(meets, key=lambda k: meets[k]["npv_usd"]) if meets else None
     summary["winner_rule"] = (f"cheapest NPV among options serving >= {SLO_TOLERANCE:.0%} of "
                               "demand within the SLOs (owned or rented)")
+    summary["slo_tolerance"] = SLO_TOLERANCE
     summary["scenario"] = scn.name
     return Result(scn, pd.concat(per_year, ignore_index=True),
                   pd.concat(per_hour, ignore_index=True), summary, cap_df)

@@ -1,0 +1,299 @@
+"""`render_html(result)`: the report as one self-contained HTML page (a string).
+
+Reads only the `Result`. Plots are PNGs embedded as base64 data URIs; the page has no scripts
+and no external resources, prints through its `@media print` rules, and is deterministic (no
+timestamps, no random ids). Every string from the scenario reaches the page through jinja2 with
+autoescaping on; nothing from the user is ever marked safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pydantic import BaseModel
+
+from sim.report import plots
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+CAVEATS = (
+    "Throughput is optimistic. The performance model over-predicts published MLPerf Inference "
+    "throughput (Llama 2 70B, offline) on every card checked: by 11-22% on H200, H100 SXM and "
+    "H100 NVL, 37-72% on MI300X, B200, H100 PCIe and L40S, and 112% on Gaudi 2 (median 43%; "
+    "benchmarks/results/fidelity_mlperf.md). The fleets here are smaller than real ones would "
+    "need to be, most of all on the cards the model knows least.",
+    "Capacities per card come from the serving simulator, which imitates the vLLM V1 scheduler "
+    "(continuous batching, chunked prefill, paged KV cache); other engines and settings differ.",
+    "Power is a phase model: a fixed share of server power per card state (training 75%, serving "
+    "55%, idle, spare or in repair 15%), not a measurement of these workloads.",
+    "Single seed: one deterministic draw of failures and delivery times. The uncertain: ranges "
+    "are listed but not yet sampled (Monte Carlo comes later), so small NPV gaps are not "
+    "decisive.",
+)
+
+
+# ---- formatting ------------------------------------------------------------------------------
+
+def usd(v: float | None) -> str:
+    """$ amount with a unit suffix: $542.9k, $1.23M, $2.10B."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    a, sign = abs(v), "-" if v < 0 else ""
+    for suffix, f, digits in (("B", 1e9, 2), ("M", 1e6, 2), ("k", 1e3, 1)):
+        if a >= f:
+            return f"{sign}${a / f:,.{digits}f}{suffix}"
+    return f"{sign}${a:,.2f}"
+
+
+def usd_per_m(v: float | None) -> str:
+    """$ per million tokens, to a tenth of a cent."""
+    return "n/a" if v is None or not math.isfinite(v) else f"${v:,.3f}"
+
+
+def pct(v: float | None, digits: int = 1) -> str:
+    """A share as a percentage; a share just under 1 never shows as 100%."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    s = f"{v * 100:.{digits}f}%"
+    if v < 1 and s == f"{100:.{digits}f}%":
+        return f">{100 - 10 ** -digits:.{digits}f}%"
+    return s
+
+
+def number(v) -> str:
+    """A scenario value as text: whole numbers with separators, other floats to 6 significant
+    digits, sequences and mappings item by item, None as "not set"."""
+    if v is None:
+        return "not set"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isfinite(v) and v.is_integer() and abs(v) < 1e15:
+            return f"{int(v):,}"
+        return f"{v:,.6g}" if math.isfinite(v) else str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(number(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {number(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _png_uri(png: bytes | None) -> str | None:
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+# ---- assumptions -----------------------------------------------------------------------------
+
+def assumption_rows(scn) -> list[dict]:
+    """Every scenario input as a dotted path with its value and provenance.
+
+    provenance: `scenario` (given in the file), `default` (fleetsim's default), `override`
+    (a `cards:`/`models:` library override, with its source) or `preset <name>` (a site preset
+    value, with the preset's source). `flag` names why an input is low-confidence: it has an
+    `uncertain:` range, or its source says "low confidence"."""
+    from sim.config.scenario import SITE_PRESETS
+
+    rows: list[dict] = []
+
+    def leaf(path: str, value, given: bool, provenance: str | None = None, source: str = ""):
+        rows.append({"path": path, "value": number(value),
+                     "provenance": provenance or ("scenario" if given else "default"),
+                     "source": source, "flag": ""})
+
+    def walk(obj, path: str, given: bool):
+        if isinstance(obj, BaseModel):
+            fields_set = obj.model_fields_set
+            for name in type(obj).model_fields:
+                walk(getattr(obj, name), f"{path}.{name}" if path else name,
+                     given and name in fields_set)
+            for name, v in (obj.model_extra or {}).items():
+                walk(v, f"{path}.{name}", given)
+        elif isinstance(obj, dict) and obj and all(isinstance(v, BaseModel) for v in obj.values()):
+            for k, v in obj.items():
+                walk(v, f"{path}.{k}", given)
+        elif (isinstance(obj, (tuple, list)) and obj
+              and all(isinstance(v, BaseModel) for v in obj)):
+            for i, v in enumerate(obj):
+                walk(v, f"{path}[{i}]", given)
+        elif isinstance(obj, (dict, tuple, list)) and not obj:
+            rows.append({"path": path, "value": "none", "provenance": "scenario" if given
+                         else "default", "source": "", "flag": ""})
+        else:
+            leaf(path, obj, given)
+
+    site = scn.site
+    for name in type(scn).model_fields:
+        value = getattr(scn, name)
+        given = name in scn.model_fields_set
+        if name == "uncertain":
+            continue
+        if name in ("cards", "models") and value:
+            for ident, ov in value.items():
+                for k, v in (ov.model_extra or {}).items():
+                    rows.append({"path": f"{name}.{ident}.{k}", "value": number(v),
+                                 "provenance": "override", "source": ov.source, "flag": ""})
+            continue
+        if name == "site":
+            preset = SITE_PRESETS.get(site.preset) if site.preset else None
+            for f in type(site).model_fields:
+                v = getattr(site, f)
+                if v is None and preset is not None and f in preset:
+                    rows.append({"path": f"site.{f}", "value": number(preset[f]),
+                                 "provenance": f"preset {site.preset}",
+                                 "source": str(preset["source"]), "flag": ""})
+                else:
+                    leaf(f"site.{f}", v, given and f in site.model_fields_set)
+            continue
+        walk(value, name, given)
+
+    for oname, o in scn.options.items():
+        for i, b in enumerate(o.buy):
+            if b.price_usd is None:
+                r = next(r for r in rows if r["path"] == f"options.{oname}.buy[{i}].price_usd")
+                r["value"] = (f"not set: cards.{b.card}.price_usd" if b.card in scn.cards and
+                              "price_usd" in (scn.cards[b.card].model_extra or {}) else
+                              "not set: the card library's price")
+    by_path = {r["path"]: r for r in rows}
+    for path, dist in scn.uncertain.items():
+        kind, params = next((k, v) for k, v in dist.model_dump().items() if v is not None)
+        text = f"uncertain: {kind} {number(params)}"
+        if path in by_path:
+            by_path[path]["flag"] = text
+        else:
+            rows.append({"path": path, "value": "(library value)", "provenance": "uncertain",
+                         "source": "", "flag": text})
+    for r in rows:
+        if not r["flag"] and "low confidence" in r["source"].lower():
+            r["flag"] = "low confidence (per its source)"
+    return rows
+
+
+# ---- the page --------------------------------------------------------------------------------
+
+def _campaigns(camps: list[dict]) -> str:
+    if not camps:
+        return "none"
+    done = sum(bool(c.get("completed")) for c in camps)
+    missed = sum(c.get("met_deadline") is False for c in camps)
+    return f"{done}/{len(camps)} done" + (f", {missed} late" if missed else "")
+
+
+def slo_tolerance(summary: dict) -> float:
+    """The share of demand an option must serve to qualify: `summary["slo_tolerance"]`, or the
+    percentage in the winner rule (">= 99% of demand ...") of summaries without it."""
+    if summary.get("slo_tolerance") is not None:
+        return float(summary["slo_tolerance"])
+    m = re.search(r">=\s*([0-9.]+)%", summary.get("winner_rule", ""))
+    if m is None:
+        raise ValueError("summary has no slo_tolerance and its winner_rule names no percentage")
+    return float(m[1]) / 100
+
+
+def _context(result) -> dict:
+    s, scn = result.summary, result.scenario
+    tolerance = slo_tolerance(s)
+    names = list(s["options"])
+    opts = s["options"]
+    meets = sorted((o for o in names if opts[o]["slo_attainment"] >= tolerance
+                    or o == s.get("winner")),
+                   key=lambda o: opts[o]["npv_usd"])
+    fails = sorted((o for o in names if o not in meets), key=lambda o: opts[o]["npv_usd"])
+    winner = s.get("winner")
+    headline: dict = {"winner": winner, "rule": s.get("winner_rule", ""),
+                      "tolerance": pct(tolerance, 0), "n_options": len(names)}
+    if winner:
+        headline["winner_npv"] = usd(opts[winner]["npv_usd"])
+        rest = [o for o in meets if o != winner]
+        if rest:
+            r = rest[0]
+            gap = opts[r]["npv_usd"] - opts[winner]["npv_usd"]
+            headline.update(runner=r, runner_npv=usd(opts[r]["npv_usd"]), gap=usd(gap),
+                            gap_pct=pct(gap / opts[r]["npv_usd"]) if opts[r]["npv_usd"] else
+                            "n/a")
+        cheaper = [o for o in fails if opts[o]["npv_usd"] < opts[winner]["npv_usd"]]
+        headline["cheaper_failing"] = [
+            {"name": o, "npv": usd(opts[o]["npv_usd"]),
+             "attainment": pct(opts[o]["slo_attainment"])} for o in cheaper]
+    else:
+        best = max(names, key=lambda o: (opts[o]["slo_attainment"], -opts[o]["npv_usd"]))
+        headline.update(best=best, best_attainment=pct(opts[best]["slo_attainment"]))
+
+    rows = []
+    for o in names:
+        v = opts[o]
+        jpt = v.get("joules_per_token")
+        rows.append({
+            "name": o, "meets": o in meets, "is_winner": o == winner,
+            "npv": usd(v["npv_usd"]), "total": usd(v["total_cost_usd"]),
+            "usd_m": usd_per_m(v.get("usd_per_m_tokens")),
+            "usd_m_in": usd_per_m(v.get("usd_per_m_input_tokens")),
+            "usd_m_out": usd_per_m(v.get("usd_per_m_output_tokens")),
+            "jpt": "n/a" if jpt is None else f"{jpt:,.3f}",
+            "slo": pct(v["slo_attainment"]), "util": pct(v["utilization"]),
+            "card_hour": usd(v.get("usd_per_card_hour")),
+            "campaigns": _campaigns(v.get("campaigns") or []),
+        })
+
+    per_year = [{"option": r.option, "year": int(r.year) + 1, "total": usd(r.total_usd),
+                 "tokens": f"{r.tokens_served / 1e9:,.1f}", "slo": pct(r.slo_attainment),
+                 "util": pct(r.utilization)}
+                for r in result.per_year.sort_values(["option", "year"], kind="stable")
+                .itertuples()]
+    order = {o: i for i, o in enumerate(names)}
+    per_year.sort(key=lambda r: (order.get(r["option"], len(order)), r["year"]))
+
+    capacity = [{"workload": r.workload, "card": r.card, "tp": int(r.tp),
+                 "precision": r.precision, "rps": f"{r.rps_per_card:,.3f}",
+                 "prefill": pct(getattr(r, "prefill_time_fraction", None)),
+                 "isl": f"{r.input_tokens:,.0f}", "osl": f"{r.output_tokens:,.0f}"}
+                for r in result.capacity.itertuples()]
+
+    t0 = plots.start_date(scn.start)
+    camp_rows = []
+    for o in names:
+        for c in opts[o].get("campaigns") or []:
+            def day(h):
+                return "-" if h is None else str(t0 + int(h // 24))
+            camp_rows.append({"option": o, "campaign": c.get("campaign", ""),
+                              "cards": c.get("cards", ""), "start": day(c.get("start_hour")),
+                              "end": day(c.get("end_hour")),
+                              "completed": "yes" if c.get("completed") else "no",
+                              "deadline": {True: "met", False: "missed", None: "none"}.get(
+                                  c.get("met_deadline"), str(c.get("met_deadline"))),
+                              "reason": c.get("reason") or ""})
+
+    shown = names[: plots.MAX_TIMELINE_OPTIONS]
+    site = scn.site.resolved()
+    images = {
+        "cost": _png_uri(plots.cost_per_year(result.per_year, names)),
+        "tokens": _png_uri(plots.usd_per_m_tokens(s, names)),
+        "demand": _png_uri(plots.demand_vs_served(result.per_hour, shown, scn.start)),
+        "states": _png_uri(plots.utilisation(result.per_hour, scn, shown, scn.start)),
+        "slo": _png_uri(plots.slo_attainment(result.per_hour, names, scn.start, tolerance)),
+    }
+    return {
+        "title": f"{scn.name} — fleetsim report", "name": scn.name, "headline": headline,
+        "rows": rows, "per_year": per_year, "capacity": capacity, "campaigns": camp_rows,
+        "images": images, "shown": shown, "hidden": names[plots.MAX_TIMELINE_OPTIONS:],
+        "period": plots.PERIOD[plots.bucket_days(result.per_hour)],
+        "assumptions": assumption_rows(scn), "caveats": CAVEATS,
+        "notes": list(result.notes),
+        "facts": {"seed": scn.seed, "start": scn.start, "horizon": number(scn.horizon_years),
+                  "discount": pct(scn.finance.discount_rate), "site": scn.site.preset or "custom",
+                  "electricity": f"${site['electricity_usd_per_kwh']:.4g}/kWh",
+                  "pue": f"{site['pue']:.3g}", "n_uncertain": len(scn.uncertain)},
+    }
+
+
+def render_html(result) -> str:
+    """The report for `result`, as an HTML document (deterministic for the same Result)."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
+    return env.get_template("report.html.j2").render(**_context(result))

@@ -1,0 +1,183 @@
+"""The HTML report: self-contained, deterministic, escaped, and sound in a real browser."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from markupsafe import escape
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny_scenario.yaml"
+CHROMIUM = "/usr/bin/chromium"
+EVIL_NAME = '<script>alert(1)</script> "quotes" & <b>'
+EVIL_OPTION = 'h100 <script>alert(1)</script> "quotes" & <b>'
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("report-cache")
+
+
+def _run(path: Path, cache: Path):
+    from sim.pipeline import run
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLEETSIM_CACHE", str(cache))
+        return run(path)
+
+
+@pytest.fixture(scope="session")
+def result(cache_dir):
+    return _run(TINY, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def html(result):
+    from sim.report.html import render_html
+
+    return render_html(result)
+
+
+def test_report_names_winner_and_every_option(result, html):
+    winner = result.summary["winner"]
+    assert winner in result.summary["options"]
+    summary = html[html.index('id="summary"'): html.index("</section>")]
+    assert f'<span class="name">{winner}</span> wins' in summary
+    for name in result.summary["options"]:
+        assert name in summary  # each option's $/M tokens is in the summary
+    assert "single-seed" in summary and "Monte Carlo" in summary
+    assert str(escape(result.summary["winner_rule"])) in summary  # ">=" arrives as "&gt;="
+
+
+def test_report_is_self_contained(html):
+    images = re.findall(r'<img src="([^"]*)"', html)
+    assert len(images) == 5 and all(i.startswith("data:image/png;base64,") for i in images)
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
+    assert "<script" not in html.lower()
+    assert "url(" not in html  # no external fonts or background images in the CSS
+    assert "@media print" in html
+
+
+def test_report_is_deterministic(result, html):
+    from sim.report.html import render_html
+
+    assert render_html(result) == html
+
+
+def test_assumptions_mark_overrides_presets_and_defaults(html):
+    table = html[html.index('id="assumptions"'): html.index('id="caveats"')]
+    row = re.search(r"<tr><td class=\"path\">cards\.l40s\.price_usd</td>(.*?)</tr>", table, re.S)
+    assert row and "8,500" in row[1] and "override" in row[1]
+    assert "reference-data A3 street guess midpoint (test)" in row[1]
+    row = re.search(r"site\.electricity_usd_per_kwh</td>(.*?)</tr>", table, re.S)
+    assert row and "0.0815" in row[1] and "preset us-colo" in row[1] and "EIA 2024" in row[1]
+    assert re.search(r"finance\.discount_rate</td><td>0\.08</td>\s*<td><span class=\"tag "
+                     r"default\">default</span>", table)
+    assert "options.h100+l40s.buy[1].price_usd" in table
+    assert "not set: cards.l40s.price_usd" in table
+
+
+def test_no_winner_is_said_plainly(result):
+    import copy
+    import dataclasses
+
+    from sim.report.html import render_html
+
+    summary = copy.deepcopy(result.summary)
+    summary["winner"] = None
+    for i, o in enumerate(summary["options"].values()):
+        o["slo_attainment"] = 0.9 + 0.01 * i
+    page = render_html(dataclasses.replace(result, summary=summary))
+    lead = page[page.index('id="summary"'): page.index("</section>")]
+    assert "No option meets the SLOs" in lead and " wins" not in lead
+    best = list(summary["options"])[-1]
+    assert f'<span class="name">{best}</span>,\nserving 91.0%' in lead
+
+
+def test_many_options_show_four_timelines(tmp_path, cache_dir):
+    from sim.report.html import render_html
+
+    text = TINY.read_text()
+    extra = "".join(f"  h100-{n}:\n    buy: [{{card: h100-sxm, count: {n}, at: 2026-01, "
+                    f"price_usd: 30000}}]\n" for n in (12, 20, 24))
+    many = tmp_path / "many.yaml"
+    many.write_text(text.rstrip("\n") + "\n" + extra)
+    res = _run(many, cache_dir)
+    assert len(res.summary["options"]) == 5
+    page = render_html(res)
+    assert page.count("Only the first 4 options are shown.") == 2
+    for name in res.summary["options"]:
+        assert f'<td class="name">{name}' in page
+
+
+def test_user_strings_are_escaped(tmp_path, cache_dir):
+    from sim.report.html import render_html
+
+    text = TINY.read_text()
+    assert "name: Tiny test scenario\n" in text and "\n  h100:\n" in text
+    text = text.replace("name: Tiny test scenario\n", f"name: '{EVIL_NAME}'\n")
+    text = text.replace("\n  h100:\n", f"\n  '{EVIL_OPTION}':\n")
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(text)
+    page = render_html(_run(evil, cache_dir))
+    assert "<script" not in page.lower() and "<b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &#34;quotes&#34; &amp; &lt;b&gt;" in page
+    assert page.count("&lt;script&gt;") >= 3  # title, heading, option rows
+    m = re.search(r"<title>(.*?)</title>", page, re.S)
+    assert m and m[1].startswith("&lt;script&gt;")
+
+
+def test_to_dir_writes_the_html_report(result, tmp_path):
+    out = result.to_dir(tmp_path / "out")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and result.summary["winner"] in page
+
+
+def _browser_or_skip():
+    """Playwright and the distribution's Chromium, or skip (fail under CI, which installs them)."""
+    why = None
+    if importlib.util.find_spec("playwright") is None:
+        why = "Python playwright is not installed (pip install -e '.[dev]')"
+    if why is None and not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        why = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser test cannot run in CI: {why}")
+        pytest.skip(f"browser test skipped: {why}")
+    return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+
+
+def test_report_in_a_real_browser(result, html, tmp_path):
+    chromium = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    page_file = tmp_path / "report.html"
+    page_file.write_text(html, encoding="utf-8")
+    errors, requests = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 800})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_file.as_uri())
+            page.wait_for_load_state("load")
+            assert page.title() == f"{result.scenario.name} — fleetsim report"
+            sizes = page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+            assert len(sizes) == 5 and all(ok and w > 0 for ok, w in sizes), sizes
+            summary = page.inner_text("#summary")
+            assert f"{result.summary['winner']} wins" in summary
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert (tmp_path / "report.png").stat().st_size > 10_000
