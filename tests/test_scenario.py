@@ -57,3 +57,11 @@ def test_scenario_json_schema(tmp_path):
     main(["schema", "--out", str(tmp_path)])
     s = json.loads((tmp_path / "scenario.schema.json").read_text())
     assert "options" in s["properties"] and s["additionalProperties"] is False
+
+
+def test_every_shipped_scenario_loads(lib):
+    paths = sorted((REPO / "scenarios").glob("*.yaml"))
+    assert len(paths) >= 5
+    for p in paths:
+        scn = load_scenario(p, lib)
+        assert scn.options and scn.workloads
