@@ -54,11 +54,10 @@ import simpy
 
 from sim.perf.memory import check_layout, kv_bytes_for_sequence
 from sim.perf.step import StepCostTable, StepModel
-from sim.serving.engine import Replica, Req, steps_until
+from sim.serving.engine import Replica, Req
 from sim.serving.simulate import (ROUTERS, ServeResult, ServeSetup, ServingError, _num_blocks,
-                                  _Recorder, admit_lengths, iter_traffic, pick_replica)
-
-from sim.serving.simulate import _Timeline
+                                  _Recorder, _Timeline, admit_lengths, iter_traffic, pick_replica,
+                                  replica_process)
 
 KV_LINKS = ("auto", "network", "scale_up")
 
@@ -239,66 +238,16 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
             rec.add(r, end_s, rep.idx)
             outstanding[rep.idx] -= r.prompt + r.output
 
-    def replica_proc(rep: Replica, done):
-        i = rep.idx
-        while True:
-            if not rep.has_work():
-                wake[i] = env.event()
-                yield wake[i]
-                wake[i] = None
-                continue
-            state["events"] += 1
-            k = rep.decode_span_limit() if fast else 0
-            if k >= 2:
-                a, b = rep.span_costs()
-                start = env.now
-                dur = k * a + b * k * (k - 1) / 2
-                if rep.could_admit_new():  # an arrival may end the span early
-                    interrupt[i] = ev = env.event()
-                    yield env.timeout(dur) | ev
-                    interrupt[i] = None
-                else:
-                    ev = None
-                    yield env.timeout(dur)
-                if ev is not None and ev.triggered and env.now < start + dur:
-                    k = steps_until(start, a, b, env.now, k)
-                    end = start + k * a + b * k * (k - 1) / 2
-                    if end > env.now:
-                        yield env.timeout(end - env.now)
-                finished: list[Req] = []
-                batch = len(rep.running)
-                end = rep.apply_span(k, start, a, b, finished)
-                if tl is not None:
-                    tl.add(i, start, end, k, batch, rep.total_blocks - rep.free_blocks, 0)
-                done(rep, finished, end)
-                continue
-            plan = rep.plan()
-            if not plan.items:
-                if held[i] > 0:  # blocks come back when outgoing KV transfers end
-                    wake[i] = env.event()
-                    yield wake[i]
-                    wake[i] = None
-                    continue
-                raise ServingError("scheduler stalled with nothing running; a request needs "
-                                   "more KV blocks than the cache holds")
-            start = env.now
-            dur = rep.step_cost(plan)
-            yield env.timeout(dur)
-            finished = []
-            if tl is not None:
-                tl.add(i, start, start + dur, 1, len(plan.items),
-                       rep.total_blocks - rep.free_blocks, int(plan.batch.prefill_tokens))
-            rep.apply(plan, start, start + dur, finished)
-            done(rep, finished, start + dur)
-
     wall0 = time.perf_counter()
     env.process(arrivals())
     for rep in reps:
-        env.process(replica_proc(rep, prefill_done if rep.idx < P else decode_done))
+        env.process(replica_process(env, rep, fast, wake, interrupt, state, tl,
+                                    prefill_done if rep.idx < P else decode_done,
+                                    can_wait=lambda i: held[i] > 0))
     env.run()
     wall = time.perf_counter() - wall0
     unfinished = sum(len(r.running) + len(r.waiting) for r in reps) + state["in_flight"]
-    extra = {"timeline": tl.arrays()} if tl is not None else {}
+    extra = {"timeline": tl.arrays()}
     notes = [f"disaggregated: {P} prefill + {D} decode replicas; KV over {link.kind} at "
              f"{link.bandwidth_bps / 1e9:.1f} GB/s per card + {link.latency_s * 1e6:.0f} us"
              f"{', link contention' if link_contention else ''}"]

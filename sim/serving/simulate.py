@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,6 +184,66 @@ def pick_replica(router: str, first: int, count: int, outstanding: list[int], st
     return a if (outstanding[a], a) <= (outstanding[b], b) else b
 
 
+def replica_process(env: simpy.Environment, rep: Replica, fast: bool, wake: list, interrupt: list,
+                    state: dict, tl: "_Timeline", done: Callable[[Replica, list[Req], float], None],
+                    can_wait: Callable[[int], bool] = lambda i: False):
+    """The simpy process of one replica: sleep while idle, else run one step, or (fast mode) a
+    span of constant-batch decode steps that an admissible arrival may cut short at the first
+    step boundary after it. `done` receives the requests that finished at each event's end;
+    `can_wait(i)` says whether a replica with nothing schedulable may wait for blocks to come
+    back (disaggregated prefill: KV still being sent) instead of reporting a stall."""
+    i = rep.idx
+    while True:
+        if not rep.has_work():
+            wake[i] = env.event()
+            yield wake[i]
+            wake[i] = None
+            continue
+        state["events"] += 1
+        k = rep.decode_span_limit() if fast else 0
+        if k >= 2:
+            a, b = rep.span_costs()
+            start = env.now
+            dur = k * a + b * k * (k - 1) / 2
+            if rep.could_admit_new():  # an arrival may end the span early
+                interrupt[i] = ev = env.event()
+                yield env.timeout(dur) | ev
+                interrupt[i] = None
+            else:  # nothing that arrives can be admitted before a finish
+                ev = None
+                yield env.timeout(dur)
+            if ev is not None and ev.triggered and env.now < start + dur:
+                k = steps_until(start, a, b, env.now, k)
+                end = start + k * a + b * k * (k - 1) / 2
+                if end > env.now:
+                    yield env.timeout(end - env.now)
+            finished: list[Req] = []
+            batch = len(rep.running)
+            end = rep.apply_span(k, start, a, b, finished)
+            tl.add(i, start, end, k, batch, rep.total_blocks - rep.free_blocks, 0)
+            done(rep, finished, end)
+            continue
+        plan = rep.plan()
+        if not plan.items:
+            if can_wait(i):
+                wake[i] = env.event()
+                yield wake[i]
+                wake[i] = None
+                continue
+            # nothing schedulable (the head request needs blocks only a finish frees, with
+            # nothing running): it cannot progress
+            raise ServingError("scheduler stalled with nothing running; a request needs "
+                               "more KV blocks than the cache holds")
+        start = env.now
+        dur = rep.step_cost(plan)
+        yield env.timeout(dur)
+        finished = []
+        tl.add(i, start, start + dur, 1, len(plan.items), rep.total_blocks - rep.free_blocks,
+               int(plan.batch.prefill_tokens))
+        rep.apply(plan, start, start + dur, finished)
+        done(rep, finished, start + dur)
+
+
 def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
     """Replay `traffic` (an object with `iter_chunks()`, or an iterable of request chunks with
     `arrival_s`, `input_tokens`, `output_tokens` arrays) through the replicas."""
@@ -258,57 +318,10 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
             rec.add(r, end_s, rep.idx)
             outstanding[rep.idx] -= r.prompt + r.output
 
-    def replica_proc(rep: Replica):
-        i = rep.idx
-        while True:
-            if not rep.has_work():
-                wake[i] = env.event()
-                yield wake[i]
-                wake[i] = None
-                continue
-            state["events"] += 1
-            k = rep.decode_span_limit() if fast else 0
-            if k >= 2:
-                a, b = rep.span_costs()
-                start = env.now
-                dur = k * a + b * k * (k - 1) / 2
-                if rep.could_admit_new():  # an arrival may end the span early
-                    interrupt[i] = ev = env.event()
-                    yield env.timeout(dur) | ev
-                    interrupt[i] = None
-                else:  # nothing that arrives can be admitted before a finish
-                    ev = None
-                    yield env.timeout(dur)
-                if ev is not None and ev.triggered and env.now < start + dur:
-                    k = steps_until(start, a, b, env.now, k)
-                    end = start + k * a + b * k * (k - 1) / 2
-                    if end > env.now:
-                        yield env.timeout(end - env.now)
-                finished: list[Req] = []
-                batch = len(rep.running)
-                end = rep.apply_span(k, start, a, b, finished)
-                tl.add(i, start, end, k, batch, rep.total_blocks - rep.free_blocks, 0)
-                finish(rep, finished, end)
-                continue
-            plan = rep.plan()
-            if not plan.items:
-                # nothing schedulable (e.g. head request waits for blocks that only a finish
-                # frees, with nothing running): cannot progress
-                raise ServingError("scheduler stalled with nothing running; a request needs "
-                                   "more KV blocks than the cache holds")
-            start = env.now
-            dur = rep.step_cost(plan)
-            yield env.timeout(dur)
-            finished = []
-            tl.add(i, start, start + dur, 1, len(plan.items), rep.total_blocks - rep.free_blocks,
-                   int(plan.batch.prefill_tokens))
-            rep.apply(plan, start, start + dur, finished)
-            finish(rep, finished, start + dur)
-
     wall0 = time.perf_counter()
     env.process(arrivals())
     for rep in reps:
-        env.process(replica_proc(rep))
+        env.process(replica_process(env, rep, fast, wake, interrupt, state, tl, finish))
     env.run()
     wall = time.perf_counter() - wall0
     arrays = rec.arrays()
