@@ -68,8 +68,7 @@ class Result:
             self.capacity.to_parquet(tmp / "results" / "capacity.parquet", index=False)
             (tmp / "summary.json").write_text(json.dumps(_clean(self.summary), indent=2,
                                                          sort_keys=True) + "\n")
-            (tmp / "scenario.resolved.json").write_text(json.dumps(
-                _clean(self.scenario.model_dump(mode="json")), indent=2, sort_keys=True) + "\n")
+            (tmp / "scenario.resolved.yaml").write_text(resolved_yaml(self.scenario))
             (tmp / "report.md").write_text(render_markdown(self))
             from sim.report.html import render_html
             (tmp / "report.html").write_text(render_html(self), encoding="utf-8")
@@ -81,6 +80,41 @@ class Result:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return out
+
+
+DEFAULT_SOURCES = {
+    "finance.discount_rate": "assumed 8% nominal (sim/cost/finance.py)",
+    "finance.maintenance_fraction_per_year": "assumed 3% of capex per year (sim/cost/finance.py)",
+    "finance.server_multiplier": "reference-data E4: whole server / GPU price x1.64-1.66 (Epoch)",
+    "finance.network_share": "reference-data E4/F: 15% of cluster capex (10-20%)",
+    "finance.depreciation_years": "reference-data E5/F: 5 years (4-6)",
+    "options.*.spare_fraction": "reference-data D2/F: 5% hot spares (NCSA, BLOOM)",
+    "options.*.software.usd_per_engineer_year": "assumed $300k (reference-data E8: no public figure)",
+    "capacity_requests": "fleetsim default: requests per capacity-search point",
+}
+
+
+def resolved_yaml(scn: Scenario) -> str:
+    """The scenario with every default filled in, the site preset expanded, and the source of
+    each default that is not in the file."""
+    import yaml
+
+    doc = _clean(scn.model_dump(mode="json"))
+    site = scn.site.resolved()
+    doc["site"].update({k: v for k, v in site.items() if k != "source"})
+    sources = {"site": site.get("source", "given in the file")}
+    given = scn.model_fields_set
+    for path, src in DEFAULT_SOURCES.items():
+        top = path.split(".")[0]
+        if top not in given or path.startswith("options."):
+            sources[path] = src
+    for cid, ov in scn.cards.items():
+        sources[f"cards.{cid}"] = f"override: {ov.source}"
+    for mid, ov in scn.models.items():
+        sources[f"models.{mid}"] = f"override: {ov.source}"
+    doc["sources"] = sources
+    return ("# Written by fleetsim run: the scenario as run, every default filled in.\n"
+            + yaml.safe_dump(doc, sort_keys=True, allow_unicode=True, width=100))
 
 
 def _clean(o):

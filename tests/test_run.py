@@ -76,3 +76,14 @@ def test_python_api_mirrors_the_cli(tmp_path, monkeypatch):
     res = sim.run(TINY)
     assert res.summary["winner"] in res.summary["options"]
     assert set(res.per_year["option"]) == set(res.summary["options"])
+
+
+def test_resolved_scenario_has_defaults_and_sources(runs):
+    import yaml
+
+    d, _, _ = runs
+    doc = yaml.safe_load((d / "a" / "scenario.resolved.yaml").read_text())
+    assert doc["site"]["colo_usd_per_kw_month"] == 184.0
+    assert doc["finance"]["discount_rate"] == 0.08
+    assert "finance.discount_rate" in doc["sources"] and "E3" in doc["sources"]["site"]
+    assert doc["sources"]["cards.l40s"].startswith("override:")
