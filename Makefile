@@ -30,6 +30,7 @@ bench: $(VENV)/.test
 	$(PY) benchmarks/serving_speed.py
 	$(PY) benchmarks/mlperf_server.py
 	$(PY) benchmarks/fleet_speed.py
+	$(PY) benchmarks/run_speed.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -42,3 +42,8 @@ def test_mlperf_server_benchmark_small(tmp_path):
 def test_fleet_speed_benchmark_small(tmp_path):
     out = _load("fleet_speed").main(repeats=3, out_dir=tmp_path)
     assert out["hours"] == 5 * 8760 and out["median_ms"] > 0
+
+
+def test_run_speed_benchmark_small(tmp_path):
+    out = _load("run_speed").main("tests/data/tiny_scenario.yaml", out_dir=tmp_path)
+    assert out["cold_s"] > 0 and out["warm_s"] > 0 and (tmp_path / "run_speed.md").is_file()
