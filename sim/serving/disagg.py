@@ -56,8 +56,8 @@ from sim.perf.memory import check_layout, kv_bytes_for_sequence
 from sim.perf.step import StepCostTable, StepModel
 from sim.serving.engine import Replica, Req
 from sim.serving.simulate import (ROUTERS, ServeResult, ServeSetup, ServingError, _num_blocks,
-                                  _Recorder, _Timeline, admit_lengths, iter_traffic, pick_replica,
-                                  replica_process)
+                                  _Recorder, _Timeline, arrival_process, notify_replica,
+                                  pick_replica, replica_process)
 
 KV_LINKS = ("auto", "network", "scale_up")
 
@@ -168,37 +168,16 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
         return min(range(P, n), key=lambda j: (outstanding[j], j))
 
     def notify(i: int, admit_now: bool) -> None:
-        """A request joined replica i's waiting queue (or blocks came free)."""
-        if wake[i] is not None and not wake[i].triggered:
-            wake[i].succeed()
-        elif fast and admit_now and interrupt[i] is not None and not interrupt[i].triggered:
-            interrupt[i].succeed()
+        notify_replica(i, admit_now, fast, wake, interrupt)
 
-    def arrivals():
-        rid = 0
-        for ch in iter_traffic(traffic):
-            arr, inp, out = ch.arrival_s, ch.input_tokens, ch.output_tokens
-            for j in range(len(arr)):
-                t = float(arr[j])
-                if t > env.now:
-                    yield env.timeout(t - env.now)
-                state["arrived"] += 1
-                p, o, status = admit_lengths(int(inp[j]), int(out[j]), max_len, cfg,
-                                             max_req_tokens)
-                if status != "ok":
-                    state[status] += 1
-                if status == "rejected":
-                    rid += 1
-                    continue
-                req = Req(rid, t, p, 1)  # the prefill pool's view: one output token
-                target_output[rid] = o
-                rid += 1
-                i = route_prefill()
-                rep = reps[i]
-                outstanding[i] += p + 1
-                admit_now = rep.could_admit_new()
-                rep.waiting.append(req)
-                notify(i, admit_now)
+    def on_request(rid: int, t: float, p: int, o: int) -> None:
+        target_output[rid] = o  # the prefill pool's view of the request: one output token
+        i = route_prefill()
+        rep = reps[i]
+        outstanding[i] += p + 1
+        admit_now = rep.could_admit_new()
+        rep.waiting.append(Req(rid, t, p, 1))
+        notify(i, admit_now)
 
     def deliver(r: Req, src: int, dst: int, blocks: int, out: int, at: float):
         yield env.timeout(at - env.now)
@@ -239,7 +218,8 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
             outstanding[rep.idx] -= r.prompt + r.output
 
     wall0 = time.perf_counter()
-    env.process(arrivals())
+    env.process(arrival_process(env, traffic, max_len, cfg, max_req_tokens, state,
+                                on_request))
     for rep in reps:
         env.process(replica_process(env, rep, fast, wake, interrupt, state, tl,
                                     prefill_done if rep.idx < P else decode_done,

@@ -184,6 +184,37 @@ def pick_replica(router: str, first: int, count: int, outstanding: list[int], st
     return a if (outstanding[a], a) <= (outstanding[b], b) else b
 
 
+def arrival_process(env: simpy.Environment, traffic, max_len: int, cfg: EngineConfig,
+                    max_req_tokens: int, state: dict,
+                    on_request: Callable[[int, float, int, int], None]):
+    """The simpy process that releases each request at its arrival time, applies the context
+    policy (counting clipped and rejected ones in `state`) and hands the rest to `on_request(
+    request id, arrival s, prompt tokens, output tokens)`."""
+    rid = 0
+    for ch in iter_traffic(traffic):
+        arr, inp, out = ch.arrival_s, ch.input_tokens, ch.output_tokens
+        for j in range(len(arr)):
+            t = float(arr[j])
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            state["arrived"] += 1
+            p, o, status = admit_lengths(int(inp[j]), int(out[j]), max_len, cfg, max_req_tokens)
+            if status != "ok":
+                state[status] += 1
+            if status != "rejected":
+                on_request(rid, t, p, o)
+            rid += 1
+
+
+def notify_replica(i: int, admit_now: bool, fast: bool, wake: list, interrupt: list) -> None:
+    """A request joined replica i's queue: wake it if idle, or end its decode span early (fast
+    mode) if the request could be admitted at the next step boundary."""
+    if wake[i] is not None and not wake[i].triggered:
+        wake[i].succeed()
+    elif fast and admit_now and interrupt[i] is not None and not interrupt[i].triggered:
+        interrupt[i].succeed()
+
+
 def replica_process(env: simpy.Environment, rep: Replica, fast: bool, wake: list, interrupt: list,
                     state: dict, tl: "_Timeline", done: Callable[[Replica, list[Req], float], None],
                     can_wait: Callable[[int], bool] = lambda i: False):
@@ -284,34 +315,13 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
     fast = setup.mode == "fast"
     max_req_tokens = num_blocks * cfg.block_size
 
-    def arrivals():
-        rid = 0
-        for ch in iter_traffic(traffic):
-            arr, inp, out = ch.arrival_s, ch.input_tokens, ch.output_tokens
-            for j in range(len(arr)):
-                t = float(arr[j])
-                if t > env.now:
-                    yield env.timeout(t - env.now)
-                state["arrived"] += 1
-                p, o, status = admit_lengths(int(inp[j]), int(out[j]), max_len, cfg,
-                                             max_req_tokens)
-                if status != "ok":
-                    state[status] += 1
-                if status == "rejected":
-                    rid += 1
-                    continue
-                req = Req(rid, t, p, o)
-                rid += 1
-                i = pick_replica(setup.router, 0, setup.replicas, outstanding, state, rng)
-                rep = reps[i]
-                outstanding[i] += p + o
-                admit_now = rep.could_admit_new()
-                rep.waiting.append(req)
-                if wake[i] is not None and not wake[i].triggered:
-                    wake[i].succeed()
-                elif fast and admit_now and interrupt[i] is not None \
-                        and not interrupt[i].triggered:
-                    interrupt[i].succeed()
+    def on_request(rid: int, t: float, p: int, o: int) -> None:
+        i = pick_replica(setup.router, 0, setup.replicas, outstanding, state, rng)
+        rep = reps[i]
+        outstanding[i] += p + o
+        admit_now = rep.could_admit_new()
+        rep.waiting.append(Req(rid, t, p, o))
+        notify_replica(i, admit_now, fast, wake, interrupt)
 
     def finish(rep: Replica, finished: list[Req], end_s: float) -> None:
         for r in finished:
@@ -319,7 +329,7 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
             outstanding[rep.idx] -= r.prompt + r.output
 
     wall0 = time.perf_counter()
-    env.process(arrivals())
+    env.process(arrival_process(env, traffic, max_len, cfg, max_req_tokens, state, on_request))
     for rep in reps:
         env.process(replica_process(env, rep, fast, wake, interrupt, state, tl, finish))
     env.run()
