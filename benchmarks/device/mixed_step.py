@@ -41,11 +41,16 @@ QUICK = [("tiny", 256, 8, 2, 32, 512, 1, 8, 64, 2, 16)]
 
 
 class Mixed:
-    """One layer's mixed step: all tokens share the GEMMs, attention splits by phase."""
+    """One layer's mixed step: all tokens share the GEMMs, attention splits by phase. The four
+    projections are functions, so the FP8 variant only swaps them."""
 
     def __init__(self, layer: DecoderLayer, mode: str):
         self.l = layer
         self.mode = mode
+        self.qkv = lambda x: F.linear(x, layer.wqkv)
+        self.o = lambda x: F.linear(x, layer.wo)
+        self.gu = lambda x: F.linear(x, layer.wgu)
+        self.d = lambda x: F.linear(x, layer.wd)
 
     def __call__(self, x_dec, x_pre, kc, vc, pos):
         lay = self.l
@@ -54,8 +59,7 @@ class Mixed:
         c, s, hid = x_pre.shape
         x = torch.cat([x_dec.reshape(b, hid), x_pre.reshape(c * s, hid)], 0)
         h = lay.rms(x, lay.ln1)
-        qkv = F.linear(h, lay.wqkv)
-        q, k, v = qkv.split([nq * d, nkv * d, nkv * d], dim=-1)
+        q, k, v = self.qkv(h).split([nq * d, nkv * d, nkv * d], dim=-1)
         # decode tokens: one query each against its cache
         qd = lay.rope(q[:b].view(b, nq, d), lay.cos[pos:pos + 1], lay.sin[pos:pos + 1])
         kd = lay.rope(k[:b].view(b, nkv, d), lay.cos[pos:pos + 1], lay.sin[pos:pos + 1])
@@ -69,9 +73,10 @@ class Mixed:
         qp = lay.rope(qp, lay.cos[:s], lay.sin[:s])
         kp = lay.rope(kp, lay.cos[:s], lay.sin[:s])
         ap = gqa_sdpa(qp, kp, vp, True, self.mode).transpose(1, 2).reshape(c * s, nq * d)
-        a = torch.cat([ad, ap], 0)
-        x = x + F.linear(a, lay.wo)
-        return lay._mlp(x)
+        x = x + self.o(torch.cat([ad, ap], 0))
+        h2 = lay.rms(x, lay.ln2)
+        g, u = self.gu(h2).chunk(2, dim=-1)
+        return x + self.d(F.silu(g) * u)
 
 
 class Fp8Linear:
@@ -104,30 +109,6 @@ class MixedFp8(Mixed):
         self.o = Fp8Linear(layer.wo)
         self.gu = Fp8Linear(layer.wgu)
         self.d = Fp8Linear(layer.wd)
-
-    def __call__(self, x_dec, x_pre, kc, vc, pos):
-        lay = self.l
-        nq, nkv, d = lay.nq, lay.nkv, lay.d
-        b = x_dec.shape[0]
-        c, s, hid = x_pre.shape
-        x = torch.cat([x_dec.reshape(b, hid), x_pre.reshape(c * s, hid)], 0)
-        h = lay.rms(x, lay.ln1)
-        q, k, v = self.qkv(h).split([nq * d, nkv * d, nkv * d], dim=-1)
-        qd = lay.rope(q[:b].view(b, nq, d), lay.cos[pos:pos + 1], lay.sin[pos:pos + 1])
-        kd = lay.rope(k[:b].view(b, nkv, d), lay.cos[pos:pos + 1], lay.sin[pos:pos + 1])
-        kc[:, :, pos].copy_(kd)
-        vc[:, :, pos].copy_(v[:b].view(b, nkv, d))
-        ad = decode_sdpa(qd, kc, vc).reshape(b, nq * d)
-        qp = q[b:].view(c, s, nq, d).transpose(1, 2)
-        kp = k[b:].view(c, s, nkv, d).transpose(1, 2)
-        vp = v[b:].view(c, s, nkv, d).transpose(1, 2)
-        qp = lay.rope(qp, lay.cos[:s], lay.sin[:s])
-        kp = lay.rope(kp, lay.cos[:s], lay.sin[:s])
-        ap = gqa_sdpa(qp, kp, vp, True, self.mode).transpose(1, 2).reshape(c * s, nq * d)
-        x = x + self.o(torch.cat([ad, ap], 0))
-        h2 = lay.rms(x, lay.ln2)
-        g, u = self.gu(h2).chunk(2, dim=-1)
-        return x + self.d(F.silu(g) * u)
 
 
 def _nvml():
