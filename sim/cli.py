@@ -535,8 +535,14 @@ def run_cmd(
     out: Annotated[Path, typer.Option(help="output folder (written atomically)")] = Path("out"),
     force: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
     library: LibraryOpt = None,
+    workers: Annotated[int, typer.Option(help="processes for the scenario's analyses")] = 1,
+    dask: Annotated[Optional[str], typer.Option(
+        "--dask", help="run the analyses on Dask: 'local' or tcp://host:port")] = None,
+    skip_analysis: Annotated[bool, typer.Option(
+        "--skip-analysis", help="ignore the scenario's analysis: section")] = False,
 ) -> None:
-    """Run a scenario through every layer and write results, summary and report."""
+    """Run a scenario through every layer and write results, summary and report (and the
+    analyses its `analysis:` section asks for: Monte Carlo, tornado, flip points, sweep)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     import sim.pipeline as runner
@@ -548,6 +554,14 @@ def run_cmd(
                   console=err_console, transient=True) as prog:
         task = prog.add_task("loading scenario", total=None)
         res = runner.run(scenario, lib, progress=lambda msg: prog.update(task, description=msg))
+        if not skip_analysis and res.scenario.analysis != type(res.scenario.analysis)():
+            from sim.experiments.executors import make_executor
+            from sim.experiments.suite import run_analyses
+
+            with make_executor(dask, workers) as ex:
+                res.analyses = run_analyses(
+                    res.scenario, base=scenario.resolve().parent, library=lib, executor=ex,
+                    say=lambda msg: prog.update(task, description=msg))
         prog.update(task, description="writing results")
         res.to_dir(out, force=force)
     w = res.summary["winner"]
@@ -588,8 +602,13 @@ def _clean(obj):
     return obj
 
 
+def _register_experiments() -> None:
+    import sim.cli_experiments  # noqa: F401  (registers validate/sweep/mc/tornado/flip)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
+    _register_experiments()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:

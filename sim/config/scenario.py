@@ -185,12 +185,31 @@ class Override(FleetsimModel):
     source: Annotated[str, Field(min_length=3)]
 
 
+class Normal(FleetsimModel):
+    mean: float
+    sd: PositiveFloat
+    low: float | None = None
+    high: float | None = None
+
+
+class LogNormal(FleetsimModel):
+    median: PositiveFloat
+    sigma: PositiveFloat
+    low: float | None = None
+    high: float | None = None
+
+
 class Distribution(FleetsimModel):
+    """One uncertain input: exactly one of uniform [low, high], triangular [low, mode, high],
+    normal {mean, sd} or lognormal {median, sigma} (both optionally bounded by low/high:
+    truncated, not clipped), or a discrete `choice` (equally likely unless `weights`)."""
+
     uniform: tuple[float, float] | None = None
     triangular: tuple[float, float, float] | None = None
-    normal: dict[str, float] | None = None
-    lognormal: dict[str, float] | None = None
-    choice: tuple[float | str, ...] | None = None
+    normal: Normal | None = None
+    lognormal: LogNormal | None = None
+    choice: Annotated[tuple[float | str, ...], Field(min_length=1)] | None = None
+    weights: tuple[PositiveFloat, ...] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Distribution":
@@ -198,7 +217,56 @@ class Distribution(FleetsimModel):
                  if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one distribution (got {', '.join(given) or 'none'})")
+        if self.uniform and self.uniform[0] > self.uniform[1]:
+            raise ValueError(f"uniform: low {self.uniform[0]} > high {self.uniform[1]}")
+        if self.triangular and not (self.triangular[0] <= self.triangular[1]
+                                    <= self.triangular[2]):
+            raise ValueError("triangular: need low <= mode <= high "
+                             f"(got {list(self.triangular)})")
+        if self.triangular and self.triangular[0] == self.triangular[2]:
+            raise ValueError("triangular: low equals high")
+        for name in ("normal", "lognormal"):
+            d = getattr(self, name)
+            if d is not None and d.low is not None and d.high is not None and d.low >= d.high:
+                raise ValueError(f"{name}: low {d.low} >= high {d.high}")
+            if name == "lognormal" and d is not None and d.high is not None and d.high <= 0:
+                raise ValueError("lognormal: high must be > 0")
+        if self.weights is not None and (self.choice is None
+                                         or len(self.weights) != len(self.choice)):
+            raise ValueError("weights: give one weight per choice")
         return self
+
+
+class Correlation(FleetsimModel):
+    """Rank (Spearman) correlation between two uncertain inputs, e.g. a supply crunch raising
+    lead times and prices together; applied through a Gaussian copula."""
+
+    between: tuple[str, str]
+    rank: Annotated[float, Field(gt=-1, lt=1)]
+
+
+class JointCase(FleetsimModel):
+    """A named world drawn with `probability`; its `set` values replace the draws of those
+    paths (e.g. `supply-crunch` sets lead times, prices and rents together)."""
+
+    probability: Annotated[float, Field(gt=0, le=1)]
+    set: dict[str, float | str] = {}
+
+
+class Flip(FleetsimModel):
+    param: str
+    between: tuple[float, float]
+    options: tuple[str, str] | None = None
+
+
+class Analysis(FleetsimModel):
+    """Analyses `fleetsim run` performs after the base run (each reports its own time)."""
+
+    monte_carlo: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """Number of draws of the `uncertain` inputs."""
+    tornado: bool = False
+    flip: tuple[Flip, ...] = ()
+    sweep: dict[str, Annotated[tuple[float | str, ...], Field(min_length=1)]] = {}
 
 
 class Scenario(FleetsimModel):
@@ -213,7 +281,13 @@ class Scenario(FleetsimModel):
     cards: dict[str, Override] = {}
     models: dict[str, Override] = {}
     options: dict[str, FleetOptionSpec]
+    efficiency: dict[str, PositiveFloat] = {}
+    """Per card: a multiplier on its modelled throughput (serving capacity and training speed),
+    e.g. a software-maturity haircut or the model's own fidelity error in a Monte Carlo draw."""
     uncertain: dict[str, Distribution] = {}
+    correlations: tuple[Correlation, ...] = ()
+    joint: dict[str, JointCase] = {}
+    analysis: Analysis = Analysis()
     capacity_requests: Annotated[int, Field(ge=100, le=1_000_000)] = 2000
     """Requests simulated per point of each capacity search (more: tighter p99 estimates)."""
 
@@ -224,6 +298,10 @@ class Scenario(FleetsimModel):
         if not self.workloads and not self.training:
             raise ValueError("workloads: give at least one workload or training campaign")
         return self
+
+    def _repr_html_(self) -> str:
+        from sim.config.base import html_repr
+        return html_repr("scenario", self)
 
 
 _ID_FIELDS = {"card": "card", "model": "model", "lengths": "workload"}
@@ -261,9 +339,52 @@ def check_references(scn: Scenario, library: Library, where: str) -> None:
         _check_override_fields(where, f"cards.{cid}", ov, CARD_OVERRIDES)
     for mid, ov in scn.models.items():
         need(f"models.{mid}", "model", mid)
-    for path in scn.uncertain:
-        if not re.fullmatch(r"[A-Za-z0-9_.+\-\[\]]+", path):
-            raise ConfigError(f"{where}: uncertain.{path}: not a YAML path")
+    for cid in scn.efficiency:
+        need(f"efficiency.{cid}", "card", cid)
+    _check_experiment_paths(scn, library, where)
+
+
+def _check_experiment_paths(scn: Scenario, library: Library, where: str) -> None:
+    """Uncertain inputs, correlations, joint worlds, flips and sweeps name real values."""
+    from sim.config.paths import with_overrides
+
+    def try_path(section: str, path: str, value) -> None:
+        try:
+            with_overrides(scn, {path: value}, None, where="")
+        except ConfigError as exc:
+            msg = str(exc).removeprefix(": ")
+            raise ConfigError(f"{where}: {section}: {msg}") from None
+
+    for path, d in scn.uncertain.items():
+        probe = (d.uniform or d.triangular or (d.choice if d.choice is not None else None))
+        value = probe[0] if probe is not None else (
+            d.normal.mean if d.normal else d.lognormal.median)
+        try_path(f"uncertain.{path}", path, value)
+    for i, c in enumerate(scn.correlations):
+        for p in c.between:
+            if p not in scn.uncertain:
+                raise ConfigError(f"{where}: correlations[{i}].between: '{p}' is not an "
+                                  "uncertain input")
+        if c.between[0] == c.between[1]:
+            raise ConfigError(f"{where}: correlations[{i}].between: the same input twice")
+    total = sum(j.probability for j in scn.joint.values())
+    if total > 1 + 1e-9:
+        raise ConfigError(f"{where}: joint: probabilities sum to {total:g} (> 1)")
+    for name, j in scn.joint.items():
+        for p, v in j.set.items():
+            try_path(f"joint.{name}.set.{p}", p, v)
+    for i, f in enumerate(scn.analysis.flip):
+        if f.between[0] >= f.between[1]:
+            raise ConfigError(f"{where}: analysis.flip[{i}].between: low {f.between[0]} >= "
+                              f"high {f.between[1]}")
+        try_path(f"analysis.flip[{i}].param", f.param, f.between[0])
+        for o in f.options or ():
+            if o not in scn.options:
+                raise ConfigError(f"{where}: analysis.flip[{i}].options: unknown option "
+                                  f"'{o}' (known: {', '.join(scn.options)})")
+    for path, values in scn.analysis.sweep.items():
+        for v in values:
+            try_path(f"analysis.sweep.{path}", path, v)
 
 
 CARD_OVERRIDES = ("price_usd", "tdp_w", "rent_usd_per_hour", "lead_time_weeks")
@@ -284,9 +405,10 @@ def _check_override_fields(where: str, path: str, ov: Override, allowed: tuple[s
         raise ConfigError(f"{where}: {path}.{extra[0]}: cannot be overridden{hint}")
 
 
-def load_scenario(path: Path, library: Library | None = None) -> Scenario:
+def load_scenario(path: Path | str, library: Library | None = None) -> Scenario:
     """Parse, validate and resolve the references of a scenario file (one-line errors)."""
     lib = library or Library.default()
+    path = Path(path)
     where = str(path)
     scn = validate(Scenario, read_yaml(path, where), where)
     check_references(scn, lib, where)

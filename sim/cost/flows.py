@@ -160,6 +160,10 @@ def combine(*parts: CashFlowsLike) -> CashFlows:
                      np.concatenate([c.code for c in cfs]).astype(np.int8), grid)
 
 
+# Vector products here are elementwise multiply-and-sum, never np.dot / @: a multithreaded BLAS
+# dot on a busy 2-core machine took 5 ms instead of 10 us per call (Monte Carlo workers).
+
+
 def discount_factor(time_years: float | np.ndarray, rate: float) -> float | np.ndarray:
     """DF(t) = (1 + rate)^(-t), rate the nominal annual effective rate (> -1)."""
     if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= -1:
@@ -177,7 +181,7 @@ def hourly_discount_factor(num_hours: int, rate: float) -> np.ndarray:
 def pv_hourly(quantity_per_hour: np.ndarray, rate: float) -> float:
     """Present value of an hourly quantity (tokens, card-hours, USD) dated at each hour's start."""
     q = np.asarray(quantity_per_hour, dtype=float)
-    return float(np.dot(q, hourly_discount_factor(len(q), rate)))
+    return float((q * hourly_discount_factor(len(q), rate)).sum())
 
 
 def pv_by_category(cash_flows: CashFlowsLike, rate: float) -> dict[str, float]:
@@ -185,7 +189,7 @@ def pv_by_category(cash_flows: CashFlowsLike, rate: float) -> dict[str, float]:
     cf = as_cash_flows(cash_flows)
     lump = np.bincount(cf.code, weights=cf.usd * discount_factor(cf.time_years, rate),
                        minlength=_NUM_CATEGORIES)
-    pv = lump + cf.hourly_usd @ hourly_discount_factor(cf.num_hours, rate)
+    pv = lump + (cf.hourly_usd * hourly_discount_factor(cf.num_hours, rate)).sum(axis=1)
     return {c: float(pv[i]) for i, c in enumerate(CATEGORIES)}
 
 
@@ -195,11 +199,11 @@ def npv(cash_flows: CashFlowsLike, rate: float) -> float:
     Costs are positive and inflows negative, so a lower value is better.
     """
     cf = as_cash_flows(cash_flows)
-    lump = float(np.dot(cf.usd, discount_factor(cf.time_years, rate)))
+    lump = float((cf.usd * discount_factor(cf.time_years, rate)).sum())
     if cf.num_hours == 0:
         return lump
     df = hourly_discount_factor(cf.num_hours, rate)
-    return lump + float(np.dot(cf.hourly_usd.sum(axis=0), df))
+    return lump + float((cf.hourly_usd.sum(axis=0) * df).sum())
 
 
 def per_year(cash_flows: CashFlowsLike, horizon_years: float) -> pd.DataFrame:

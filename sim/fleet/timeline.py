@@ -215,24 +215,28 @@ class Timeline:
     def per_year(self) -> pd.DataFrame:
         """Card-hours by state and request-hours by outcome, one row per year and card type."""
         year = (self.hours // HOURS_PER_YEAR).astype(int)
-        rows = []
+        years = np.unique(year)
+        n = int(year.max()) + 1 if len(year) else 0
+
+        def by_year(x: np.ndarray) -> np.ndarray:
+            return np.bincount(year, weights=x, minlength=n)[years]
+
+        frames = []
         for card, d in self.per_card.items():
-            for y in np.unique(year):
-                m = year == y
-                row = {"option": self.option, "year": int(y), "card": card}
-                for k in ("owned", "training", "serving", "idle", "unavailable", "unpowered",
-                          "reserved"):
-                    if k in d:
-                        row[f"{k}_card_hours"] = float(d[k][m].sum())
-                row["failures"] = float(d["failed"][m].sum())
-                row["arrived"] = float(d["arrived"][m].sum())
-                rows.append(row)
-        df = pd.DataFrame(rows)
+            cols: dict[str, object] = {"option": self.option, "year": years, "card": card}
+            for k in ("owned", "training", "serving", "idle", "unavailable", "unpowered",
+                      "reserved"):
+                if k in d:
+                    cols[f"{k}_card_hours"] = by_year(d[k])
+            cols["failures"] = by_year(d["failed"])
+            cols["arrived"] = by_year(d["arrived"])
+            frames.append(pd.DataFrame(cols))
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         for w in self.demand_rps:
             for k, arr in (("demand", self.demand_rps[w]), ("served", self.served_rps[w]),
                            ("rented", self.rented_rps[w]), ("unserved", self.unserved_rps[w])):
-                by_year = pd.Series(arr * 3600.0).groupby(year).sum()
-                df[f"{w}.{k}_requests"] = df["year"].map(by_year)
+                per = dict(zip(years.tolist(), by_year(arr * 3600.0)))
+                df[f"{w}.{k}_requests"] = df["year"].map(per).astype(float)
         return df
 
     def per_hour(self) -> pd.DataFrame:

@@ -30,9 +30,9 @@ CAVEATS = (
     "(continuous batching, chunked prefill, paged KV cache); other engines and settings differ.",
     "Power is a phase model: a fixed share of server power per card state (training 75%, serving "
     "55%, idle, spare or in repair 15%), not a measurement of these workloads.",
-    "Single seed: one deterministic draw of failures and delivery times. The uncertain: ranges "
-    "are listed but not yet sampled (Monte Carlo comes later), so small NPV gaps are not "
-    "decisive.",
+    "The headline figures are one deterministic draw (the scenario's seed) of failures and "
+    "delivery times at the scenario's own values; the Monte Carlo section, where the scenario "
+    "asks for one, shows how often the answer holds across the uncertain inputs.",
 )
 
 
@@ -283,12 +283,19 @@ def _context(result) -> dict:
         "images": images, "shown": shown, "hidden": names[plots.MAX_TIMELINE_OPTIONS:],
         "period": plots.PERIOD[plots.bucket_days(result.per_hour)],
         "assumptions": assumption_rows(scn), "caveats": CAVEATS,
+        "analysis": _analysis_context(result),
         "notes": list(result.notes),
         "facts": {"seed": scn.seed, "start": scn.start, "horizon": number(scn.horizon_years),
                   "discount": pct(scn.finance.discount_rate), "site": scn.site.preset or "custom",
                   "electricity": f"${site['electricity_usd_per_kwh']:.4g}/kWh",
                   "pue": f"{site['pue']:.3g}", "n_uncertain": len(scn.uncertain)},
     }
+
+
+def _analysis_context(result) -> dict | None:
+    from sim.report.analysis import context
+
+    return context(getattr(result, "analyses", None) or {})
 
 
 def render_html(result) -> str:

@@ -1,0 +1,158 @@
+"""Monte Carlo draws of a scenario's uncertain inputs.
+
+Each draw `i` gets its own stream, `SeedSequence(seed).spawn(n)[i]`, so its values do not depend
+on the executor, the batch it runs in or the order draws finish. Per draw:
+
+1. a joint world is picked (`joint:` cases by probability; the rest of the mass is "base");
+2. one uniform per uncertain input, made dependent through a Gaussian copula when the scenario
+   gives rank correlations (Spearman rho -> Pearson 2 sin(pi rho / 6));
+3. each uniform goes through its marginal's inverse CDF (normal and lognormal truncated to their
+   bounds, not clipped); a joint world's `set` values replace the draws of its paths.
+
+The model's own fidelity error is a default uncertain input: `efficiency.<card>` for every card
+that serves, lognormal with the geometric-mean ratio of measured to predicted throughput over
+the MLPerf comparisons and its spread (fidelity.json, written by benchmarks/fidelity_mlperf.py),
+unless the scenario gives its own `uncertain.efficiency.<card>`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from sim.config.loader import ConfigError
+from sim.config.scenario import Distribution, LogNormal, Scenario
+
+FIDELITY_FILE = Path(__file__).with_name("fidelity.json")
+
+
+def fidelity_prior() -> dict:
+    """{median, sigma, low, high, n, source} of measured / predicted throughput."""
+    return json.loads(FIDELITY_FILE.read_text())
+
+
+def serving_cards(scn: Scenario) -> list[str]:
+    cards: set[str] = set()
+    for o in scn.options.values():
+        cards |= set(o.serve_on) or {b.card for b in (*o.buy, *o.lease, *o.reserve)}
+    for w in scn.workloads.values():
+        if w.rent:
+            cards.add(w.rent.card)
+    return sorted(cards)
+
+
+def uncertain_inputs(scn: Scenario, fidelity: bool = True) -> dict[str, Distribution]:
+    """The scenario's uncertain inputs, plus the model's fidelity error per serving card."""
+    out = dict(scn.uncertain)
+    if fidelity:
+        f = fidelity_prior()
+        for card in serving_cards(scn):
+            out.setdefault(f"efficiency.{card}", Distribution(lognormal=LogNormal(
+                median=f["median"], sigma=f["sigma"], low=f["low"], high=f["high"])))
+    return out
+
+
+def ppf(d: Distribution, u: np.ndarray) -> np.ndarray:
+    """Inverse CDF of one marginal at uniforms `u` (object array for string choices)."""
+    u = np.asarray(u, dtype=float)
+    if d.uniform is not None:
+        lo, hi = d.uniform
+        return lo + (hi - lo) * u
+    if d.triangular is not None:
+        lo, mode, hi = d.triangular
+        return stats.triang.ppf(u, (mode - lo) / (hi - lo), loc=lo, scale=hi - lo)
+    if d.normal is not None:
+        n = d.normal
+        return _truncated(stats.norm(n.mean, n.sd), n.low, n.high, u)
+    if d.lognormal is not None:
+        ln = d.lognormal
+        return _truncated(stats.lognorm(ln.sigma, scale=ln.median), ln.low, ln.high, u)
+    choices = list(d.choice or ())
+    w = np.asarray(d.weights or [1.0] * len(choices), dtype=float)
+    cdf = np.cumsum(w) / w.sum()
+    idx = np.minimum(np.searchsorted(cdf, u, side="right"), len(choices) - 1)
+    return np.array([choices[i] for i in idx], dtype=object)
+
+
+def _truncated(dist, low: float | None, high: float | None, u: np.ndarray) -> np.ndarray:
+    a = dist.cdf(low) if low is not None else 0.0
+    b = dist.cdf(high) if high is not None else 1.0
+    if b - a <= 1e-12:
+        raise ConfigError(f"a truncated distribution has no mass between {low} and {high}")
+    x = dist.ppf(a + (b - a) * u)
+    lo = -math.inf if low is None else low
+    hi = math.inf if high is None else high
+    return np.clip(x, lo, hi)
+
+
+def median_value(d: Distribution) -> Any:
+    return ppf(d, np.array([0.5]))[0]
+
+
+@dataclass(frozen=True)
+class DrawPlan:
+    """The uncertain inputs in a fixed order and the copula's Cholesky factor."""
+
+    paths: tuple[str, ...]
+    dists: tuple[Distribution, ...]
+    chol: np.ndarray | None
+    worlds: tuple[tuple[str, float, dict], ...]
+
+
+def plan(scn: Scenario, fidelity: bool = True) -> DrawPlan:
+    inputs = uncertain_inputs(scn, fidelity)
+    paths = tuple(sorted(inputs))
+    chol = None
+    if scn.correlations:
+        idx = {p: i for i, p in enumerate(paths)}
+        corr = np.eye(len(paths))
+        for c in scn.correlations:
+            i, j = idx[c.between[0]], idx[c.between[1]]
+            corr[i, j] = corr[j, i] = 2 * math.sin(math.pi * c.rank / 6)
+        try:
+            chol = np.linalg.cholesky(corr)
+        except np.linalg.LinAlgError:
+            raise ConfigError("correlations: the rank correlations are not consistent (the "
+                              "matrix is not positive definite)") from None
+    worlds = tuple((name, j.probability, dict(j.set)) for name, j in sorted(scn.joint.items()))
+    return DrawPlan(paths, tuple(inputs[p] for p in paths), chol, worlds)
+
+
+def draw(p: DrawPlan, seed: int, index: int, n_total: int) -> tuple[str, dict[str, Any], int]:
+    """(world, {path: value}, fleet seed) of draw `index` of `n_total`."""
+    if not 0 <= index < n_total:
+        raise IndexError(index)
+    # the same stream as SeedSequence(seed).spawn(n_total)[index], without spawning them all
+    return draw_from(p, np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def draw_from(p: DrawPlan, child: np.random.SeedSequence) -> tuple[str, dict[str, Any], int]:
+    rng = np.random.default_rng(child)
+    z = rng.standard_normal(len(p.paths))
+    if p.chol is not None:
+        z = p.chol @ z
+    u = stats.norm.cdf(z)
+    values = {path: _plain(ppf(d, np.array([ui]))[0]) for path, d, ui in zip(p.paths, p.dists, u)}
+    world = "base"
+    r = rng.random()
+    acc = 0.0
+    for name, prob, setv in p.worlds:
+        acc += prob
+        if r < acc:
+            world = name
+            values.update(setv)
+            break
+    fleet_seed = int(rng.integers(0, 2**31 - 1))
+    return world, values, fleet_seed
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

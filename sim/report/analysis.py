@@ -1,0 +1,284 @@
+"""Report sections for the experiments: win probabilities, NPV distributions, tornado, flip
+points, sweeps. Used inside the main report (`analysis` block of report.html.j2) and as a
+standalone page by `fleetsim mc / tornado / flip / sweep` (`write_section`).
+
+Reads only the analysis objects (sim.experiments); every user string is escaped by jinja2.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from sim.report import plots
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _uri(fig) -> str | None:
+    if fig is None:
+        return None
+    return "data:image/png;base64," + base64.b64encode(plots.to_png(fig)).decode("ascii")
+
+
+def win_probability_figure(win: dict[str, float]):
+    names = [k for k in win if k != "none"] + (["none"] if win.get("none") else [])
+    with matplotlib.rc_context(plots.RC):
+        fig = plots.NotebookFigure(figsize=(plots.WIDTH_IN, 0.45 * len(names) + 1.2),
+                                   layout="constrained")
+        ax = fig.subplots()
+        y = np.arange(len(names))[::-1]
+        vals = [win[n] * 100 for n in names]
+        ax.barh(y, vals, color=["#999999" if n == "none" else "#0072B2" for n in names],
+                height=0.6)
+        for yi, v in zip(y, vals):
+            ax.text(v + 1, yi, f"{v:.1f}%", va="center", fontsize=9)
+        ax.set_yticks(y, [plots.short(n) if n != "none" else "no option meets the SLOs"
+                          for n in names])
+        ax.set_xlim(0, 110)
+        ax.set_xlabel("share of Monte Carlo draws won (%)")
+        ax.grid(axis="y", visible=False)
+        return fig
+
+
+def npv_distribution_figure(draws: pd.DataFrame):
+    names = list(dict.fromkeys(draws["option"]))
+    data = [draws.loc[draws.option == o, "npv_usd"].dropna().to_numpy(float) for o in names]
+    if not any(len(d) for d in data):
+        return None
+    unit, f = plots.usd_scale(max(float(np.abs(d).max()) for d in data if len(d)))
+    with matplotlib.rc_context(plots.RC):
+        fig = plots.NotebookFigure(figsize=(plots.WIDTH_IN, 0.55 * len(names) + 1.3),
+                                   layout="constrained")
+        ax = fig.subplots()
+        ax.boxplot([d / f for d in data][::-1], vert=False, whis=(5, 95), showfliers=False,
+                   widths=0.5)
+        ax.set_yticks(np.arange(1, len(names) + 1), [plots.short(n) for n in names][::-1])
+        ax.set_xlabel(f"NPV of cost ({unit}); box: 25th-75th percentile, whiskers: 5th-95th")
+        ax.grid(axis="y", visible=False)
+        return fig
+
+
+def _usd(v: float | None) -> str:
+    from sim.report.html import usd
+    return usd(v)
+
+
+def _num(v) -> str:
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+        v = float(v)
+        return "n/a" if not math.isfinite(v) else f"{v:,.6g}"
+    return str(v)
+
+
+def context(analyses: dict) -> dict | None:
+    """Template data for the analysis sections, or None when there are none."""
+    if not analyses:
+        return None
+    out: dict = {"seconds": {k: f"{v:.1f} s" for k, v in analyses.get("seconds", {}).items()}}
+    mc = analyses.get("monte_carlo")
+    if _is_mc(mc):
+        n = int(mc.draws["draw"].nunique())
+        ranked = sorted(mc.win_probability.items(), key=lambda kv: -kv[1])
+        top_name, top_p = max(((k, v) for k, v in ranked if k != "none"),
+                              key=lambda kv: kv[1], default=("none", 0.0))
+        se = math.sqrt(top_p * (1 - top_p) / n) if n else 0.0
+        sens = mc.sensitivity
+        sens_rows = []
+        if len(sens):
+            best = sens.sort_values("first_order_index", ascending=False)
+            for r in best.head(12).itertuples():
+                sens_rows.append({"input": r.input, "option": r.option,
+                                  "index": f"{r.first_order_index:.2f}"})
+        out["mc"] = {
+            "draws": n, "inputs": list(mc.inputs), "top": top_name,
+            "top_p": f"{top_p:.0%}", "top_se": f"{se:.1%}",
+            "none_p": f"{mc.win_probability.get('none', 0.0):.0%}",
+            "win": [{"name": k, "p": f"{v:.1%}"} for k, v in ranked],
+            "pct": [{"option": r.option, "p5": _usd(r.npv_p5), "p50": _usd(r.npv_p50),
+                     "p95": _usd(r.npv_p95),
+                     "usd_m": (f"${r.usd_per_m_tokens_p50:,.3f}"
+                               if math.isfinite(r.usd_per_m_tokens_p50) else "n/a"),
+                     "meets": f"{r.meets_slo_probability:.0%}"}
+                    for r in mc.percentiles.itertuples()],
+            "sensitivity": sens_rows,
+            "img_win": _uri(win_probability_figure(mc.win_probability)),
+            "img_npv": _uri(npv_distribution_figure(mc.draws)),
+        }
+    t = analyses.get("tornado")
+    if isinstance(t, pd.DataFrame) and len(t):
+        out["tornado"] = {"img": _uri(plots.tornado(t, top=8)),
+                          "rows": [{"input": r.input, "option": r.option,
+                                    "low": _num(r.low_value), "high": _num(r.high_value),
+                                    "npv_low": _usd(r.npv_low_usd),
+                                    "npv_high": _usd(r.npv_high_usd),
+                                    "swing": _usd(r.swing_usd)}
+                                   for r in t[t.swing_usd > 0].head(24).itertuples()]}
+    flips = analyses.get("flip")
+    if flips:
+        out["flip"] = [{"param": f.param, "a": f.options[0], "b": f.options[1],
+                        "bracket": f"{_num(f.bracket[0])} to {_num(f.bracket[1])}",
+                        "value": "no flip in range" if f.value is None else _num(f.value),
+                        "statement": f.statement()} for f in flips]
+    sw = analyses.get("sweep")
+    if isinstance(sw, pd.DataFrame) and len(sw):
+        fixed = {"point", "option", "npv_usd", "total_cost_usd", "usd_per_m_tokens",
+                 "usd_per_m_input_tokens", "usd_per_m_output_tokens", "slo_attainment",
+                 "utilization", "meets_slo", "winner"}
+        params = [c for c in sw.columns if c not in fixed]
+        rows = []
+        for pid, d in sw.groupby("point", sort=True):
+            w = d[d.winner]
+            rows.append({"values": ", ".join(f"{p} = {_num(d[p].iloc[0])}" for p in params),
+                         "winner": w.option.iloc[0] if len(w) else "none",
+                         "npv": _usd(float(w.npv_usd.iloc[0])) if len(w) else "n/a"})
+        out["sweep"] = {"params": params, "rows": rows}
+    return out
+
+
+def markdown(analyses: dict) -> str:
+    c = context(analyses)
+    if not c:
+        return ""
+    lines: list[str] = []
+    if "mc" in c:
+        m = c["mc"]
+        lines += ["## Monte Carlo", "",
+                  f"{m['draws']} draws of {len(m['inputs'])} uncertain inputs. "
+                  f"{m['top']} wins {m['top_p']} of draws (standard error {m['top_se']}); "
+                  f"no option meets the SLOs in {m['none_p']}.", "",
+                  "| option | win probability |", "|---|---|"]
+        lines += [f"| {r['name']} | {r['p']} |" for r in m["win"]]
+        lines += ["", "| option | NPV p5 | p50 | p95 | $/M tokens p50 | meets SLOs |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['option']} | {r['p5']} | {r['p50']} | {r['p95']} | {r['usd_m']} | "
+                  f"{r['meets']} |" for r in m["pct"]]
+        lines.append("")
+    if "tornado" in c:
+        lines += ["## Tornado (NPV at each input's 10th and 90th percentile)", "",
+                  "| input | option | low | high | NPV at low | NPV at high | swing |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['input']} | {r['option']} | {r['low']} | {r['high']} | {r['npv_low']} "
+                  f"| {r['npv_high']} | {r['swing']} |" for r in c["tornado"]["rows"]]
+        lines.append("")
+    if "flip" in c:
+        lines += ["## Flip points", "", "| input | options | searched | flips at |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['param']} | {r['a']} vs {r['b']} | {r['bracket']} | {r['value']} |"
+                  for r in c["flip"]]
+        lines += [""] + [f"- {r['statement']}" for r in c["flip"]] + [""]
+    if "sweep" in c:
+        lines += ["## Sweep", "", "| point | winner | NPV |", "|---|---|---|"]
+        lines += [f"| {r['values']} | {r['winner']} | {r['npv']} |" for r in c["sweep"]["rows"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _env() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                       keep_trailing_newline=True)
+
+
+def write_section(analyses: dict, folder: Path, name: str, scn) -> list[Path]:
+    """`folder/<name>.md` and a self-contained `folder/<name>.html` (atomically)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    c = context(analyses)
+    html = _env().get_template("analysis_page.html.j2").render(
+        title=f"{scn.name} — {name}", name=scn.name, analysis=c)
+    written = []
+    for suffix, text in (("md", f"# {scn.name}: {name}\n\n" + markdown(analyses)),
+                         ("html", html)):
+        p = folder / f"{name}.{suffix}"
+        tmp = p.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+        written.append(p)
+    return written
+
+
+def _is_mc(v) -> bool:
+    """A Monte Carlo result (duck-typed: the report reads, never imports, the experiments)."""
+    return hasattr(v, "win_probability") and hasattr(v, "draws")
+
+
+# ---- machine-readable results ------------------------------------------------------------------
+
+def to_json(analyses: dict) -> dict:
+    out: dict = {}
+    for k, v in analyses.items():
+        if _is_mc(v):
+            out[k] = v.to_json()
+        elif k == "flip":
+            out[k] = [f.to_json() for f in v]
+        elif isinstance(v, pd.DataFrame):
+            out[k] = {"rows": len(v)}
+        else:
+            out[k] = v
+    return out
+
+
+def frames(analyses: dict) -> dict[str, pd.DataFrame]:
+    """Tidy frames to write: name -> frame."""
+    out: dict[str, pd.DataFrame] = {}
+    for k, v in analyses.items():
+        if _is_mc(v):
+            out["mc_draws"] = _plain(v.draws)
+            out["mc_percentiles"] = v.percentiles
+            out["mc_convergence"] = v.convergence
+            out["mc_sensitivity"] = v.sensitivity
+        elif isinstance(v, pd.DataFrame):
+            out[k] = _plain(v)
+        elif k == "flip":
+            grids = [f.grid.assign(param=f.param, option_a=f.options[0], option_b=f.options[1])
+                     for f in v]
+            if grids:
+                out["flip_grid"] = pd.concat(grids, ignore_index=True)
+    return out
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Mixed-type input columns (a discrete choice of strings) as strings, for Parquet."""
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].map(lambda x: x if isinstance(x, str) or x is None else str(x))
+    return df
+
+
+def write_results(analyses: dict, folder: Path, name: str) -> list[Path]:
+    """`folder/<name>.json` and `folder/<name>_<frame>.parquet`, each written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fname, df in frames(analyses).items():
+        p = folder / f"{fname}.parquet"
+        tmp = p.with_suffix(f".tmp{os.getpid()}")
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, p)
+        written.append(p)
+    p = folder / f"{name}.json"
+    tmp = p.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_finite(to_json(analyses)), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, p)
+    written.append(p)
+    return written
+
+
+def _finite(o):
+    import math
+
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
