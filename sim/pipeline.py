@@ -15,6 +15,7 @@ option by NPV among those that do (unserved demand priced as configured), or non
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -53,6 +54,20 @@ class Result:
     summary: dict
     capacity: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    analyses: dict = field(default_factory=dict)
+    """Experiments run on this scenario (`sim.experiments.suite.run_analyses`): Monte Carlo,
+    tornado, flip points, sweep; written to results/ and shown in the report."""
+
+    @property
+    def plot(self):
+        """Figures of this result: `res.plot.cost_per_year()`, `.capacity_vs_demand()`, ...
+        (`sim.report.plots.ResultPlots`; matplotlib Figures, shown inline in Jupyter)."""
+        from sim.report.plots import ResultPlots
+        return ResultPlots(self)
+
+    def _repr_html_(self) -> str:
+        from sim.report.repr import result_html
+        return result_html(self)
 
     def to_dir(self, out: Path, force: bool = False) -> Path:
         """Write results atomically: a temporary folder renamed at the end."""
@@ -69,6 +84,9 @@ class Result:
             (tmp / "summary.json").write_text(json.dumps(_clean(self.summary), indent=2,
                                                          sort_keys=True) + "\n")
             (tmp / "scenario.resolved.yaml").write_text(resolved_yaml(self.scenario))
+            if self.analyses:
+                from sim.report.analysis import write_results
+                write_results(self.analyses, tmp / "results", "analysis")
             (tmp / "report.md").write_text(render_markdown(self))
             from sim.report.html import render_html
             (tmp / "report.html").write_text(render_html(self), encoding="utf-8")
@@ -138,6 +156,36 @@ def _hours_from(start: str, date: str | None) -> float:
     return max((parse(date) - parse(start)).days * 24.0, 0.0)
 
 
+def _card_value(scn: Scenario, card: str, key: str, default):
+    """A card override of the scenario (`cards.<card>.<key>`), else `default`."""
+    ov = scn.cards.get(card)
+    v = (ov.model_extra or {}).get(key) if ov is not None else None
+    return default if v is None else v
+
+
+_MEMO: dict[str, object] = {}
+
+
+def _memo(key: list, compute: Callable[[], object]):
+    """In-process memo for pure, repeated sub-results (capacity, training speed): a Monte
+    Carlo draw reruns only the fleet and the cost. Keys are JSON of plain values (hashlib)."""
+    k = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    if k not in _MEMO:
+        if len(_MEMO) > 4096:
+            _MEMO.clear()
+        _MEMO[k] = compute()
+    return _MEMO[k]
+
+
+def _training_speed(lib: Library, card: str, model_id: str, n_cards: int) -> float:
+    def compute() -> float:
+        hw = Hardware.load(card, lib)
+        tr = training_throughput(lib.model(model_id), hw,
+                                 TrainingLayout(dp=max(n_cards // 8, 1), tp=8))
+        return tr.tokens_per_s_per_card
+    return _memo(["training", card, model_id, n_cards, [str(r) for r in lib.roots]], compute)
+
+
 def _card_price(scn: Scenario, lib: Library, card: str, given: float | None) -> float:
     if given is not None:
         return given
@@ -165,7 +213,17 @@ def _precision_for(hw: Hardware, want: str) -> Precision:
 
 def _capacity(scn: Scenario, lib: Library, wname: str, card: str, base: Path,
               progress: Callable[[str], None]) -> dict:
-    """Max request rate per card meeting the workload's SLOs (cached), and its perf facts."""
+    """Max request rate per card meeting the workload's SLOs (cached on disk and in process),
+    and its perf facts (a fresh dict each call)."""
+    w = scn.workloads[wname]
+    key = ["capacity", card, w.model, w.precision, w.traffic.lengths, w.traffic.trace,
+           w.slo.model_dump(mode="json"),
+           scn.capacity_requests, scn.seed, [str(r) for r in lib.roots], str(base)]
+    return dict(_memo(key, lambda: _capacity_uncached(scn, lib, wname, card, base, progress)))
+
+
+def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base: Path,
+                       progress: Callable[[str], None]) -> dict:
     from sim.serving.capacity import cache_key, cached, max_rate
     from sim.serving.engine import EngineConfig
     from sim.serving.metrics import Slo
@@ -231,14 +289,20 @@ def _resolve(base: Path, lib: Library, rel: str) -> Path:
 
 
 def run(scenario: Scenario | str | Path, library: Library | None = None,
-        progress: Callable[[str], None] | None = None) -> Result:
+        progress: Callable[[str], None] | None = None, *, base: Path | None = None,
+        fleet_seed: int | None = None, detail: bool = True) -> Result:
+    """Run every layer. `base`: the folder relative paths in a `Scenario` object are resolved
+    from (a path's own folder when given a path; else the working directory). `fleet_seed`:
+    the seed of the fleet's random streams (failures, lead times; default the scenario's seed;
+    Monte Carlo draws pass their own). `detail=False` skips the hourly frame and the report
+    extras (experiments need only the summary and per-year frames)."""
     lib = library or Library.default()
     say = progress or (lambda msg: None)
     if isinstance(scenario, (str, Path)):
         base = Path(scenario).resolve().parent
         scn = load_scenario(Path(scenario), lib)
     else:
-        base = Path.cwd()
+        base = Path(base) if base is not None else Path.cwd()
         scn = scenario
     site = scn.site.resolved()
     fin = FinanceAssumptions(
@@ -260,17 +324,17 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
             serve_cards[wname].add(w.rent.card)
     caps = [_capacity(scn, lib, w, c, base, say) for w in scn.workloads
             for c in sorted(serve_cards[w])]
+    for c in caps:
+        c["efficiency"] = scn.efficiency.get(c["card"], 1.0)
+        c["rps_per_card"] = c["rps_per_card"] * c["efficiency"]
     cap_df = pd.DataFrame(caps)
 
     # ---- training campaigns --------------------------------------------------------------------
     H = scn.horizon_years * HOURS_PER_YEAR
     camps: list[Campaign] = []
     for tname, t in scn.training.items():
-        hw = Hardware.load(t.card, lib)
-        model = lib.model(t.model)
-        n_cards = t.cards or 64
-        tr = training_throughput(model, hw, TrainingLayout(dp=max(n_cards // 8, 1), tp=8))
-        card_hours = t.tokens / tr.tokens_per_s_per_card / 3600.0
+        tok_s = _training_speed(lib, t.card, t.model, t.cards or 64)
+        card_hours = t.tokens / (tok_s * scn.efficiency.get(t.card, 1.0)) / 3600.0
         start = _hours_from(scn.start, t.start)
         step = (t.every_months or 0) * HOURS_PER_YEAR / 12
         k = 0
@@ -286,11 +350,13 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     for oname, o in scn.options.items():
         say(f"fleet and cost: {oname}")
         cards_here = {b.card for b in (*o.buy, *o.lease, *o.reserve)}
-        power = {c: lib.card(c).power.tdp_w / 1000 * SERVER_POWER_PER_TDP for c in cards_here}
+        power = {c: _card_value(scn, c, "tdp_w", lib.card(c).power.tdp_w) / 1000
+                 * SERVER_POWER_PER_TDP for c in cards_here}
         buys = []
         prices = {}
         for b in o.buy:
-            lt = b.lead_time_weeks
+            lt = _card_value(scn, b.card, "lead_time_weeks", b.lead_time_weeks)
+            lt = tuple(lt) if isinstance(lt, list) else lt
             lead = LeadTime(lt[0], lt[1]) if isinstance(lt, tuple) else None
             buys.append(Purchase(b.card, b.count, _hours_from(scn.start, b.at),
                                  0.0 if lead else float(lt) * 168, 72.0, b.life_years, lead))
@@ -319,7 +385,8 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                               weekend_factor=w.traffic.weekend_factor,
                               share_by_year=w.traffic.share_by_year),
                 float(rows.input_tokens.iloc[0]), float(rows.output_tokens.iloc[0]), cap,
-                rent_usd_per_card_hour=w.rent.usd_per_hour if w.rent else 0.0,
+                rent_usd_per_card_hour=_card_value(scn, w.rent.card, "rent_usd_per_hour",
+                                                   w.rent.usd_per_hour) if w.rent else 0.0,
                 rent_card=w.rent.card if w.rent else None,
                 rent_cap_cards=(w.rent.max_cards if w.rent and w.rent.max_cards is not None
                                 else math.inf),
@@ -329,7 +396,8 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                           site_power_cap_kw=scn.site.power_cap_mw * 1000
                           if scn.site.power_cap_mw else None)
         opt_camps = [c for c in camps if c.card in cards_here]
-        tl = simulate_fleet(opt, workloads, opt_camps, scn.horizon_years, seed=scn.seed)
+        tl = simulate_fleet(opt, workloads, opt_camps, scn.horizon_years,
+                            seed=scn.seed if fleet_seed is None else fleet_seed)
         sw = SoftwareCost(porting_engineer_years=o.software.porting_engineer_years,
                           ongoing_engineers=o.software.ongoing_engineers,
                           usd_per_engineer_year=o.software.usd_per_engineer_year)
@@ -342,26 +410,27 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                          / fin.pue * 3.6e6)
         tokens = cost.tokens_in + cost.tokens_out
         py = cost.per_year.copy()
-        yr = tl.per_year()
-        years = py["year"].to_numpy()
-        toks, att, util = [], [], []
-        for y in years:
-            m = (tl.hours // HOURS_PER_YEAR) == y
-            d_y = sum(tl.demand_rps[w.name][m].sum() for w in workloads)
-            s_y = sum((tl.served_rps[w.name] + tl.rented_rps[w.name])[m].sum() for w in workloads)
-            toks.append(sum(((tl.served_rps[w.name] + tl.rented_rps[w.name])[m] * 3600
-                             * w.output_tokens).sum() for w in workloads))
-            att.append(s_y / d_y if d_y else 1.0)
-            oh = yr[yr.year == y]["owned_card_hours"].sum()
-            uh = (yr[yr.year == y]["serving_card_hours"].sum()
-                  + yr[yr.year == y]["training_card_hours"].sum())
-            util.append(uh / oh if oh else 0.0)
+        years = py["year"].to_numpy().astype(int)
+        year_of_hour = (tl.hours // HOURS_PER_YEAR).astype(int)
+        n_years = max(int(years.max()) + 1 if len(years) else 0, int(year_of_hour.max()) + 1)
+
+        def by_year(x: np.ndarray) -> np.ndarray:
+            return np.bincount(year_of_hour, weights=x, minlength=n_years)[years]
+
+        d_y = by_year(sum(tl.demand_rps[w.name] for w in workloads))
+        s_y = by_year(sum(tl.served_rps[w.name] + tl.rented_rps[w.name] for w in workloads))
+        toks = by_year(sum((tl.served_rps[w.name] + tl.rented_rps[w.name]) * 3600
+                           * w.output_tokens for w in workloads))
+        att = np.divide(s_y, d_y, out=np.ones_like(s_y), where=d_y > 0)
+        oh = by_year(sum(d["owned"] for d in tl.per_card.values()))
+        uh = by_year(sum(d["serving"] + d["training"] for d in tl.per_card.values()))
+        util = np.divide(uh, oh, out=np.zeros_like(uh), where=oh > 0)
         py["tokens_served"] = toks
         py["slo_attainment"] = att
         py["utilization"] = util
         per_year.append(py)
-        ph = tl.per_hour()
-        per_hour.append(ph)
+        if detail:
+            per_hour.append(tl.per_hour())
         lev = cost.levelized
         attainment = served / demand if demand else 1.0
         summary["options"][oname] = {
@@ -382,7 +451,8 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     summary["slo_tolerance"] = SLO_TOLERANCE
     summary["scenario"] = scn.name
     return Result(scn, pd.concat(per_year, ignore_index=True),
-                  pd.concat(per_hour, ignore_index=True), summary, cap_df)
+                  pd.concat(per_hour, ignore_index=True) if per_hour else pd.DataFrame(),
+                  summary, cap_df)
 
 
 def render_markdown(res: Result) -> str:
@@ -401,4 +471,7 @@ def render_markdown(res: Result) -> str:
     for r in res.capacity.itertuples():
         lines.append(f"| {r.workload} | {r.card} | {r.tp} | {r.precision} | "
                      f"{r.rps_per_card:.3f} |")
+    if res.analyses:
+        from sim.report.analysis import markdown
+        lines += ["", markdown(res.analyses).rstrip()]
     return "\n".join(lines) + "\n"
