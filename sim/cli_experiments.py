@@ -225,3 +225,36 @@ def flip_cmd(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
         return
     console.print(res.statement())
     console.print(f"results: {folder}")
+
+
+@app.command("optimize")
+def optimize_cmd(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
+                 cards: Annotated[Optional[str], typer.Option(
+                     help="candidate cards, comma-separated (default: every card the "
+                          "scenario's options buy)")] = None,
+                 unit: Annotated[int, typer.Option(help="cards per server bought")] = 8,
+                 margin: Annotated[float, typer.Option(
+                     help="demand margin of the first round")] = 0.05,
+                 out: OutOpt = None, as_json: JsonOpt = False,
+                 library: LibraryOpt = None) -> None:
+    """The cheapest purchase plan (MILP on a linearised fleet), checked by simulating it."""
+    import yaml
+
+    from sim.experiments.optimize import optimize
+
+    scn, lib, base = _load(scenario, library)
+    folder = _out(out, scenario, "optimize")
+    res = optimize(scn, cards=[c.strip() for c in cards.split(",")] if cards else None,
+                   unit=unit, margin=margin, base=base, library=lib)
+    _write_section({"optimize": res}, folder, "optimize", scn)
+    (folder / "optimised-option.yaml").write_text(
+        "# The optimiser's plan as a scenario option: paste it under `options:`.\n"
+        + yaml.safe_dump({"optimised": res.option}, sort_keys=False))
+    if as_json:
+        _emit(res.to_json(), True)
+        return
+    console.print(res.plan.to_string(index=False))
+    console.print(res.comparison.to_string(index=False))
+    for n in res.notes:
+        console.print(n)
+    console.print(f"results: {folder}")

@@ -288,6 +288,28 @@ def _resolve(base: Path, lib: Library, rel: str) -> Path:
     raise ConfigError(f"{rel}: not found next to the scenario or in the library folders")
 
 
+def finance_assumptions(scn: Scenario) -> FinanceAssumptions:
+    """The cost layer's assumptions from the scenario's finance section and site."""
+    site = scn.site.resolved()
+    return FinanceAssumptions(
+        discount_rate=scn.finance.discount_rate, depreciation_years=scn.finance.depreciation_years,
+        electricity_usd_per_kwh=site["electricity_usd_per_kwh"], pue=site["pue"],
+        colo_usd_per_kw_month=site["colo_usd_per_kw_month"],
+        server_multiplier=scn.finance.server_multiplier, network_share=scn.finance.network_share,
+        maintenance_fraction_per_year=scn.finance.maintenance_fraction_per_year,
+        unserved_penalty_usd_per_card_hour=scn.finance.unserved_penalty_usd_per_card_hour)
+
+
+def card_price_usd(scn: Scenario, lib: Library, card: str) -> float:
+    """The scenario's price for a card: an explicit purchase price in any option, else the
+    card override, else the library's GPU price midpoint."""
+    for o in scn.options.values():
+        for b in o.buy:
+            if b.card == card and b.price_usd is not None:
+                return b.price_usd
+    return _card_price(scn, lib, card, None)
+
+
 def run(scenario: Scenario | str | Path, library: Library | None = None,
         progress: Callable[[str], None] | None = None, *, base: Path | None = None,
         fleet_seed: int | None = None, detail: bool = True) -> Result:
@@ -304,14 +326,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     else:
         base = Path(base) if base is not None else Path.cwd()
         scn = scenario
-    site = scn.site.resolved()
-    fin = FinanceAssumptions(
-        discount_rate=scn.finance.discount_rate, depreciation_years=scn.finance.depreciation_years,
-        electricity_usd_per_kwh=site["electricity_usd_per_kwh"], pue=site["pue"],
-        colo_usd_per_kw_month=site["colo_usd_per_kw_month"],
-        server_multiplier=scn.finance.server_multiplier, network_share=scn.finance.network_share,
-        maintenance_fraction_per_year=scn.finance.maintenance_fraction_per_year,
-        unserved_penalty_usd_per_card_hour=scn.finance.unserved_penalty_usd_per_card_hour)
+    fin = finance_assumptions(scn)
 
     # ---- serving capacity per (workload, card) -----------------------------------------------
     serve_cards: dict[str, set[str]] = {w: set() for w in scn.workloads}

@@ -267,6 +267,8 @@ class Analysis(FleetsimModel):
     tornado: bool = False
     flip: tuple[Flip, ...] = ()
     sweep: dict[str, Annotated[tuple[float | str, ...], Field(min_length=1)]] = {}
+    optimize: bool = False
+    """Find the cheapest purchase plan (sim.experiments.optimize) and simulate it."""
 
 
 class Scenario(FleetsimModel):

@@ -48,6 +48,13 @@ def run_analyses(scn: Scenario, *, base: Path | None = None, library: Library | 
         t = time.perf_counter()
         res["sweep"] = sweep(scn, dict(a.sweep), **kw)
         seconds["sweep"] = time.perf_counter() - t
+    if a.optimize:
+        from sim.experiments.optimize import optimize
+
+        say("optimiser")
+        t = time.perf_counter()
+        res["optimize"] = optimize(scn, base=base, library=library)
+        seconds["optimize"] = time.perf_counter() - t
     if res:
         res["seconds"] = seconds
     return res

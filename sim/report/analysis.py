@@ -128,6 +128,18 @@ def context(analyses: dict) -> dict | None:
                         "bracket": f"{_num(f.bracket[0])} to {_num(f.bracket[1])}",
                         "value": "no flip in range" if f.value is None else _num(f.value),
                         "statement": f.statement()} for f in flips]
+    opt = analyses.get("optimize")
+    if opt is not None and hasattr(opt, "plan"):
+        out["optimize"] = {
+            "plan": [{"card": r.card, "cards": f"{r.cards:,}", "order": r.order_date,
+                      "needed": r.needed_by} for r in opt.plan.itertuples()],
+            "objective": _usd(opt.objective_usd), "simulated": _usd(opt.simulated["npv_usd"]),
+            "attainment": f"{opt.simulated['slo_attainment']:.2%}", "meets": opt.meets_slo,
+            "margin": f"{opt.margin:.0%}", "rounds": opt.rounds, "notes": list(opt.notes),
+            "comparison": [{"option": r.option, "npv": _usd(r.npv_usd),
+                            "slo": f"{r.slo_attainment:.2%}",
+                            "meets": "yes" if r.meets_slo else "no"}
+                           for r in opt.comparison.itertuples()]}
     sw = analyses.get("sweep")
     if isinstance(sw, pd.DataFrame) and len(sw):
         fixed = {"point", "option", "npv_usd", "total_cost_usd", "usd_per_m_tokens",
@@ -175,6 +187,19 @@ def markdown(analyses: dict) -> str:
         lines += [f"| {r['param']} | {r['a']} vs {r['b']} | {r['bracket']} | {r['value']} |"
                   for r in c["flip"]]
         lines += [""] + [f"- {r['statement']}" for r in c["flip"]] + [""]
+    if "optimize" in c:
+        o = c["optimize"]
+        lines += ["## Optimised purchase plan", "",
+                  f"Linearised cost {o['objective']}; simulated NPV {o['simulated']}, serving "
+                  f"{o['attainment']} of demand within the SLOs (margin {o['margin']}, "
+                  f"{o['rounds']} round(s)).", "", "| card | cards | order | needed by |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['card']} | {r['cards']} | {r['order']} | {r['needed']} |"
+                  for r in o["plan"]]
+        lines += ["", "| option | NPV | SLO attainment | meets SLOs |", "|---|---|---|---|"]
+        lines += [f"| {r['option']} | {r['npv']} | {r['slo']} | {r['meets']} |"
+                  for r in o["comparison"]]
+        lines += [f"- {n}" for n in o["notes"]] + [""]
     if "sweep" in c:
         lines += ["## Sweep", "", "| point | winner | NPV |", "|---|---|---|"]
         lines += [f"| {r['values']} | {r['winner']} | {r['npv']} |" for r in c["sweep"]["rows"]]
@@ -215,7 +240,7 @@ def _is_mc(v) -> bool:
 def to_json(analyses: dict) -> dict:
     out: dict = {}
     for k, v in analyses.items():
-        if _is_mc(v):
+        if _is_mc(v) or k == "optimize":
             out[k] = v.to_json()
         elif k == "flip":
             out[k] = [f.to_json() for f in v]
@@ -237,6 +262,9 @@ def frames(analyses: dict) -> dict[str, pd.DataFrame]:
             out["mc_sensitivity"] = v.sensitivity
         elif isinstance(v, pd.DataFrame):
             out[k] = _plain(v)
+        elif k == "optimize":
+            out["optimize_plan"] = v.plan
+            out["optimize_comparison"] = v.comparison
         elif k == "flip":
             grids = [f.grid.assign(param=f.param, option_a=f.options[0], option_b=f.options[1])
                      for f in v]
@@ -275,6 +303,8 @@ def write_results(analyses: dict, folder: Path, name: str) -> list[Path]:
 def _finite(o):
     import math
 
+    if isinstance(o, np.generic):
+        o = o.item()
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, dict):
