@@ -2,6 +2,10 @@
 
 `import sim` stays light: submodules load on first use, so a module such as the calibration
 runner (`python -m sim.calibrate.run`) works where only torch, numpy and pyyaml are installed.
+
+The notebook API, each loaded on first call: `sim.load_scenario(path)`, `sim.run(scenario)`
+(a `Result`: frames, `.summary`, `.plot.*` figures), `sim.with_overrides(scenario, {path:
+value})`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "pipeline", "calibrate", "cli")
+_SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "pipeline", "calibrate", "cli",
+               "report", "experiments")
 
 
 def run(scenario, library=None, progress=None):
@@ -19,6 +24,22 @@ def run(scenario, library=None, progress=None):
     from sim.pipeline import run as _run
 
     return _run(scenario, library, progress)
+
+
+def load_scenario(path, library=None):
+    """Parse, validate and resolve a scenario file (a str or a Path): a `Scenario`
+    (`sim.config.scenario.load_scenario`)."""
+    from sim.config.scenario import load_scenario as _load
+
+    return _load(path, library)
+
+
+def with_overrides(scenario, overrides, library=None):
+    """A copy of `scenario` with each YAML path set, e.g. `{"cards.mi300x.price_usd": 9000}`,
+    validated again: `sim.config.paths.with_overrides`."""
+    from sim.config.paths import with_overrides as _with
+
+    return _with(scenario, overrides, library)
 
 
 def __getattr__(name: str) -> Any:

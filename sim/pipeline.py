@@ -30,11 +30,12 @@ import pandas as pd
 
 from sim.config.library import Library
 from sim.config.loader import ConfigError
-from sim.config.scenario import Scenario, load_scenario
+from sim.config.scenario import SERVER_KW_PER_CARD_KW, Scenario, card_power_w, load_scenario
 from sim.cost.finance import FinanceAssumptions, SoftwareCost
 from sim.cost.fleet_cost import price_timeline
 from sim.fleet.timeline import (HOURS_PER_YEAR, Campaign, Demand, FleetOption, Lease, LeadTime,
-                                Purchase, Reliability, Reserved, Workload, simulate_fleet)
+                                FleetError, Purchase, Reliability, Reserved, Workload,
+                                simulate_fleet)
 from sim.perf.estimate import estimate
 from sim.perf.hardware import Hardware
 from sim.perf.memory import Layout
@@ -42,7 +43,7 @@ from sim.perf.offline import LengthMoments
 from sim.perf.precision import Precision, PrecisionError
 from sim.perf.training import TrainingLayout, training_throughput
 
-SERVER_POWER_PER_TDP = 10.2 / (8 * 0.7)  # DGX H100: 10.2 kW for 8 x 700 W GPUs (E4)
+SERVER_POWER_PER_TDP = SERVER_KW_PER_CARD_KW  # DGX H100: 10.2 kW for 8 x 700 W GPUs (E4)
 SLO_TOLERANCE = 0.99
 
 
@@ -156,6 +157,22 @@ def _hours_from(start: str, date: str | None) -> float:
     return max((parse(date) - parse(start)).days * 24.0, 0.0)
 
 
+def power_cap_factor(scn: Scenario, lib: Library, card: str, compute_share: float) -> float:
+    """Throughput kept by a power-capped card: the compute-bound share of its time slows with
+    the clock, f ~ (P / TDP)^(1/3) (dynamic power ~ f V^2 with V ~ f); the memory-bound rest is
+    taken as unchanged. `compute_share`: prefill's share of serving time, 1 for training.
+    Assumed physics, not a measurement (reference-data G7 gives the B200's 700 W set point
+    but no throughput at it)."""
+    tdp = lib.card(card).power.tdp_w
+    ov = scn.cards.get(card)
+    tdp = float(((ov.model_extra or {}).get("tdp_w") if ov is not None else None) or tdp)
+    p = card_power_w(scn, tdp, card)
+    if p >= tdp:
+        return 1.0
+    share = min(max(compute_share or 0.0, 0.0), 1.0)
+    return 1.0 / ((1.0 - share) + share / (p / tdp) ** (1.0 / 3.0))
+
+
 def _card_value(scn: Scenario, card: str, key: str, default):
     """A card override of the scenario (`cards.<card>.<key>`), else `default`."""
     ov = scn.cards.get(card)
@@ -235,7 +252,7 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
     prec = _precision_for(hw, w.precision)
     files = [lib.path("card", card), lib.path("model", w.model)]
     if w.traffic.trace:
-        trace = _resolve(base, lib, w.traffic.trace)
+        trace = _resolve(base, lib, w.traffic.trace, allow_outside=True)  # run() checked it
         lengths = EmpiricalLengths.from_trace(trace)
         moments = LengthMoments(float(lengths.input_tokens.mean()),
                                 float(lengths.output_tokens.mean()),
@@ -274,18 +291,29 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
             "input_tokens": moments.isl, "output_tokens": moments.osl}
 
 
-def _resolve(base: Path, lib: Library, rel: str) -> Path:
-    """A relative path: the scenario's folder, then the library folders; nothing else."""
+def _resolve(base: Path, lib: Library, rel: str, allow_outside: bool = False) -> Path:
+    """A path named in a scenario (a trace): relative to the scenario's folder, then to each
+    library folder. The file it reaches (symbolic links followed) must lie inside the scenario's
+    folder or a library folder; absolute paths and `..` that escape them are refused unless
+    `allow_outside` (`fleetsim run --allow-outside-paths`)."""
     p = Path(rel)
-    if p.is_absolute():
-        if p.is_file():
-            return p
-        raise ConfigError(f"{rel}: cannot read (No such file or directory)")
-    for root in (base, *lib.roots):
+    roots = [Path(r).resolve() for r in (base, *lib.roots)]
+    hint = "; pass --allow-outside-paths (allow_outside_paths=True) to allow it"
+    if p.is_absolute() and not allow_outside:
+        raise ConfigError(f"'{rel}' is an absolute path: give it relative to the scenario's "
+                          f"folder{hint}")
+    outside = None
+    for root in ([Path("/")] if p.is_absolute() else roots):
         cand = (root / p).resolve()
-        if cand.is_file():
+        if not cand.is_file():
+            continue
+        if allow_outside or any(cand.is_relative_to(r) for r in roots):
             return cand
-    raise ConfigError(f"{rel}: not found next to the scenario or in the library folders")
+        outside = outside or cand
+    if outside is not None:
+        raise ConfigError(f"'{rel}' leads outside the scenario's folder and the library "
+                          f"folders (to {outside}){hint}")
+    raise ConfigError(f"'{rel}': not found next to the scenario or in the library folders")
 
 
 def finance_assumptions(scn: Scenario) -> FinanceAssumptions:
@@ -312,12 +340,15 @@ def card_price_usd(scn: Scenario, lib: Library, card: str) -> float:
 
 def run(scenario: Scenario | str | Path, library: Library | None = None,
         progress: Callable[[str], None] | None = None, *, base: Path | None = None,
-        fleet_seed: int | None = None, detail: bool = True) -> Result:
+        fleet_seed: int | None = None, detail: bool = True,
+        allow_outside_paths: bool = False) -> Result:
     """Run every layer. `base`: the folder relative paths in a `Scenario` object are resolved
     from (a path's own folder when given a path; else the working directory). `fleet_seed`:
     the seed of the fleet's random streams (failures, lead times; default the scenario's seed;
     Monte Carlo draws pass their own). `detail=False` skips the hourly frame and the report
-    extras (experiments need only the summary and per-year frames)."""
+    extras (experiments need only the summary and per-year frames). `allow_outside_paths`:
+    accept trace paths that are absolute or lead outside the scenario's folder and the library
+    folders (refused by default)."""
     lib = library or Library.default()
     say = progress or (lambda msg: None)
     if isinstance(scenario, (str, Path)):
@@ -326,6 +357,13 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     else:
         base = Path(base) if base is not None else Path.cwd()
         scn = scenario
+    where = str(scenario) if isinstance(scenario, (str, Path)) else f"scenario '{scn.name}'"
+    for wname, w in scn.workloads.items():  # path rules first: nothing outside is read
+        if w.traffic.trace:
+            try:
+                _resolve(base, lib, w.traffic.trace, allow_outside_paths)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: workloads.{wname}.traffic.trace: {exc}") from None
     fin = finance_assumptions(scn)
 
     # ---- serving capacity per (workload, card) -----------------------------------------------
@@ -340,7 +378,8 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     caps = [_capacity(scn, lib, w, c, base, say) for w in scn.workloads
             for c in sorted(serve_cards[w])]
     for c in caps:
-        c["efficiency"] = scn.efficiency.get(c["card"], 1.0)
+        c["efficiency"] = scn.efficiency.get(c["card"], 1.0) * power_cap_factor(
+            scn, lib, c["card"], c["prefill_time_fraction"])
         c["rps_per_card"] = c["rps_per_card"] * c["efficiency"]
     cap_df = pd.DataFrame(caps)
 
@@ -349,7 +388,8 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     camps: list[Campaign] = []
     for tname, t in scn.training.items():
         tok_s = _training_speed(lib, t.card, t.model, t.cards or 64)
-        card_hours = t.tokens / (tok_s * scn.efficiency.get(t.card, 1.0)) / 3600.0
+        card_hours = t.tokens / (tok_s * scn.efficiency.get(t.card, 1.0)
+                                 * power_cap_factor(scn, lib, t.card, 1.0)) / 3600.0
         start = _hours_from(scn.start, t.start)
         step = (t.every_months or 0) * HOURS_PER_YEAR / 12
         k = 0
@@ -365,7 +405,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     for oname, o in scn.options.items():
         say(f"fleet and cost: {oname}")
         cards_here = {b.card for b in (*o.buy, *o.lease, *o.reserve)}
-        power = {c: _card_value(scn, c, "tdp_w", lib.card(c).power.tdp_w) / 1000
+        power = {c: card_power_w(scn, lib.card(c).power.tdp_w, c) / 1000
                  * SERVER_POWER_PER_TDP for c in cards_here}
         buys = []
         prices = {}
@@ -411,12 +451,18 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                           site_power_cap_kw=scn.site.power_cap_mw * 1000
                           if scn.site.power_cap_mw else None)
         opt_camps = [c for c in camps if c.card in cards_here]
-        tl = simulate_fleet(opt, workloads, opt_camps, scn.horizon_years,
-                            seed=scn.seed if fleet_seed is None else fleet_seed)
+        try:
+            tl = simulate_fleet(opt, workloads, opt_camps, scn.horizon_years,
+                                seed=scn.seed if fleet_seed is None else fleet_seed)
+        except FleetError as exc:  # a user error found only now: located like the others
+            raise ConfigError(f"{where}: {exc}") from None
         sw = SoftwareCost(porting_engineer_years=o.software.porting_engineer_years,
                           ongoing_engineers=o.software.ongoing_engineers,
                           usd_per_engineer_year=o.software.usd_per_engineer_year)
-        cost = price_timeline(tl, opt, workloads, prices, fin, sw)
+        try:
+            cost = price_timeline(tl, opt, workloads, prices, fin, sw)
+        except ValueError as exc:  # the cost layer's user errors (e.g. unpriced unserved demand)
+            raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
         demand = sum(tl.demand_rps[w.name].sum() for w in workloads)
         served = sum((tl.served_rps[w.name] + tl.rented_rps[w.name]).sum() for w in workloads)
         owned_h = sum(d["owned"].sum() for d in tl.per_card.values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 Provenance = Literal["vendor", "mlperf", "independent", "analyst", "derived", "assumed", "secondary"]
 """Provenance tags (reference-data.md): vendor [V], mlperf [M], independent [I], analyst [A],
@@ -29,15 +29,37 @@ def _date_to_str(v: object) -> object:
     return v
 
 
-DateStr = Annotated[str, BeforeValidator(_date_to_str), Field(pattern=r"^\d{4}(-\d{2}){0,2}$")]
+def _real_date(v: str) -> str:
+    """YYYY[-MM[-DD]] that names a real calendar day (no month 13, no February 30, no year 0)."""
+    parts = [int(x) for x in v.split("-")] + [1, 1]
+    try:
+        _dt.date(parts[0], parts[1], parts[2])
+    except ValueError as exc:
+        raise ValueError(f"{v!r} is not a real date ({exc})") from None
+    return v
+
+
+DateStr = Annotated[str, BeforeValidator(_date_to_str), Field(pattern=r"^\d{4}(-\d{2}){0,2}$"),
+                    AfterValidator(_real_date)]
 """A date as YYYY, YYYY-MM or YYYY-MM-DD."""
-MonthStr = Annotated[str, BeforeValidator(_date_to_str), Field(pattern=r"^\d{4}(-\d{2})?$")]
+MonthStr = Annotated[str, BeforeValidator(_date_to_str), Field(pattern=r"^\d{4}(-\d{2})?$"),
+                     AfterValidator(_real_date)]
 """A date as YYYY or YYYY-MM."""
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def html_repr(kind: str, obj: object) -> str:
+    """Jupyter's rich display of a config object (`_repr_html_`), built by `sim.report.repr`.
+
+    The report layer is loaded by name at display time, so importing sim.config never pulls it
+    in and the layers still import only leftwards."""
+    import importlib
+
+    return importlib.import_module("sim.report.repr").render(kind, obj)
 
 
 class FleetsimModel(BaseModel):

@@ -13,6 +13,7 @@ from sim.config.base import (
     PositiveInt,
     Sourced,
     WithSources,
+    html_repr,
 )
 
 Precision = Literal["bf16", "fp16", "fp8", "fp4", "int8"]
@@ -79,6 +80,8 @@ class HostBus(Sourced):
 class Power(Sourced):
     tdp_w: PositiveFloat
     configurable_min_w: PositiveFloat | None = None
+    cooling: Literal["air", "liquid"] | None = None
+    """`liquid`: the part needs liquid cooling (a site without it cannot host it)."""
     note: str | None = None
 
 
@@ -127,3 +130,6 @@ class CardSpec(WithSources):
 
     def supports(self, precision: str) -> bool:
         return self.compute.peak_tflops(precision) is not None
+
+    def _repr_html_(self) -> str:
+        return html_repr("card", self)

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from sim.config.base import FleetsimModel, PositiveFloat, PositiveInt, Sourced, WithSources
+from sim.config.base import (FleetsimModel, PositiveFloat, PositiveInt, Sourced, WithSources,
+                             html_repr)
 
 
 class MlaSpec(FleetsimModel):
@@ -100,3 +101,6 @@ class ModelSpec(WithSources):
     @property
     def is_moe(self) -> bool:
         return self.architecture.moe is not None
+
+    def _repr_html_(self) -> str:
+        return html_repr("model", self)

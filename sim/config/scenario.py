@@ -23,6 +23,10 @@ from sim.config.library import Library
 from sim.config.loader import ConfigError, read_yaml, validate
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
+MAX_CARDS = 1_000_000
+"""Most cards one purchase, lease, reservation or campaign may name: beyond any real fleet, and
+far below what would exhaust memory (the fleet draws per-card infant failures)."""
+CardCount = Annotated[int, Field(ge=0, le=MAX_CARDS)]
 
 SITE_PRESETS: dict[str, dict[str, float | str]] = {
     # reference-data E1 (EIA 2024 US industrial 8.15¢), E2 (modern AI DC PUE 1.2, F), E3 (CBRE
@@ -48,6 +52,11 @@ class Site(FleetsimModel):
     pue: Annotated[float, Field(ge=1.0, le=3.0)] | None = None
     colo_usd_per_kw_month: NonNegativeFloat | None = None
     power_cap_mw: PositiveFloat | None = None
+    rack_kw: PositiveFloat | None = None
+    """Power one rack can take (kW): an 8-card server drawing more cannot be installed
+    (reference-data E3: most racks below 8-10 kW, few above 30 kW; GB300 NVL72 135 kW)."""
+    liquid_cooling: bool = True
+    """Whether the site can host liquid-cooled parts (GB200 NVL72, MI355X)."""
 
     def resolved(self) -> dict[str, float]:
         base = dict(SITE_PRESETS[self.preset]) if self.preset else {}
@@ -115,10 +124,10 @@ class TrainingCampaign(FleetsimModel):
     model: str
     tokens: PositiveFloat
     card: str
-    cards: Annotated[int, Field(gt=0)] | None = None
+    cards: Annotated[int, Field(gt=0, le=MAX_CARDS)] | None = None
     deadline_days: PositiveFloat | None = None
     start: DateStr | None = None
-    every_months: PositiveFloat | None = None
+    every_months: Annotated[float, Field(ge=0.25)] | None = None
     priority: int = 0
 
     @model_validator(mode="after")
@@ -131,7 +140,7 @@ class TrainingCampaign(FleetsimModel):
 
 class Buy(FleetsimModel):
     card: str
-    count: NonNegativeInt
+    count: CardCount
     at: DateStr
     lead_time_weeks: tuple[NonNegativeFloat, NonNegativeFloat] | NonNegativeFloat = 0.0
     price_usd: PositiveFloat | None = None
@@ -140,7 +149,7 @@ class Buy(FleetsimModel):
 
 class LeaseSpec(FleetsimModel):
     card: str
-    count: NonNegativeInt
+    count: CardCount
     at: DateStr
     term_years: PositiveFloat
     usd_per_card_month: NonNegativeFloat
@@ -148,7 +157,7 @@ class LeaseSpec(FleetsimModel):
 
 class ReservedSpec(FleetsimModel):
     card: str
-    count: NonNegativeInt
+    count: CardCount
     at: DateStr
     term_years: Literal[1, 3]
     usd_per_card_hour: NonNegativeFloat
@@ -274,7 +283,7 @@ class Analysis(FleetsimModel):
 class Scenario(FleetsimModel):
     name: str
     start: DateStr
-    horizon_years: Annotated[float, Field(gt=0, le=10)]
+    horizon_years: Annotated[float, Field(ge=0.01, le=10)]
     seed: NonNegativeInt = 0
     site: Site = Site()
     finance: Finance = Finance()
@@ -343,6 +352,7 @@ def check_references(scn: Scenario, library: Library, where: str) -> None:
         need(f"models.{mid}", "model", mid)
     for cid in scn.efficiency:
         need(f"efficiency.{cid}", "card", cid)
+    _check_site(scn, library, where)
     _check_experiment_paths(scn, library, where)
 
 
@@ -389,7 +399,52 @@ def _check_experiment_paths(scn: Scenario, library: Library, where: str) -> None
             try_path(f"analysis.sweep.{path}", path, v)
 
 
-CARD_OVERRIDES = ("price_usd", "tdp_w", "rent_usd_per_hour", "lead_time_weeks")
+CARD_OVERRIDES = ("price_usd", "tdp_w", "power_cap_w", "rent_usd_per_hour", "lead_time_weeks")
+SERVER_KW_PER_CARD_KW = 10.2 / (8 * 0.7)
+"""Server power per card as a multiple of the card's power: DGX H100, 10.2 kW for 8 x 700 W
+GPUs (reference-data E4)."""
+CARDS_PER_SERVER = 8
+
+
+def card_power_w(scn: "Scenario", card_tdp_w: float, card: str) -> float:
+    """The power a card runs at in this scenario: its power cap (`cards.<id>.power_cap_w`), else
+    a TDP override, else the library's TDP."""
+    ov = scn.cards.get(card)
+    extra = (ov.model_extra or {}) if ov is not None else {}
+    return float(extra.get("power_cap_w") or extra.get("tdp_w") or card_tdp_w)
+
+
+def _check_site(scn: "Scenario", library: Library, where: str) -> None:
+    """Liquid-cooled parts need a site with liquid cooling; an 8-card server must fit a rack;
+    a power cap lies between the card's configurable minimum and its TDP."""
+    for cid, ov in scn.cards.items():
+        cap = (ov.model_extra or {}).get("power_cap_w")
+        if cap is None:
+            continue
+        p = library.card(cid).power
+        tdp = float((ov.model_extra or {}).get("tdp_w") or p.tdp_w)
+        lo = p.configurable_min_w or 0.3 * p.tdp_w
+        if not lo <= cap <= tdp:
+            raise ConfigError(f"{where}: cards.{cid}.power_cap_w: {cap:g} W is outside the card's "
+                              f"range {lo:g}-{tdp:g} W")
+    for oname, o in scn.options.items():
+        for kind_name, items in (("buy", o.buy), ("lease", o.lease), ("reserve", o.reserve)):
+            if kind_name == "reserve":
+                continue  # cloud capacity: not on this site
+            for i, b in enumerate(items):
+                spec = library.card(b.card)
+                path = f"options.{oname}.{kind_name}[{i}].card"
+                if spec.power.cooling == "liquid" and not scn.site.liquid_cooling:
+                    raise ConfigError(f"{where}: {path}: {b.card} needs liquid cooling and the "
+                                      "site has none (site.liquid_cooling: false)")
+                if scn.site.rack_kw is not None:
+                    server_kw = (card_power_w(scn, spec.power.tdp_w, b.card) / 1000
+                                 * SERVER_KW_PER_CARD_KW * CARDS_PER_SERVER)
+                    if server_kw > scn.site.rack_kw:
+                        raise ConfigError(
+                            f"{where}: {path}: an {CARDS_PER_SERVER}-card {b.card} server draws "
+                            f"{server_kw:.1f} kW, more than site.rack_kw ({scn.site.rack_kw:g} "
+                            f"kW); cap its power (cards.{b.card}.power_cap_w) or raise rack_kw")
 
 
 def _check_override_fields(where: str, path: str, ov: Override, allowed: tuple[str, ...]):

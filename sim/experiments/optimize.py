@@ -140,7 +140,8 @@ def _probe(scn: Scenario, cards: list[str], lib: Library, base: Path | None):
 def _card_cost_pv(scn: Scenario, lib: Library, fin, card: str, year: int, price: float,
                   lead_years: float, life_years: float, horizon: float) -> tuple[float, float]:
     """(order time, present cost) of one card arriving by the start of `year`."""
-    from sim.pipeline import SERVER_POWER_PER_TDP, _card_value
+    from sim.config.scenario import card_power_w
+    from sim.pipeline import SERVER_POWER_PER_TDP
 
     order = max(0.0, year - lead_years)
     deliver = order + lead_years
@@ -152,7 +153,7 @@ def _card_cost_pv(scn: Scenario, lib: Library, fin, card: str, year: int, price:
     hours = int(round(horizon * HOURS_PER_YEAR))
     h = np.arange(hours) / HOURS_PER_YEAR
     owned = (h >= deliver) & (h < deliver + life_years)
-    kw = _card_value(scn, card, "tdp_w", lib.card(card).power.tdp_w) / 1000 * SERVER_POWER_PER_TDP
+    kw = card_power_w(scn, lib.card(card).power.tdp_w, card) / 1000 * SERVER_POWER_PER_TDP
     op = opex_hourly([p], fin, it_power_kw=owned * kw * SERVING_POWER_FRACTION,
                      provisioned_kw=owned * kw)
     return order, npv(flows, fin.discount_rate) + npv(op, fin.discount_rate)

@@ -1,16 +1,25 @@
-"""The report's plots: PNG bytes from a `Result`'s frames (matplotlib Agg, no pyplot).
+"""The report's plots and the notebook figures (matplotlib, no pyplot).
 
-Every figure is built on a bare `matplotlib.figure.Figure` inside `matplotlib.rc_context(RC)`,
-so nothing global changes and no figure is left open. PNGs are saved without the `Software`
-metadata key, which makes the bytes depend only on the data (and the matplotlib version).
-Option names are drawn as plain text (`text.parse_math` off: a `$` in a name is not TeX) and
-shortened to `LABEL_CHARS` characters; the tables carry the full names.
+Every figure is built on a bare `matplotlib.figure.Figure` (a `NotebookFigure`, which shows
+itself in Jupyter) inside `matplotlib.rc_context(RC)`, so nothing global changes and no figure is
+left open. `*_figure` functions return the Figure; the report's names without the suffix
+(`cost_per_year`, `usd_per_m_tokens`, `demand_vs_served`, `utilisation`, `slo_attainment`)
+return PNG bytes. PNGs are saved without the `Software` metadata key, which makes the bytes
+depend only on the data (and the matplotlib version). Option names are drawn as plain text
+(`text.parse_math` off: a `$` in a name is not TeX) and shortened to `LABEL_CHARS` characters;
+the tables carry the full names.
+
+Notebook figures beyond the report: `capacity_vs_demand_figure` (a `Result`), `latency_cdf`
+and `serve_timeline` (a `sim.serving` `ServeResult`), `capacity_curve` (a
+`sim.serving.capacity.capacity_curve` frame), `tornado` (an experiments tornado frame), and
+`ResultPlots`, the `Result.plot` accessor.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 
 import matplotlib
 import matplotlib.dates as mdates
@@ -62,10 +71,20 @@ def short(name: str, n: int = LABEL_CHARS) -> str:
 
 
 def to_png(fig: Figure) -> bytes:
-    """PNG bytes of `fig`, without the Software key so the bytes are reproducible."""
+    """PNG bytes of `fig`, without the Software key so the bytes are reproducible (saved under
+    `RC`, which sets the resolution and the style of tick labels drawn at save time)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    with matplotlib.rc_context(RC):
+        fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
+
+
+class NotebookFigure(Figure):
+    """A matplotlib `Figure` that shows itself in Jupyter as the report's PNG (`_repr_png_`), so
+    a figure returned by `Result.plot.*` displays without pyplot or `%matplotlib inline`."""
+
+    def _repr_png_(self) -> bytes:
+        return to_png(self)
 
 
 def usd_scale(max_abs_usd: float) -> tuple[str, float]:
@@ -79,7 +98,7 @@ def usd_scale(max_abs_usd: float) -> tuple[str, float]:
 def _grid(n: int, row_height_in: float, sharey: bool = True):
     ncols = 1 if n == 1 else 2
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(WIDTH_IN, row_height_in * nrows + 0.9), layout="constrained")
+    fig = NotebookFigure(figsize=(WIDTH_IN, row_height_in * nrows + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, sharey=sharey, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -121,7 +140,7 @@ def _figure_legend(fig: Figure, handles, labels, ncol: int):
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
 
 
-def cost_per_year(per_year: pd.DataFrame, options: list[str]) -> bytes:
+def cost_per_year_figure(per_year: pd.DataFrame, options: list[str]) -> Figure:
     """Stacked bars of each year's cost by category, one panel per option (same y axis)."""
     with matplotlib.rc_context(RC):
         cats = [c for c in COST_CATEGORIES if c[0] in per_year and per_year[c[0]].abs().sum() > 0]
@@ -147,10 +166,10 @@ def cost_per_year(per_year: pd.DataFrame, options: list[str]) -> bytes:
             ax.set_title(short(opt))
             ax.set_ylabel(f"cost ({unit} per year)")
         _figure_legend(fig, list(handles.values()), list(handles), ncol=3)
-        return to_png(fig)
+        return fig
 
 
-def usd_per_m_tokens(summary: dict, options: list[str]) -> bytes | None:
+def usd_per_m_tokens_figure(summary: dict, options: list[str]) -> Figure | None:
     """Horizontal bars: $ per million tokens (all, input, output) per option; None if no tokens."""
     keys = (("usd_per_m_tokens", "all tokens", "#0072B2"),
             ("usd_per_m_input_tokens", "input tokens", "#56B4E9"),
@@ -160,7 +179,7 @@ def usd_per_m_tokens(summary: dict, options: list[str]) -> bytes | None:
         return None
     with matplotlib.rc_context(RC):
         n = len(options)
-        fig = Figure(figsize=(WIDTH_IN, 1.0 + 0.75 * n + 0.6), layout="constrained")
+        fig = NotebookFigure(figsize=(WIDTH_IN, 1.0 + 0.75 * n + 0.6), layout="constrained")
         ax = fig.subplots()
         h = 0.26
         top = max(v for vs in vals.values() for v in vs if v is not None)
@@ -177,14 +196,26 @@ def usd_per_m_tokens(summary: dict, options: list[str]) -> bytes | None:
         ax.set_xlabel("$ per million tokens (levelised over the horizon)")
         ax.grid(axis="y", visible=False)
         _figure_legend(fig, *ax.get_legend_handles_labels(), ncol=3)
-        return to_png(fig)
+        return fig
+
+
+def cost_per_year(per_year: pd.DataFrame, options: list[str]) -> bytes:
+    """`cost_per_year_figure` as PNG bytes (the report's image)."""
+    return to_png(cost_per_year_figure(per_year, options))
+
+
+def usd_per_m_tokens(summary: dict, options: list[str]) -> bytes | None:
+    """`usd_per_m_tokens_figure` as PNG bytes; None if no option served tokens."""
+    fig = usd_per_m_tokens_figure(summary, options)
+    return None if fig is None else to_png(fig)
 
 
 def _workloads(per_hour: pd.DataFrame) -> list[str]:
     return sorted(c[: -len(".demand_rps")] for c in per_hour.columns if c.endswith(".demand_rps"))
 
 
-def demand_vs_served(per_hour: pd.DataFrame, options: list[str], start: str) -> bytes | None:
+def demand_vs_served_figure(per_hour: pd.DataFrame, options: list[str],
+                            start: str) -> Figure | None:
     """Per option: demand (line) and how it was met (stacked: owned cards, rented, unserved),
     requests/s summed over workloads, period means. None without inference workloads."""
     wls = _workloads(per_hour)
@@ -213,7 +244,13 @@ def demand_vs_served(per_hour: pd.DataFrame, options: list[str], start: str) -> 
             ax.set_title(short(opt))
             ax.set_ylabel(f"requests/s ({PERIOD[days]} mean)")
         _figure_legend(fig, list(handles.values()), list(handles), ncol=4)
-        return to_png(fig)
+        return fig
+
+
+def demand_vs_served(per_hour: pd.DataFrame, options: list[str], start: str) -> bytes | None:
+    """`demand_vs_served_figure` as PNG bytes; None without inference workloads."""
+    fig = demand_vs_served_figure(per_hour, options, start)
+    return None if fig is None else to_png(fig)
 
 
 def awaiting_delivery(scenario, option: str, hours: np.ndarray, arrived: dict[str, np.ndarray]
@@ -254,7 +291,8 @@ def card_states(per_hour: pd.DataFrame, scenario, option: str, days: int) -> pd.
     return period_mean(pd.DataFrame(cols), [k for k, _, _ in CARD_STATES], days)
 
 
-def utilisation(per_hour: pd.DataFrame, scenario, options: list[str], start: str) -> bytes:
+def utilisation_figure(per_hour: pd.DataFrame, scenario, options: list[str],
+                       start: str) -> Figure:
     """Per option: cards by state over time (stacked, period means); only states present."""
     t0, days = start_date(start), bucket_days(per_hour)
     states = {o: card_states(per_hour, scenario, o, days) for o in options}
@@ -274,11 +312,16 @@ def utilisation(per_hour: pd.DataFrame, scenario, options: list[str], start: str
             ax.set_title(short(opt))
             ax.set_ylabel(f"cards ({PERIOD[days]} mean)")
         _figure_legend(fig, list(handles.values()), list(handles), ncol=4)
-        return to_png(fig)
+        return fig
 
 
-def slo_attainment(per_hour: pd.DataFrame, options: list[str], start: str,
-                   tolerance: float) -> bytes | None:
+def utilisation(per_hour: pd.DataFrame, scenario, options: list[str], start: str) -> bytes:
+    """`utilisation_figure` as PNG bytes."""
+    return to_png(utilisation_figure(per_hour, scenario, options, start))
+
+
+def slo_attainment_figure(per_hour: pd.DataFrame, options: list[str], start: str,
+                          tolerance: float) -> Figure | None:
     """Share of demand served within the SLOs (own or rented cards), per month, per option."""
     wls = _workloads(per_hour)
     if not wls:
@@ -286,7 +329,7 @@ def slo_attainment(per_hour: pd.DataFrame, options: list[str], start: str,
     t0 = start_date(start)
     month_h = HOURS_PER_YEAR / 12
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(WIDTH_IN, 3.6), layout="constrained")
+        fig = NotebookFigure(figsize=(WIDTH_IN, 3.6), layout="constrained")
         ax = fig.subplots()
         lowest = 1.0
         for i, opt in enumerate(options):
@@ -309,4 +352,362 @@ def slo_attainment(per_hour: pd.DataFrame, options: list[str], start: str,
         ax.set_ylim(min(lowest * 100, tolerance * 100) - 2, 100.8)
         ax.set_ylabel("demand served within SLOs (%)")
         _figure_legend(fig, *ax.get_legend_handles_labels(), ncol=min(len(options) + 1, 4))
-        return to_png(fig)
+        return fig
+
+
+def slo_attainment(per_hour: pd.DataFrame, options: list[str], start: str,
+                   tolerance: float) -> bytes | None:
+    """`slo_attainment_figure` as PNG bytes; None without inference workloads."""
+    fig = slo_attainment_figure(per_hour, options, start, tolerance)
+    return None if fig is None else to_png(fig)
+
+
+# ---- notebook figures ------------------------------------------------------------------------
+
+LINE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+                "#000000")
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def serving_cards(scenario, option: str) -> list[str]:
+    """The cards that may serve inference in `option`, as the pipeline decides: its `serve_on`
+    (else every card it holds), plus, under the elastic policy, the training cards it holds."""
+    spec = scenario.options[option]
+    held = {b.card for b in (*spec.buy, *spec.lease, *spec.reserve)}
+    cards = set(spec.serve_on) or set(held)
+    if spec.policy == "elastic":
+        cards |= {t.card for t in scenario.training.values()} & held
+    return sorted(cards)
+
+
+def capacity_vs_demand_figure(per_hour: pd.DataFrame, capacity: pd.DataFrame, scenario,
+                              options: list[str], start: str) -> Figure | None:
+    """Per option: demand (requests/s, summed over workloads) against the capacity of the
+    option's serving cards at the SLOs, period means. Capacity counts the cards serving or idle
+    (not training, failed, spare or unpowered) times each card's max rate at the SLOs
+    (`Result.capacity`), at the period's demand mix: cards / sum_w(share_w / rate_w,card).
+    Rented cards are not counted in the capacity; the demand they served shows as a band.
+    None without inference workloads."""
+    wls = _workloads(per_hour)
+    if not wls:
+        return None
+    t0, days = start_date(start), bucket_days(per_hour)
+    with matplotlib.rc_context(RC):
+        fig, axes = _grid(len(options), 2.9, sharey=False)
+        handles = {}
+        for ax, opt in zip(axes, options):
+            ph = per_hour[per_hour.option == opt]
+            cols: dict[str, object] = {"hour": ph["hour"]}
+            for w in wls:
+                for k in ("demand", "served", "rented"):
+                    cols[f"{w}.{k}"] = ph[f"{w}.{k}_rps"].fillna(0.0)
+            cards = [c for c in serving_cards(scenario, opt) if f"{c}.owned" in ph]
+            for c in cards:
+                cols[c] = sum(ph[f"{c}.{k}"].fillna(0.0) for k in
+                              ("serving", "idle", "reserved_serving", "reserved_idle")
+                              if f"{c}.{k}" in ph)
+            d = period_mean(pd.DataFrame(cols), [k for k in cols if k != "hour"], days)
+            demand = sum(d[f"{w}.demand"] for w in wls)
+            rented = sum(d[f"{w}.rented"] for w in wls)
+            share = {w: d[f"{w}.demand"] / demand.where(demand > 0, 1.0) for w in wls}
+            cap = np.zeros(len(d))
+            for c in cards:
+                per_req = np.zeros(len(d))  # card-seconds per request at the period's mix
+                for w in wls:
+                    row = capacity[(capacity.workload == w) & (capacity.card == c)]
+                    rate = float(row.rps_per_card.iloc[0]) if len(row) else 0.0
+                    per_req += np.where(share[w] > 0, share[w] / max(rate, 1e-12), 0.0)
+                cap += np.where(per_req > 0, d[c].to_numpy() / np.maximum(per_req, 1e-300), 0.0)
+            x = _date_axis(ax, d.index.to_numpy(), t0)
+            handles["capacity of own serving cards at the SLOs"] = ax.plot(
+                x, cap, color=FLOW_COLOURS["served"], linewidth=1.6)[0]
+            handles["demand"] = ax.plot(x, demand.to_numpy(), color="black", linewidth=1.1)[0]
+            if float(rented.sum()) > 0:
+                handles["served by rented cards"] = ax.fill_between(
+                    x, 0, rented.to_numpy(), color=FLOW_COLOURS["rented"], alpha=0.5,
+                    linewidth=0)
+            ax.set_ylim(bottom=0)
+            ax.set_title(short(opt))
+            ax.set_ylabel(f"requests/s ({PERIOD[days]} mean)")
+        _figure_legend(fig, list(handles.values()), list(handles), ncol=3)
+        return fig
+
+
+def _log_axis(ax, which: str = "x", lo: float | None = None, hi: float | None = None) -> None:
+    """A log scale labelled with plain numbers (mathtext is off in `RC`, so the default
+    10^k labels would print as TeX source); ticks at 1-2-5 when the data (`lo`..`hi`) span
+    less than a factor of 30, else at powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    narrow = lo is not None and hi is not None and lo > 0 and hi / lo < 30
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.10g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _runs(results) -> dict[str, object]:
+    if isinstance(results, Mapping):
+        if not results:
+            raise ValueError("no serving results to plot")
+        return {str(k): v for k, v in results.items()}
+    return {"": results}
+
+
+def _slo_ms(slo, name: str) -> float | None:
+    if slo is None:
+        return None
+    if isinstance(slo, Mapping):
+        return slo.get(name)
+    return getattr(slo, name, None)
+
+
+def latency_cdf(results, slo=None) -> Figure:
+    """Empirical CDFs of TTFT, TPOT and end-to-end latency (ms, log axis) of a serving run: a
+    `ServeResult` or a mapping {label: ServeResult} to compare runs. p99 is marked on each curve
+    and the SLOs (`slo`: a `sim.serving.metrics.Slo`, or a dict with ttft_ms/tpot_ms) are drawn.
+    Latencies follow vLLM's benchmark definitions (`sim.serving.metrics.per_request`)."""
+    from sim.serving.metrics import per_request
+
+    runs = _runs(results)
+    panels = (("ttft_s", "time to first token", "ttft_ms"),
+              ("tpot_s", "time per output token", "tpot_ms"),
+              ("e2e_s", "end-to-end latency", None))
+    with matplotlib.rc_context(RC):
+        fig = NotebookFigure(figsize=(WIDTH_IN, 3.6), layout="constrained")
+        axes = fig.subplots(1, 3, sharey=True)
+        for i, (label, res) in enumerate(runs.items()):
+            df = per_request(res)
+            colour, style = LINE_COLOURS[i % len(LINE_COLOURS)], LINE_STYLES[i % 4]
+            for ax, (col, _, _) in zip(axes, panels):
+                x = np.sort(df[col].dropna().to_numpy() * 1e3)
+                if not len(x):
+                    continue
+                y = np.arange(1, len(x) + 1) / len(x)
+                ax.step(x, y, where="post", color=colour, linestyle=style, linewidth=1.4,
+                        label=short(label) if label else None)
+                ax.plot([np.percentile(x, 99)], [0.99], "o", color=colour, markersize=4)
+        for ax, (col, title, slo_key) in zip(axes, panels):
+            ax.set_title(title)
+            ax.set_xlabel("ms (log scale)")
+            if ax.lines:
+                lo = min(float(np.min(line.get_xdata())) for line in ax.lines)
+                hi = max(float(np.max(line.get_xdata())) for line in ax.lines)
+                if lo > 0:
+                    _log_axis(ax, "x", lo, hi)
+            ax.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
+            limit = _slo_ms(slo, slo_key) if slo_key else None
+            if limit is not None:
+                ax.axvline(limit, color="#D55E00", linewidth=1.1, linestyle="--",
+                           label=f"SLO {limit:g} ms")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="lower right", fontsize=8)
+        axes[0].set_ylabel("share of finished requests (dot: p99)")
+        return fig
+
+
+def serve_timeline(result, replica: int | None = 0,
+                   window_s: tuple[float, float] | None = None) -> Figure:
+    """A serving run's engine state over time (its `timeline`): running requests (the batch),
+    KV-cache blocks in use as a share of the replica's blocks, and prompt tokens prefilled per
+    step, for one replica (`replica=None`: every replica, overlaid). `window_s` zooms in."""
+    from sim.serving.metrics import per_replica_timeline
+
+    tl = per_replica_timeline(result)
+    if not len(tl):
+        raise ValueError("this ServeResult has no timeline (no steps were simulated)")
+    reps = sorted(tl["replica"].unique()) if replica is None else [replica]
+    if replica is not None and replica not in set(tl["replica"]):
+        raise ValueError(f"no replica {replica} (replicas: 0-{int(tl['replica'].max())})")
+    with matplotlib.rc_context(RC):
+        fig = NotebookFigure(figsize=(WIDTH_IN, 6.6), layout="constrained")
+        axes = fig.subplots(3, 1, sharex=True)
+        for i, r in enumerate(reps):
+            d = tl[tl["replica"] == r]
+            if window_s is not None:
+                d = d[(d["end_s"] >= window_s[0]) & (d["start_s"] <= window_s[1])]
+            colour = LINE_COLOURS[i % len(LINE_COLOURS)]
+            alpha = 1.0 if len(reps) == 1 else 0.6
+            lab = f"replica {r}"
+            axes[0].step(d["start_s"], d["batch"], where="post", color=colour, alpha=alpha,
+                         linewidth=1.0, label=lab)
+            axes[1].step(d["start_s"], d["kv_occupancy"] * 100, where="post", color=colour,
+                         alpha=alpha, linewidth=1.0)
+            pre = d[d["prefill_tokens"] > 0]
+            axes[2].plot(pre["start_s"], pre["prefill_tokens"], ".", color=colour,
+                         alpha=alpha, markersize=2.5)
+        axes[0].set_ylabel("running requests")
+        axes[1].set_ylabel("KV blocks in use (%)")
+        axes[1].set_ylim(0, 102)
+        axes[2].set_ylabel("prefill tokens / step")
+        axes[2].set_xlabel("simulated time (s)")
+        if len(reps) > 1 and len(reps) <= 8:
+            axes[0].legend(loc="upper right", fontsize=8, ncol=min(len(reps), 4))
+        return fig
+
+
+def capacity_curve(frame: pd.DataFrame, slo=None, max_rate_rps: float | None = None,
+                   title: str | None = None) -> Figure:
+    """Latency against offered load for one replica (a `sim.serving.capacity.capacity_curve`
+    frame: rate_rps, ttft_p50_ms, ttft_p99_ms, tpot_p50_ms, tpot_p99_ms, meets_slo): p50 and
+    p99 TTFT and TPOT per rate, the SLOs, and the max rate meeting them if given."""
+    with matplotlib.rc_context(RC):
+        fig = NotebookFigure(figsize=(WIDTH_IN, 3.6), layout="constrained")
+        axes = fig.subplots(1, 2)
+        f = frame.sort_values("rate_rps")
+        for ax, key, name in ((axes[0], "ttft", "TTFT"), (axes[1], "tpot", "TPOT")):
+            ax.plot(f["rate_rps"], f[f"{key}_p50_ms"], "o-", color="#56B4E9", markersize=4,
+                    label="p50")
+            ax.plot(f["rate_rps"], f[f"{key}_p99_ms"], "s-", color="#0072B2", markersize=4,
+                    label="p99")
+            if "meets_slo" in f:
+                bad = f[~f["meets_slo"].astype(bool)]
+                ax.plot(bad["rate_rps"], bad[f"{key}_p99_ms"], "x", color="#D55E00",
+                        markersize=8, label="misses the SLOs")
+            limit = _slo_ms(slo, f"{key}_ms")
+            if limit is not None:
+                ax.axhline(limit, color="#D55E00", linestyle="--", linewidth=1.0,
+                           label=f"SLO {limit:g} ms")
+            if max_rate_rps is not None:
+                ax.axvline(max_rate_rps, color="black", linestyle=":", linewidth=1.0,
+                           label=f"max rate {max_rate_rps:.3g} req/s")
+            vals = f[[f"{key}_p50_ms", f"{key}_p99_ms"]].to_numpy(dtype=float).ravel()
+            vals = vals[np.isfinite(vals)]
+            if len(vals) and (vals > 0).all():
+                _log_axis(ax, "y", float(vals.min()), float(max(vals.max(), limit or 0)))
+            ax.set_xlabel("offered rate per replica (requests/s)")
+            ax.set_ylabel(f"{name} (ms)")
+            ax.set_title(name)
+            ax.legend(fontsize=8)
+        if title:
+            fig.suptitle(title)
+        return fig
+
+
+TORNADO_COLUMNS = ("input", "option", "low_value", "high_value", "npv_low_usd", "npv_high_usd",
+                   "base_npv_usd")
+
+
+def _value(v) -> str:
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+        return f"{float(v):,.4g}"
+    return str(v)
+
+
+def tornado(frame: pd.DataFrame, options: list[str] | str | None = None,
+            top: int = 12) -> Figure:
+    """A tornado chart per option: each uncertain input set to its low and its high value, the
+    option's NPV against its base NPV, inputs ordered by swing (largest on top, `top` shown).
+    `frame` has the columns of `TORNADO_COLUMNS` (what `sim.experiments.tornado` returns)."""
+    missing = [c for c in TORNADO_COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(f"tornado frame lacks columns {', '.join(missing)}")
+    if not len(frame):
+        raise ValueError("tornado frame is empty")
+    names = list(dict.fromkeys(frame["option"]))
+    if options is not None:
+        options = [options] if isinstance(options, str) else list(options)
+        unknown = [o for o in options if o not in names]
+        if unknown:
+            raise ValueError(f"no option {unknown[0]!r} in the frame (has: {', '.join(names)})")
+        names = options
+    usd_cols = ["npv_low_usd", "npv_high_usd", "base_npv_usd"]
+    unit, f = usd_scale(float(frame[usd_cols].abs().to_numpy().max()))
+    with matplotlib.rc_context(RC):
+        rows = [min(top, int((frame.option == o).sum())) for o in names]
+        fig = NotebookFigure(figsize=(WIDTH_IN, sum(0.38 * r + 0.9 for r in rows) + 0.6),
+                             layout="constrained")
+        axes = fig.subplots(len(names), 1, squeeze=False,
+                            gridspec_kw={"height_ratios": [max(r, 1) + 2 for r in rows]}).ravel()
+        for ax, opt in zip(axes, names):
+            d = frame[frame.option == opt].copy()
+            base = float(d["base_npv_usd"].iloc[0])
+            d["swing"] = (d["npv_high_usd"] - d["npv_low_usd"]).abs()
+            d = d.sort_values("swing", ascending=False, kind="stable").head(top).iloc[::-1]
+            y = np.arange(len(d))
+            lo = d["npv_low_usd"].to_numpy(dtype=float)
+            hi = d["npv_high_usd"].to_numpy(dtype=float)
+            ax.barh(y, (lo - base) / f, left=base / f, color="#56B4E9", height=0.6,
+                    label="input at its low value")
+            ax.barh(y, (hi - base) / f, left=base / f, color="#E69F00", height=0.6,
+                    label="input at its high value")
+            ax.axvline(base / f, color="black", linewidth=0.9)
+            ax.set_yticks(y, [f"{short(str(r.input), 44)}  [{_value(r.low_value)} … "
+                              f"{_value(r.high_value)}]" for r in d.itertuples()])
+            ax.set_title(f"{short(opt)}: NPV (base {base / f:,.3g} {unit})")
+            ax.set_xlabel(f"NPV ({unit})")
+            ax.grid(axis="y", visible=False)
+        _figure_legend(fig, *axes[0].get_legend_handles_labels(), ncol=2)
+        return fig
+
+
+class ResultPlots:
+    """`result.plot`: a `Result`'s figures as matplotlib Figures, shown inline in Jupyter.
+
+    Each method takes `options` (one name, a list, or None for every option) and returns a
+    Figure: `cost_per_year`, `usd_per_m_tokens`, `demand_vs_served`, `capacity_vs_demand`,
+    `card_states`, `slo_attainment`. Save one with `fig.savefig("x.png")`."""
+
+    def __init__(self, result):
+        self._result = result
+
+    def __repr__(self) -> str:
+        return ("<plots of a fleetsim Result: cost_per_year, usd_per_m_tokens, demand_vs_served, "
+                "capacity_vs_demand, card_states, slo_attainment>")
+
+    def _options(self, options) -> list[str]:
+        names = list(self._result.summary["options"])
+        if options is None:
+            return names
+        options = [options] if isinstance(options, str) else list(options)
+        for o in options:
+            if o not in names:
+                raise ValueError(f"no option {o!r} (options: {', '.join(names)})")
+        return options
+
+    @staticmethod
+    def _need(fig, what: str):
+        if fig is None:
+            raise ValueError(f"nothing to plot: {what}")
+        return fig
+
+    def cost_per_year(self, options=None) -> Figure:
+        """Each year's cost by category (stacked bars), one panel per option."""
+        return cost_per_year_figure(self._result.per_year, self._options(options))
+
+    def usd_per_m_tokens(self, options=None) -> Figure:
+        """Levelised $ per million tokens (all, input, output) per option."""
+        return self._need(usd_per_m_tokens_figure(self._result.summary,
+                                                  self._options(options)),
+                          "no option served tokens")
+
+    def demand_vs_served(self, options=None) -> Figure:
+        """Demand and how it was met (own cards, rented, unserved) over time, per option."""
+        r = self._result
+        return self._need(demand_vs_served_figure(r.per_hour, self._options(options),
+                                                  r.scenario.start),
+                          "the scenario has no inference workloads")
+
+    def capacity_vs_demand(self, options=None) -> Figure:
+        """Demand against the SLO capacity of each option's own serving cards, over time."""
+        r = self._result
+        return self._need(capacity_vs_demand_figure(r.per_hour, r.capacity, r.scenario,
+                                                    self._options(options), r.scenario.start),
+                          "the scenario has no inference workloads")
+
+    def card_states(self, options=None) -> Figure:
+        """Cards by state over time (training, serving, idle, failed, awaiting delivery...)."""
+        r = self._result
+        return utilisation_figure(r.per_hour, r.scenario, self._options(options),
+                                  r.scenario.start)
+
+    utilisation = card_states
+
+    def slo_attainment(self, options=None) -> Figure:
+        """Share of demand served within the SLOs per month, per option, and the target."""
+        r = self._result
+        tolerance = r.summary.get("slo_tolerance", 0.99)
+        return self._need(slo_attainment_figure(r.per_hour, self._options(options),
+                                                r.scenario.start, tolerance),
+                          "the scenario has no inference workloads")
