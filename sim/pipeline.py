@@ -288,6 +288,10 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
     return {"card": card, "workload": wname, "tp": est.tp, "precision": prec.label,
             "rps_per_card": out["max_rate_rps_per_replica"] / est.tp,
             "prefill_time_fraction": est.prefill_time_fraction,
+            "calibration_tiers": ", ".join(f"{k}: {v}" for k, v in
+                                           sorted(est.calibration_tiers.items())),
+            "assumed_factors": ", ".join(sorted(k for k, v in est.calibration_tiers.items()
+                                                if v == "assumed")),
             "input_tokens": moments.isl, "output_tokens": moments.osl}
 
 

@@ -174,6 +174,28 @@ def assumption_rows(scn) -> list[dict]:
     return rows
 
 
+def calibration_rows(capacity) -> list[dict]:
+    """One assumptions row per card the results used: the calibration tier of each factor the
+    performance model read (measured > published > assumed), flagged when any was assumed."""
+    rows = []
+    if "calibration_tiers" not in getattr(capacity, "columns", ()):
+        return rows
+    seen = set()
+    for r in capacity.itertuples():
+        if r.card in seen:
+            continue
+        seen.add(r.card)
+        tiers = [t.split(": ")[1] for t in str(r.calibration_tiers).split(", ") if ": " in t]
+        counts = ", ".join(f"{tiers.count(t)} {t}" for t in ("measured", "published", "assumed")
+                           if tiers.count(t))
+        rows.append({"path": f"calibration.{r.card}", "value": f"factors: {counts}",
+                     "provenance": "library",
+                     "source": f"hardware_specs/calibration/{r.card}*.yaml",
+                     "flag": (f"assumed calibration: {r.assumed_factors}"
+                              if r.assumed_factors else "")})
+    return rows
+
+
 # ---- the page --------------------------------------------------------------------------------
 
 def _campaigns(camps: list[dict]) -> str:
@@ -282,7 +304,8 @@ def _context(result) -> dict:
         "rows": rows, "per_year": per_year, "capacity": capacity, "campaigns": camp_rows,
         "images": images, "shown": shown, "hidden": names[plots.MAX_TIMELINE_OPTIONS:],
         "period": plots.PERIOD[plots.bucket_days(result.per_hour)],
-        "assumptions": assumption_rows(scn), "caveats": CAVEATS,
+        "assumptions": assumption_rows(scn) + calibration_rows(result.capacity),
+        "caveats": CAVEATS,
         "analysis": _analysis_context(result),
         "notes": list(result.notes),
         "facts": {"seed": scn.seed, "start": scn.start, "horizon": number(scn.horizon_years),
