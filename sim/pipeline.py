@@ -103,6 +103,9 @@ class Result:
 
 DEFAULT_SOURCES = {
     "finance.discount_rate": "assumed 8% nominal (sim/cost/finance.py)",
+    "reliability.failures_per_card_year": "reference-data D1: 0.17 per GPU-year (Llama 3, H100)",
+    "reliability.infant_mortality": "reference-data D2: 5% within 30 days (3-10%)",
+    "reliability.repair_hours": "assumed 72 h (no public MTTR, reference-data D2)",
     "finance.maintenance_fraction_per_year": "assumed 3% of capex per year (sim/cost/finance.py)",
     "finance.server_multiplier": "reference-data E4: whole server / GPU price x1.64-1.66 (Epoch)",
     "finance.network_share": "reference-data E4/F: 15% of cluster capex (10-20%)",
@@ -450,7 +453,11 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                 rent_cap_cards=(w.rent.max_cards if w.rent and w.rent.max_cards is not None
                                 else math.inf),
                 prefill_time_fraction=pf))
-        opt = FleetOption(oname, tuple(buys), Reliability(spare_fraction=o.spare_fraction),
+        rel = scn.reliability
+        opt = FleetOption(oname, tuple(buys), Reliability(
+            failures_per_card_year=rel.failures_per_card_year,
+            infant_mortality=rel.infant_mortality, repair_hours=rel.repair_hours,
+            spare_fraction=o.spare_fraction),
                           power, reserved, leases,
                           site_power_cap_kw=scn.site.power_cap_mw * 1000
                           if scn.site.power_cap_mw else None)
