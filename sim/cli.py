@@ -540,6 +540,9 @@ def run_cmd(
         "--dask", help="run the analyses on Dask: 'local' or tcp://host:port")] = None,
     skip_analysis: Annotated[bool, typer.Option(
         "--skip-analysis", help="ignore the scenario's analysis: section")] = False,
+    allow_outside_paths: Annotated[bool, typer.Option(
+        "--allow-outside-paths", help="accept trace paths that are absolute or lead outside "
+        "the scenario's folder and the library folders")] = False,
 ) -> None:
     """Run a scenario through every layer and write results, summary and report (and the
     analyses its `analysis:` section asks for: Monte Carlo, tornado, flip points, sweep)."""
@@ -553,7 +556,8 @@ def run_cmd(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=err_console, transient=True) as prog:
         task = prog.add_task("loading scenario", total=None)
-        res = runner.run(scenario, lib, progress=lambda msg: prog.update(task, description=msg))
+        res = runner.run(scenario, lib, progress=lambda msg: prog.update(task, description=msg),
+                         allow_outside_paths=allow_outside_paths)
         if not skip_analysis and res.scenario.analysis != type(res.scenario.analysis)():
             from sim.experiments.executors import make_executor
             from sim.experiments.suite import run_analyses
@@ -632,4 +636,8 @@ def main(argv: list[str] | None = None) -> None:
         raise
 
 if __name__ == "__main__":
-    main()
+    # `python -m sim.cli`: run the imported module's app, where sim.cli_experiments registers
+    # its commands (this __main__ copy is a different module object)
+    from sim.cli import main as _main
+
+    _main()

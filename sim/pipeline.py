@@ -527,21 +527,34 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                   summary, cap_df)
 
 
+def md_text(text: object) -> str:
+    """A user string (scenario, option, workload name) as inert Markdown: one line, HTML
+    escaped (`<script>` shows as text in any renderer), and the characters that make links,
+    emphasis, code or table cells backslashed."""
+    import html
+    import re
+
+    s = html.escape(" ".join(str(text).split()), quote=False)
+    return re.sub(r"([\\`*_\[\]|])", r"\\\1", s)
+
+
 def render_markdown(res: Result) -> str:
     s = res.summary
-    lines = [f"# {res.scenario.name}", "",
-             f"Winner: **{s['winner'] or 'none: no option meets the SLOs'}** ({s['winner_rule']}).",
+    winner = md_text(s["winner"]) if s["winner"] else "none: no option meets the SLOs"
+    lines = [f"# {md_text(res.scenario.name)}", "",
+             f"Winner: **{winner}** ({s['winner_rule']}).",
              "", "| option | NPV $M | total $M | $/M tokens | SLO attainment | utilisation |",
              "|---|---|---|---|---|---|"]
     for k, v in s["options"].items():
         usd = v["usd_per_m_tokens"]
-        lines.append(f"| {k} | {v['npv_usd'] / 1e6:,.1f} | {v['total_cost_usd'] / 1e6:,.1f} | "
+        lines.append(f"| {md_text(k)} | {v['npv_usd'] / 1e6:,.1f} | "
+                     f"{v['total_cost_usd'] / 1e6:,.1f} | "
                      f"{'-' if usd is None else f'{usd:,.3f}'} | {v['slo_attainment']:.1%} | "
                      f"{v['utilization']:.1%} |")
     lines += ["", "Capacity per card at the SLOs (from the serving simulator):", "",
               "| workload | card | TP | precision | req/s per card |", "|---|---|---|---|---|"]
     for r in res.capacity.itertuples():
-        lines.append(f"| {r.workload} | {r.card} | {r.tp} | {r.precision} | "
+        lines.append(f"| {md_text(r.workload)} | {r.card} | {r.tp} | {r.precision} | "
                      f"{r.rps_per_card:.3f} |")
     if res.analyses:
         from sim.report.analysis import markdown

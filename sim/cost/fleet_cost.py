@@ -108,8 +108,9 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
         pen = finance.unserved_penalty_usd_per_card_hour
         if pen is None:
             if w.rent_usd_per_card_hour <= 0 and short_ch.any():
-                raise ValueError(f"workloads.{w.name}: unserved demand has no price (set "
-                                 "rent_usd_per_card_hour or finance.unserved_penalty)")
+                raise ValueError(f"workloads.{w.name}: unserved demand has no price (give "
+                                 f"workloads.{w.name}.rent or "
+                                 "finance.unserved_penalty_usd_per_card_hour)")
             pen = w.rent_usd_per_card_hour
         unserved_usd += short_ch * pen
         done_rps = tl.served_rps[w.name] + tl.rented_rps[w.name]
@@ -149,6 +150,8 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
     lev = levelized_usd_per_m_tokens(flows, usage, finance.discount_rate)
     return OptionCost(option.name, frame, npv(flows, finance.discount_rate),
                       float(frame["total_usd"].sum()), lev,
+                      # NaN when no card ever works (nothing delivered within the horizon)
                       effective_usd_per_card_hour(flows, serving_ch + training_ch,
-                                                  finance.discount_rate),
+                                                  finance.discount_rate)
+                      if (serving_ch + training_ch).any() else float("nan"),
                       float(tokens_in.sum()), float(tokens_out.sum()))

@@ -590,8 +590,10 @@ TORNADO_COLUMNS = ("input", "option", "low_value", "high_value", "npv_low_usd", 
 
 
 def _value(v) -> str:
+    """An input value for a label: 11,550 not 1.155e+04; 0.5178; 2.781."""
     if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
-        return f"{float(v):,.4g}"
+        v = float(v)
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
     return str(v)
 
 
