@@ -417,7 +417,9 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
         buys = []
         prices = {}
         for b in o.buy:
-            lt = _card_value(scn, b.card, "lead_time_weeks", b.lead_time_weeks)
+            # the most specific value wins: the purchase's own, else `cards.<id>`, else none
+            lt = b.lead_time_weeks if "lead_time_weeks" in b.model_fields_set else \
+                _card_value(scn, b.card, "lead_time_weeks", b.lead_time_weeks)
             lt = tuple(lt) if isinstance(lt, list) else lt
             lead = LeadTime(lt[0], lt[1]) if isinstance(lt, tuple) else None
             buys.append(Purchase(b.card, b.count, _hours_from(scn.start, b.at),

@@ -121,8 +121,10 @@ def _set(full: dict, doc: dict, segs: list, path: str, value: Any, where: str) -
         node, key = _walk(full, segs, path, create=creatable)
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"{where}: {path}: unknown YAML path: {exc.args[0]}") from None
-    if isinstance(node.get(key) if isinstance(node, dict) else node[key], (dict, list)) \
-            and not isinstance(value, (dict, list)):
+    current = node.get(key) if isinstance(node, dict) else node[key]
+    section = isinstance(current, dict) or (isinstance(current, list) and any(
+        isinstance(x, (dict, list)) for x in current))
+    if section and not isinstance(value, (dict, list)):
         raise ConfigError(f"{where}: {path}: names a section, not a value")
     # the same route through the sparse (as-written) document, creating what defaults hide
     resolved = _resolved_keys(full, segs)

@@ -158,6 +158,9 @@ class TrainingCampaign(FleetsimModel):
 
 
 class Buy(FleetsimModel):
+    """One order. Its own `price_usd` and `lead_time_weeks`, when given, win over the
+    scenario's `cards.<id>` overrides, which win over the library."""
+
     card: str
     count: CardCount
     at: DateStr

@@ -59,8 +59,11 @@ def npv_distribution_figure(draws: pd.DataFrame):
         fig = plots.NotebookFigure(figsize=(plots.WIDTH_IN, 0.55 * len(names) + 1.3),
                                    layout="constrained")
         ax = fig.subplots()
-        ax.boxplot([d / f for d in data][::-1], vert=False, whis=(5, 95), showfliers=False,
-                   widths=0.5)
+        # `vert` is deprecated from Matplotlib 3.11 (removed in 3.13); `orientation` is 3.10+
+        horizontal = ({"orientation": "horizontal"} if tuple(
+            int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10) else {"vert": False})
+        ax.boxplot([d / f for d in data][::-1], whis=(5, 95), showfliers=False, widths=0.5,
+                   **horizontal)
         ax.set_yticks(np.arange(1, len(names) + 1), [plots.short(n) for n in names][::-1])
         ax.set_xlabel(f"NPV of cost ({unit}); box: 25th-75th percentile, whiskers: 5th-95th")
         ax.grid(axis="y", visible=False)
