@@ -59,3 +59,25 @@ def test_power_cap_lowers_throughput_and_energy(scn, tmp_path, monkeypatch):
     e_base = base.per_year[base.per_year.option == "h100"].energy_usd.sum()
     e_cap = capped.per_year[capped.per_year.option == "h100"].energy_usd.sum()
     assert e_cap < e_base
+
+
+def test_power_cap_powers_cards_in_delivery_order():
+    """Cards delivered first take the site's power; later ones wait until power frees up."""
+    import numpy as np
+
+    from sim.fleet.timeline import FleetOption, Purchase, Reliability, simulate_fleet
+
+    from tests.test_fleet import CHAT
+
+    kw = {"h100-sxm": 1.275, "mi300x": 1.2 * 750 / 700 * 1.275}
+    # 60 H100s first, then 60 MI300Xs 1,000 hours later; power for 100 H100s
+    early = Purchase("h100-sxm", 60, 0.0, 0.0, 0.0, life_years=0.5)
+    late = Purchase("mi300x", 60, 1000.0, 0.0, 0.0)
+    opt = FleetOption("capped", (late, early), Reliability(), kw, site_power_cap_kw=100 * 1.275)
+    tl = simulate_fleet(opt, [CHAT], [], 1, seed=1)
+    h100, mi = tl.per_card["h100-sxm"], tl.per_card["mi300x"]
+    assert h100["unpowered"].max() == 0  # delivered first: all 60 powered
+    room = 100 * 1.275 - 60 * 1.275
+    assert mi["unpowered"][2000] == 60 - np.floor(room / kw["mi300x"] + 1e-9)
+    retire = int(np.ceil(0.5 * 8760))
+    assert mi["unpowered"][retire + 10] == 0  # the H100s retired: their power went to the MI300Xs

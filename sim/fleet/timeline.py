@@ -195,7 +195,7 @@ class FleetOption:
     leases: tuple[Lease, ...] = ()
     site_power_cap_kw: float | None = None
     """Provisioned power the site has for this option; delivered cards beyond it wait
-    (unpowered) in delivery order, earliest first."""
+    (unpowered) in delivery order, earliest first (a retired purchase frees its power)."""
 
 
 @dataclass
@@ -331,6 +331,7 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
     card_streams = dict(zip(cards, root.spawn(len(cards))))
     buy_streams = root.spawn(len(on_site))
     deliveries = tuple(delivery_hour(p, ss) for p, ss in zip(option.purchases, buy_streams))
+    deliveries_all = tuple(delivery_hour(p, ss) for p, ss in zip(on_site, buy_streams))
     rel = option.reliability
     per_card: dict[str, dict[str, np.ndarray]] = {}
     for card in cards:
@@ -375,14 +376,29 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
                           "available": available, "unavailable": owned - available,
                           "training": np.zeros(H)}
 
-    # ---- site power cap: delivered cards beyond it wait unpowered (rationed in proportion) ---
+    # ---- site power cap: delivered cards beyond it wait unpowered, in delivery order ---------
+    # (earliest delivery first, ties by order in the option; a retired purchase frees its power
+    # for the next in line)
     if option.site_power_cap_kw is not None:
-        total_kw = sum(per_card[c]["owned"] * option.power_per_card_kw.get(c, 0.0) for c in cards)
-        f = np.where(total_kw > option.site_power_cap_kw,
-                     option.site_power_cap_kw / np.maximum(total_kw, 1e-300), 1.0)
+        remaining = np.full(H, float(option.site_power_cap_kw))
+        powered_by_card = {c: np.zeros(H) for c in cards}
+        order = sorted(range(len(on_site)), key=lambda i: (deliveries_all[i], i))
+        for i in order:
+            p = on_site[i]
+            kw = option.power_per_card_kw.get(p.card, 0.0)
+            d = int(math.ceil(deliveries_all[i]))
+            e = int(math.ceil(deliveries_all[i] + p.life_years * HOURS_PER_YEAR))
+            here = np.zeros(H)
+            here[min(d, H):min(e, H)] = p.count
+            if kw <= 0:
+                powered_by_card[p.card] += here
+                continue
+            got = np.minimum(here, np.floor(np.maximum(remaining, 0.0) / kw + 1e-9))
+            remaining -= got * kw
+            powered_by_card[p.card] += got
         for c in cards:
             pc = per_card[c]
-            powered = np.floor(pc["owned"] * f)
+            powered = np.minimum(powered_by_card[c], pc["owned"])
             pc["unpowered"] = pc["owned"] - powered
             pc["available"] = np.maximum(np.minimum(pc["available"], powered - np.maximum(
                 pc["in_repair"] - pc["spares"], 0) - pc["spares"]), 0.0)
@@ -440,7 +456,7 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
             free_cards = np.maximum(serve_cap[c] - used_cards[c], 0.0)
             take = np.minimum(left / cap, free_cards) if cap > 0 else np.zeros(H)
             used_cards[c] += take
-            left = left - take * cap
+            left = np.maximum(left - take * cap, 0.0)  # rounding must not go below 0
         left = np.maximum(left, 0.0)
         served[w.name] = demand[w.name] - left
         rent_cap_rps = w.rent_cap_cards * w.capacity_rps_per_card.get(w.rent_card or "", 0.0) \
