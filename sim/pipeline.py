@@ -30,6 +30,7 @@ import pandas as pd
 
 from sim.config.library import Library
 from sim.config.loader import ConfigError
+from sim.config.paths import scenario_library, spec_overrides
 from sim.config.scenario import SERVER_KW_PER_CARD_KW, Scenario, card_power_w, load_scenario
 from sim.cost.finance import FinanceAssumptions, SoftwareCost
 from sim.cost.fleet_cost import price_timeline
@@ -197,13 +198,15 @@ def _memo(key: list, compute: Callable[[], object]):
     return _MEMO[k]
 
 
-def _training_speed(lib: Library, card: str, model_id: str, n_cards: int) -> float:
+def _training_speed(lib: Library, card: str, model_id: str, n_cards: int,
+                    overrides: dict | None = None) -> float:
     def compute() -> float:
         hw = Hardware.load(card, lib)
         tr = training_throughput(lib.model(model_id), hw,
                                  TrainingLayout(dp=max(n_cards // 8, 1), tp=8))
         return tr.tokens_per_s_per_card
-    return _memo(["training", card, model_id, n_cards, [str(r) for r in lib.roots]], compute)
+    return _memo(["training", card, model_id, n_cards, [str(r) for r in lib.roots],
+                  overrides or {}], compute)
 
 
 def _card_price(scn: Scenario, lib: Library, card: str, given: float | None) -> float:
@@ -238,7 +241,8 @@ def _capacity(scn: Scenario, lib: Library, wname: str, card: str, base: Path,
     w = scn.workloads[wname]
     key = ["capacity", card, w.model, w.precision, w.traffic.lengths, w.traffic.trace,
            w.slo.model_dump(mode="json"),
-           scn.capacity_requests, scn.seed, [str(r) for r in lib.roots], str(base)]
+           scn.capacity_requests, scn.seed, [str(r) for r in lib.roots], str(base),
+           spec_overrides(scn)]
     return dict(_memo(key, lambda: _capacity_uncached(scn, lib, wname, card, base, progress)))
 
 
@@ -283,7 +287,12 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
         if slo.ttft_ms is None and slo.tpot_ms is None:
             cap_rps = est.offline_tokens_per_s_per_card * est.tp / moments.osl
         else:
-            cap = max_rate(setup, lambda r, s: PoissonTraffic(r, n, lengths, scn.seed + s), slo)
+            try:
+                cap = max_rate(setup, lambda r, s: PoissonTraffic(r, n, lengths, scn.seed + s),
+                               slo)
+            except ValueError as exc:  # e.g. a burst of n requests fits the SLO at any rate
+                raise ConfigError(f"workloads.{wname}: on {card}: {exc} with capacity_requests "
+                                  f"{n}; raise capacity_requests") from None
             cap_rps = cap.max_rate_rps
         return {"max_rate_rps_per_replica": cap_rps}
 
@@ -371,6 +380,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                 _resolve(base, lib, w.traffic.trace, allow_outside_paths)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: workloads.{wname}.traffic.trace: {exc}") from None
+    lib = scenario_library(scn, lib)  # the scenario's `cards:` / `models:` overrides applied
     fin = finance_assumptions(scn)
 
     # ---- serving capacity per (workload, card) -----------------------------------------------
@@ -394,7 +404,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     H = scn.horizon_years * HOURS_PER_YEAR
     camps: list[Campaign] = []
     for tname, t in scn.training.items():
-        tok_s = _training_speed(lib, t.card, t.model, t.cards or 64)
+        tok_s = _training_speed(lib, t.card, t.model, t.cards or 64, spec_overrides(scn))
         card_hours = t.tokens / (tok_s * scn.efficiency.get(t.card, 1.0)
                                  * power_cap_factor(scn, lib, t.card, 1.0)) / 3600.0
         start = _hours_from(scn.start, t.start)

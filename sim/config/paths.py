@@ -3,9 +3,10 @@
 
 Keys may themselves contain dots (model ids such as `llama-3.1-70b`): at each mapping the
 longest run of path segments that names an existing key wins. A path must name a value the
-scenario has (given in the file or a default), with two exceptions that create it: a field of a
-card override (`cards.<card>.price_usd`, with the source "set by experiment") and an entry of
-the `efficiency` map (`efficiency.<card>`). Anything else is a one-line `ConfigError`.
+scenario has (given in the file or a default), with two exceptions that create it: an override
+of a library record (`cards.<card>.price_usd`, `cards.<card>.memory.bandwidth_tbps`,
+`models.<model>.num_layers`, with the source "set by experiment") and an entry of the
+`efficiency` map (`efficiency.<card>`). Anything else is a one-line `ConfigError`.
 """
 
 from __future__ import annotations
@@ -113,10 +114,23 @@ def with_overrides(scn: Scenario, overrides: Mapping[str, Any], library: Library
 
 def _set(full: dict, doc: dict, segs: list, path: str, value: Any, where: str) -> None:
     top = segs[0]
+    if top in ("cards", "models"):
+        # ids may hold dots (llama-3.1-8b): a segment starting with a digit continues the id
+        # (no field name starts with one)
+        while len(segs) > 2 and isinstance(segs[2], str) and segs[2][:1].isdigit():
+            segs = [segs[0], f"{segs[1]}.{segs[2]}", *segs[3:]]
+    # an override of a library record may be created at any depth: `cards.<id>.price_usd`,
+    # `cards.<id>.memory.bandwidth_tbps`, `models.<id>.num_layers` (checked against the record
+    # when the scenario is validated)
     creatable = (top == "efficiency" and len(segs) == 2) or (
-        top == "cards" and len(segs) == 3 and segs[2] in CARD_OVERRIDES)
-    if top == "cards" and creatable and segs[1] not in full["cards"]:
-        full["cards"][segs[1]] = {"source": EXPERIMENT_SOURCE}
+        top in ("cards", "models") and len(segs) >= 3
+        and all(isinstance(x, str) for x in segs[1:]))
+    if creatable and top in ("cards", "models"):
+        node = full[top].setdefault(segs[1], {"source": EXPERIMENT_SOURCE})
+        for seg in segs[2:-1]:
+            if not isinstance(node.get(seg), dict):
+                node[seg] = {}
+            node = node[seg]
     try:
         node, key = _walk(full, segs, path, create=creatable)
     except (KeyError, ValueError) as exc:
@@ -135,7 +149,7 @@ def _set(full: dict, doc: dict, segs: list, path: str, value: Any, where: str) -
             continue
         if k not in d:
             d[k] = [] if isinstance(nxt, int) else {}
-            if top == "cards" and d is doc.get("cards"):
+            if top in ("cards", "models") and d is doc.get(top):
                 d[k]["source"] = EXPERIMENT_SOURCE
         d = d[k]
     d[resolved[-1]] = value
@@ -164,4 +178,72 @@ def _resolved_keys(full: dict, segs: list) -> list[str | int]:
         out.append(key)
         node = node.get(key)
         i = j
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def override_spec(spec, overrides: Mapping[str, Any]):
+    """A library record (card, model) with values replaced by path (`memory.bandwidth_tbps`,
+    or nested mappings), validated again. Errors read `<path>: <what is wrong>`."""
+    full = spec.model_dump(mode="json")
+    doc = copy.deepcopy(spec.model_dump(mode="json", exclude_unset=True))
+    for path, value in _flatten(dict(overrides)).items():
+        try:
+            segs = parse_path(path)
+        except ValueError as exc:
+            raise ConfigError(f"{exc.args[0]}") from None
+        try:
+            _set(full, doc, segs, path, value, "")
+        except ConfigError as exc:
+            msg = str(exc).removeprefix(": ")
+            raise ConfigError(msg.replace(f"{path}: unknown YAML path: ", f"{path}: no such "
+                                          "library field: ").replace(
+                "the scenario has no key", "the record has no key")) from None
+    try:
+        return validate(type(spec), doc, "")
+    except ConfigError as exc:
+        raise ConfigError(str(exc).removeprefix(": ")) from None
+
+
+def scenario_library(scn: Scenario, library: Library) -> Library:
+    """The library as the scenario sees it: records with the scenario's `cards:` / `models:`
+    overrides applied (scenario-level keys such as `price_usd` are read by the pipeline)."""
+    replaced = {}
+    for kind, section, scenario_keys in (("card", scn.cards, CARD_OVERRIDES),
+                                         ("model", scn.models, ())):
+        for ident, ov in section.items():
+            rest = {k: v for k, v in (ov.model_extra or {}).items() if k not in scenario_keys}
+            if rest:
+                spec = library.card(ident) if kind == "card" else library.model(ident)
+                try:
+                    replaced[(kind, ident)] = override_spec(spec, rest)
+                except ConfigError as exc:
+                    raise ConfigError(f"{kind}s.{ident}.{exc}") from None
+    if not replaced:
+        return library
+    view = Library(library.roots)
+    view._cache.update(library._cache)
+    view._cache.update(replaced)
+    return view
+
+
+def spec_overrides(scn: Scenario) -> dict:
+    """The library-record overrides of a scenario, as plain data (for cache keys)."""
+    out = {}
+    for section_name, section, scenario_keys in (("cards", scn.cards, CARD_OVERRIDES),
+                                                 ("models", scn.models, ())):
+        for ident, ov in sorted(section.items()):
+            rest = {k: v for k, v in (ov.model_extra or {}).items() if k not in scenario_keys}
+            if rest:
+                out[f"{section_name}.{ident}"] = rest
     return out

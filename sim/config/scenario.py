@@ -377,9 +377,10 @@ def check_references(scn: Scenario, library: Library, where: str) -> None:
             need(f"options.{oname}.serve_on[{i}]", "card", c)
     for cid, ov in scn.cards.items():
         need(f"cards.{cid}", "card", cid)
-        _check_override_fields(where, f"cards.{cid}", ov, CARD_OVERRIDES)
+        _check_override_fields(where, f"cards.{cid}", ov, CARD_OVERRIDES, library.card(cid))
     for mid, ov in scn.models.items():
         need(f"models.{mid}", "model", mid)
+        _check_override_fields(where, f"models.{mid}", ov, (), library.model(mid))
     for cid in scn.efficiency:
         need(f"efficiency.{cid}", "card", cid)
     _check_site(scn, library, where)
@@ -477,9 +478,30 @@ def _check_site(scn: "Scenario", library: Library, where: str) -> None:
                             f"kW); cap its power (cards.{b.card}.power_cap_w) or raise rack_kw")
 
 
-def _check_override_fields(where: str, path: str, ov: Override, allowed: tuple[str, ...]):
+def _check_override_fields(where: str, path: str, ov: Override, allowed: tuple[str, ...],
+                           spec=None):
+    """Scenario-level keys (`allowed`: prices, power, rent, lead time) are numbers; any other
+    key is a path into the library record (`spec`), which must exist and stay valid."""
     import math
 
+    from sim.config.paths import override_spec
+
+    rest = {k: v for k, v in (ov.model_extra or {}).items() if k not in allowed}
+    fields = set(type(spec).model_fields) if spec is not None else set()
+    for k in rest:
+        if k.split(".")[0] not in fields:
+            known = [*allowed, *sorted(fields - {"sources", "notes"})]
+            close = difflib.get_close_matches(k.split(".")[0], known, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+            raise ConfigError(f"{where}: {path}.{k}: cannot be overridden{hint}")
+    if rest and spec is not None:
+        try:
+            override_spec(spec, rest)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {path}.{str(exc)}") from None
+        return _check_override_fields(where, path, Override.model_validate(
+            {"source": ov.source, **{k: v for k, v in (ov.model_extra or {}).items()
+                                     if k in allowed}}), allowed)
     for k, v in (ov.model_extra or {}).items():
         vals = v if isinstance(v, list) else [v]
         shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."

@@ -1,0 +1,70 @@
+"""Any library value can be overridden in a scenario (`cards:` / `models:`), with its source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim.config.library import Library
+from sim.config.loader import ConfigError
+from sim.config.paths import scenario_library, with_overrides
+from sim.config.scenario import load_scenario
+
+TINY = Path(__file__).parent / "data" / "tiny_scenario.yaml"
+
+
+@pytest.fixture(scope="module")
+def scn():
+    return load_scenario(TINY)
+
+
+def test_library_record_override_reaches_the_performance_model(scn, tmp_path, monkeypatch):
+    from sim.pipeline import run
+
+    monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))
+    lib = Library.default()
+    bw = lib.card("l40s").memory.bandwidth_tbps
+    base = run(scn, lib, base=TINY.parent, detail=False).capacity.set_index("card")
+    fast = with_overrides(scn, {"cards.l40s.memory.bandwidth_tbps": 2 * bw}, lib)
+    assert scenario_library(fast, lib).card("l40s").memory.bandwidth_tbps == 2 * bw
+    assert lib.card("l40s").memory.bandwidth_tbps == bw  # the shared library is untouched
+    got = run(fast, lib, base=TINY.parent, detail=False).capacity.set_index("card")
+    assert got.loc["l40s", "rps_per_card"] > base.loc["l40s", "rps_per_card"] * 1.2
+    assert got.loc["h100-sxm", "rps_per_card"] == base.loc["h100-sxm", "rps_per_card"]
+
+
+def test_model_ids_with_dots_and_nested_fields(scn):
+    lib = Library.default()
+    s = with_overrides(scn, {"models.llama-3.1-8b.architecture.num_layers": 24}, lib)
+    assert scenario_library(s, lib).model("llama-3.1-8b").architecture.num_layers == 24
+    assert s.models["llama-3.1-8b"].source  # every override carries a source
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("cards.l40s.memory.bandwith_tbps", 1.0, "did you mean 'bandwidth_tbps'"),
+    ("cards.l40s.memory.bandwidth_tbps", -1.0, "must be > 0"),
+    ("models.llama-3.1-8b.architecture.num_layer", 3, "did you mean 'num_layers'"),
+])
+def test_bad_overrides_are_one_line_errors(scn, path, value, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        with_overrides(scn, {path: value}, Library.default())
+    assert "\n" not in str(e.value)
+
+
+def test_override_in_yaml_is_checked_and_reported(tmp_path):
+    from sim.pipeline import resolved_yaml
+    from sim.report.html import assumption_rows
+
+    text = TINY.read_text().replace(
+        "cards:\n", "cards:\n  h100-sxm: {memory: {bandwidth_tbps: 3.0}, source: 'test: a "
+        "slower HBM stack'}\n", 1)
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    s = load_scenario(p)
+    rows = [r for r in assumption_rows(s) if r["path"].startswith("cards.h100-sxm")]
+    assert rows and all(r["provenance"] == "override" for r in rows)
+    assert "slower HBM" in resolved_yaml(s)
+    p.write_text(text.replace("bandwidth_tbps: 3.0", "bandwidth_tbs: 3.0"))
+    with pytest.raises(ConfigError, match=r"s\.yaml: cards\.h100-sxm\.memory\.bandwidth_tbs"):
+        load_scenario(p)
