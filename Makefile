@@ -20,7 +20,7 @@ install: $(VENV)/.base
 
 demo: $(VENV)/.base
 	$(VENV)/bin/fleetsim perf --compare --model llama-2-70b --precision fp8 --workload mlperf-llama2-70b
-	$(VENV)/bin/fleetsim run scenarios/flagship.yaml --out out/flagship --force
+	$(VENV)/bin/fleetsim run scenarios/flagship.yaml --out out/flagship --force --workers 2
 
 test: $(VENV)/.test
 	$(PY) -m pytest -n 2 -q
@@ -31,6 +31,9 @@ bench: $(VENV)/.test
 	$(PY) benchmarks/mlperf_server.py
 	$(PY) benchmarks/fleet_speed.py
 	$(PY) benchmarks/run_speed.py
+	$(PY) benchmarks/mc_speed.py
+	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/fuzz_large.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

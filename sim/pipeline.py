@@ -486,6 +486,9 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
             cost = price_timeline(tl, opt, workloads, prices, fin, sw)
         except ValueError as exc:  # the cost layer's user errors (e.g. unpriced unserved demand)
             raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
+        if not (math.isfinite(cost.npv_usd) and math.isfinite(cost.total_cost_usd)):
+            raise ConfigError(f"{where}: options.{oname}: its cost overflows (not a finite "
+                              "number): a price, rent or rate is too large")
         demand = sum(tl.demand_rps[w.name].sum() for w in workloads)
         served = sum((tl.served_rps[w.name] + tl.rented_rps[w.name]).sum() for w in workloads)
         owned_h = sum(d["owned"].sum() for d in tl.per_card.values())

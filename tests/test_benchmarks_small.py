@@ -47,3 +47,16 @@ def test_fleet_speed_benchmark_small(tmp_path):
 def test_run_speed_benchmark_small(tmp_path):
     out = _load("run_speed").main("tests/data/tiny_scenario.yaml", out_dir=tmp_path)
     assert out["cold_s"] > 0 and out["warm_s"] > 0 and (tmp_path / "run_speed.md").is_file()
+
+
+def test_scale_benchmark_small(tmp_path):
+    out = _load("scale").main(requests=3000, options=3, years=2.0, out_dir=tmp_path)
+    assert out["replay"]["finished"] == 3000 and out["replay_small"]["finished"] == 300
+    assert out["horizon"]["options"] == 3 and out["horizon"]["hours"] == 2 * 8760
+    assert "peak RSS" in (tmp_path / "scale.md").read_text()
+
+
+def test_fuzz_large_benchmark_small(tmp_path):
+    out = _load("fuzz_large").main(scale=0.02, workers=1, out_dir=tmp_path)
+    assert out["passed"] and len(out["tests"]) == 6 and out["cases"] >= 6 * 5
+    assert (tmp_path / "fuzz_large.md").is_file()

@@ -33,7 +33,7 @@ def _write(tmp_path, old, new):
     ("{card: mi300x, count: 6000", "{card: mi300, count: 6000",
      "options.h200+mi300x.buy[1].card: unknown card 'mi300' (did you mean 'mi300x'?)"),
     ("count: 8192", "count: -5", "options.all-h200.buy[0].count: must be >= 0 (got -5)"),
-    ("horizon_years: 5", "horizon_years: 0", "horizon_years: must be > 0 (got 0)"),
+    ("horizon_years: 5", "horizon_years: 0", "horizon_years: must be >= 0.01 (got 0)"),
     ("model: llama-3.1-70b\n    precision", "model: llama-3.1-71b\n    precision",
      "workloads.chat-70b.model: unknown model 'llama-3.1-71b'"),
     ("    cards: 4096\n", "", "training.yearly-frontier: give `cards`"),

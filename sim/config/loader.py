@@ -19,8 +19,24 @@ MAX_YAML_BYTES = 16 * 1024 * 1024
 """Refuse larger YAML files: a library or scenario file is kilobytes; this bounds memory."""
 
 
+MAX_MESSAGE_CHARS = 1000
+
+
+def one_line(text: str) -> str:
+    """`text` as one printable line: line breaks and other control or invisible characters
+    (a right-to-left override, a NUL) escaped, and cut to MAX_MESSAGE_CHARS."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                  for c in str(text))
+    return out if len(out) <= MAX_MESSAGE_CHARS else out[:MAX_MESSAGE_CHARS - 3] + "..."
+
+
 class ConfigError(ValueError):
-    """A user-facing configuration error: one line, file and YAML path first."""
+    """A user-facing configuration error: one line, file and YAML path first. Whatever the
+    message holds (user strings with line breaks or control characters), it is made one
+    printable line."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(str(message)))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -47,6 +63,18 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _construct_timestamp(loader: _UniqueKeyLoader, node: yaml.ScalarNode):
+    """YAML reads 2024-02-30 as a date: an impossible one is a located YAML error, not a crash."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError) as exc:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"'{node.value}' is not a real date ({exc})", node.start_mark) from None
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 def _count_nodes(node: yaml.Node, limit: int) -> int:
@@ -108,6 +136,10 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: malformed YAML: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise ConfigError(f"{where}: YAML nested too deeply") from None
+    except ConfigError:
+        raise
+    except (ValueError, OverflowError) as exc:  # a scalar no Python value holds (5,000 digits)
+        raise ConfigError(f"{where}: malformed YAML: {str(exc).splitlines()[0]}") from None
 
 
 def _fmt_value(v: Any) -> str:
@@ -144,10 +176,34 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return []
 
 
-def format_error(err: dict, model: type[BaseModel]) -> str:
+def _data_loc(loc: tuple, data: Any) -> tuple:
+    """`loc` without pydantic's union-member tags ('tuple[constrained-float, ...]', 'float'),
+    found by walking the input data: a part that is neither a key nor an index there is a tag
+    (except a missing key at the end of the path)."""
+    out: list = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(
+                node):
+            out.append(part)
+            node = node[part]
+        elif (i == len(loc) - 1 and isinstance(node, dict) and isinstance(part, str)
+              and not any(c in part for c in "[]-")):
+            out.append(part)  # a missing (or unknown) key of this mapping
+        else:
+            continue
+    return tuple(out)
+
+
+def format_error(err: dict, model: type[BaseModel], data: Any = None) -> str:
     """One pydantic error -> 'yaml.path: what is wrong (got X)'."""
     loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and "[" in p and "]" in p
                                                         and p.startswith(("function", "tagged"))))
+    if data is not None:
+        loc = _data_loc(loc, data)
     path = ""
     for p in loc:
         path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
@@ -203,7 +259,7 @@ def validate(model: type[T], data: Any, where: str) -> T:
         errors = exc.errors(include_url=False)
         # an unknown key is most often a misspelling of a "missing" one: report it first
         errors.sort(key=lambda e: e.get("type") != "extra_forbidden")
-        first = format_error(errors[0], model)
+        first = format_error(errors[0], model, data)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"{where}: {first}{more}") from None
     except RecursionError:

@@ -506,7 +506,8 @@ def _check_override_fields(where: str, path: str, ov: Override, allowed: tuple[s
         vals = v if isinstance(v, list) else [v]
         shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
         if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                and math.isfinite(x) and x >= 0 for x in vals):
+                                and abs(x) < 1e300 and math.isfinite(x) and x >= 0
+                                for x in vals):  # (an int beyond any float fails, not raises)
             raise ConfigError(f"{where}: {path}.{k}: must be a number >= 0 (got {shown})")
         if isinstance(v, list) and (k != "lead_time_weeks" or len(v) != 2 or v[0] > v[1]):
             want = "[low, high] with low <= high" if k == "lead_time_weeks" else "one number"

@@ -75,6 +75,10 @@ class ServeResult:
     timeline: dict[str, np.ndarray] = field(default_factory=dict)
     """One row per simulated event (a step, or a span of decode steps) per replica: replica,
     start_s, end_s, steps, batch (running requests), kv_blocks_used, prefill_tokens."""
+    per_request_path: str | None = None
+    """Set when the per-request results were streamed to this Parquet file (`simulate(...,
+    per_request_out=)`): the per-request arrays above are then empty, the timeline is not
+    kept, and `metrics.summarize` reads the file back in batches."""
 
 
 class _Timeline:
@@ -134,6 +138,89 @@ class _Recorder:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {c: a[: self.n].copy() for c, a in self.cols.items()}
+
+
+PER_REQUEST_COLUMNS = ("request_id", "replica", "arrival_s", "first_scheduled_s",
+                       "first_token_s", "finish_s", "input_tokens", "output_tokens",
+                       "preemptions", "queue_s", "ttft_s", "e2e_s", "tpot_s")
+"""Columns of the streamed per-request Parquet file (rows in finish order); seconds, tokens.
+tpot_s is NaN for a request with one output token."""
+STREAM_BATCH_ROWS = 262_144
+"""Rows buffered before a batch goes to the Parquet file (one row group): ~27 MB of columns."""
+
+
+class _ParquetRecorder(_Recorder):
+    """Finished requests streamed to a Parquet file in row groups of `batch_rows`: memory stays
+    bounded by one batch whatever the number of requests. Written to a temporary file renamed
+    over `path` by `close()` (atomic); `abort()` removes it."""
+
+    def __init__(self, path, batch_rows: int | None = None):
+        import os
+        from pathlib import Path
+
+        import pyarrow as pa
+
+        super().__init__(batch_rows or STREAM_BATCH_ROWS)
+        self.path = Path(os.fspath(path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.total = 0
+        self.schema = pa.schema([(c, pa.float64() if c.endswith("_s") else pa.int64())
+                                 for c in PER_REQUEST_COLUMNS])
+        self.writer = None
+
+    def add(self, req: Req, finish_s: float, replica: int) -> None:
+        if self.n == len(self.cols["rid"]):
+            self.flush()
+        super().add(req, finish_s, replica)
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        if self.n == 0:
+            return
+        c = {k: a[: self.n] for k, a in self.cols.items()}
+        out = c["output_tokens"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tpot = np.where(out > 1, (c["finish_s"] - c["first_token_s"]) / (out - 1), np.nan)
+        cols = {"request_id": c["rid"], "replica": c["replica"], "arrival_s": c["arrival_s"],
+                "first_scheduled_s": c["first_scheduled_s"],
+                "first_token_s": c["first_token_s"], "finish_s": c["finish_s"],
+                "input_tokens": c["input_tokens"], "output_tokens": out,
+                "preemptions": c["preemptions"],
+                "queue_s": c["first_scheduled_s"] - c["arrival_s"],
+                "ttft_s": c["first_token_s"] - c["arrival_s"],
+                "e2e_s": c["finish_s"] - c["arrival_s"], "tpot_s": tpot}
+        self.writer.write_batch(pa.record_batch([cols[k] for k in PER_REQUEST_COLUMNS],
+                                                schema=self.schema))
+        self.total += self.n
+        self.n = 0
+
+    def close(self) -> str:
+        import os
+
+        self.flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+        return str(self.path)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class _NoTimeline(_Timeline):
+    """Keeps no per-event rows (their number grows with the run): for streamed runs."""
+
+    def __init__(self):
+        super().__init__(0)
+
+    def add(self, *args) -> None:
+        pass
 
 
 def _num_blocks(setup: ServeSetup) -> int:
@@ -275,9 +362,14 @@ def replica_process(env: simpy.Environment, rep: Replica, fast: bool, wake: list
         done(rep, finished, start + dur)
 
 
-def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
+def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> ServeResult:
     """Replay `traffic` (an object with `iter_chunks()`, or an iterable of request chunks with
-    `arrival_s`, `input_tokens`, `output_tokens` arrays) through the replicas."""
+    `arrival_s`, `input_tokens`, `output_tokens` arrays) through the replicas.
+
+    `per_request_out` (a path): stream each finished request to that Parquet file
+    (`PER_REQUEST_COLUMNS`, in finish order, written atomically) instead of keeping the arrays,
+    and keep no per-event timeline, so memory stays bounded however many requests arrive;
+    `metrics.summarize` then reads the file back in batches into quantile sketches."""
     if setup.router not in ROUTERS:
         raise ServingError(f"unknown router '{setup.router}' (known: {', '.join(ROUTERS)})")
     if setup.mode not in ("fast", "token"):
@@ -306,8 +398,8 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
     reps = [Replica(i, cfg, costs, num_blocks, window) for i in range(setup.replicas)]
     rng = np.random.default_rng(np.random.SeedSequence(setup.seed).spawn(1)[0])
     env = simpy.Environment()
-    rec = _Recorder()
-    tl = _Timeline()
+    rec = _Recorder() if per_request_out is None else _ParquetRecorder(per_request_out)
+    tl = _Timeline() if per_request_out is None else _NoTimeline()
     state = {"arrived": 0, "rejected": 0, "clipped": 0, "events": 0, "rr": 0}
     outstanding = [0] * setup.replicas
     wake: list[simpy.Event | None] = [None] * setup.replicas
@@ -332,9 +424,18 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
     env.process(arrival_process(env, traffic, max_len, cfg, max_req_tokens, state, on_request))
     for rep in reps:
         env.process(replica_process(env, rep, fast, wake, interrupt, state, tl, finish))
-    env.run()
+    if per_request_out is None:
+        env.run()
+        path = None
+    else:
+        try:
+            env.run()
+            path = rec.close()
+        except BaseException:
+            rec.abort()
+            raise
     wall = time.perf_counter() - wall0
-    arrays = rec.arrays()
+    arrays = _Recorder(0).arrays() if path else rec.arrays()
     unfinished = sum(len(r.running) + len(r.waiting) for r in reps)
     return ServeResult(
         **arrays, arrived=state["arrived"], rejected=state["rejected"],
@@ -344,7 +445,7 @@ def simulate(setup: ServeSetup, traffic: Iterable) -> ServeResult:
         replica_steps=[r.steps for r in reps],
         replica_peak_blocks=[r.peak_blocks_used for r in reps], replica_total_blocks=num_blocks,
         end_s=float(env.now), events=state["events"], sim_wall_s=wall, mode=setup.mode,
-        timeline=tl.arrays())
+        timeline=tl.arrays(), per_request_path=path)
 
 
 def is_finite(x: float) -> bool:

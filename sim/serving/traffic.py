@@ -37,6 +37,9 @@ DEFAULT_CHUNK_SIZE = 65536
 
 DEFAULT_MAX_TRACE_BYTES = 2 * 1024**3
 """Refuse larger trace files unless asked: 2 GB of CSV is ~50 M requests, a deliberate choice."""
+DEFAULT_MAX_TRACE_ROWS = 10_000_000
+"""Most requests a trace may hold where its rows are kept in memory (`EmpiricalLengths`: 160 MB
+of token counts); replay (`TraceTraffic`) streams and has no row limit."""
 
 SECONDS_PER_DAY = 86_400.0
 SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
@@ -209,10 +212,17 @@ class EmpiricalLengths:
         return f"EmpiricalLengths(n={self.input_tokens.size})"
 
     @classmethod
-    def from_trace(cls, path: str | os.PathLike,
-                   max_requests: int | None = None) -> "EmpiricalLengths":
-        """The (input, output) pairs of a trace file (see `TraceTraffic` for the formats)."""
-        c = collect(TraceTraffic(path, max_requests=max_requests))
+    def from_trace(cls, path: str | os.PathLike, max_requests: int | None = None,
+                   max_rows: int | None = None) -> "EmpiricalLengths":
+        """The (input, output) pairs of a trace file (see `TraceTraffic` for the formats): the
+        first `max_requests` if given. The pairs are held in memory, so a trace with more than
+        `max_rows` requests (default `DEFAULT_MAX_TRACE_ROWS`) is refused, not truncated."""
+        limit = DEFAULT_MAX_TRACE_ROWS if max_rows is None else max_rows
+        take = limit + 1 if max_requests is None else min(max_requests, limit + 1)
+        c = collect(TraceTraffic(path, max_requests=take))
+        if len(c) > limit:
+            raise ConfigError(f"{os.fspath(path)}: more than {limit:,} requests (max_rows); "
+                              "resample a part of it, or pass a larger max_rows")
         if len(c) == 0:
             raise ConfigError(f"{path}: no requests to resample lengths from")
         return cls(c.input_tokens, c.output_tokens)
@@ -477,7 +487,8 @@ def _read_header(path: Path, shown: str, max_bytes: int) -> tuple[str, tuple[str
     for fmt, cols in _FORMATS.items():
         if len(names) == len(cols) and set(names) == set(cols):
             return fmt, names
-    raise ConfigError(f"{shown}: line 1: unknown header '{first.strip()}' "
+    head = first.strip() if len(first.strip()) <= 80 else first.strip()[:77] + "..."
+    raise ConfigError(f"{shown}: line 1: unknown header '{head}' "
                       f"(accepted: {_accepted_headers()})")
 
 
@@ -488,6 +499,12 @@ def _parser_message(text: str) -> str:
     if m:
         return f"line {m[2]}: expected {m[1]} fields, saw {m[3]}"
     return text.strip().split("C error: ")[-1]
+
+
+def _cell(v: object) -> str:
+    """A cell of the trace as shown in an error: repr, cut to 60 characters."""
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
 
 
 def _bad_row(shown: str, line: int, message: str) -> ConfigError:
@@ -501,7 +518,7 @@ def _tokens(col: pd.Series, name: str, shown: str, lines: np.ndarray) -> np.ndar
     if not ok.all():
         i = int(np.argmin(ok))
         raise _bad_row(shown, int(lines[i]),
-                       f"{name} must be an integer >= 1 (got {col.iloc[i]!r})")
+                       f"{name} must be an integer >= 1 (got {_cell(col.iloc[i])})")
     return v.astype(np.int64)
 
 
@@ -573,13 +590,17 @@ class TraceTraffic:
                     out = _tokens(df[out_col], out_col, shown, lines)
                     raw = df[time_col]
                     if fmt == "azure":
-                        ts = pd.to_datetime(raw, format="ISO8601", errors="coerce")
-                        bad = ts.isna().to_numpy()
+                        # utc=True: rows with and without a zone mix (naive ones read as UTC)
+                        ts = pd.to_datetime(raw, format="ISO8601", errors="coerce",
+                                            utc=True).dt.tz_localize(None)
+                        # outside 1678..2261 nanoseconds since 1970 overflow int64: refused
+                        bad = (ts.isna() | (ts < pd.Timestamp.min)
+                               | (ts > pd.Timestamp.max)).to_numpy()
                         if bad.any():
                             i = int(np.argmax(bad))
                             raise _bad_row(shown, int(lines[i]),
                                            f"{time_col} is not a date-time like 2023-11-16 "
-                                           f"18:15:46.6805900 (got {raw.iloc[i]!r})")
+                                           f"18:15:46.6805900 (got {_cell(raw.iloc[i])})")
                         ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
                         if t0_ns is None:
                             t0_ns = int(ns[0])
@@ -591,19 +612,21 @@ class TraceTraffic:
                         if not ok.all():
                             i = int(np.argmin(ok))
                             raise _bad_row(shown, int(lines[i]), f"{time_col} must be a number of "
-                                           f"seconds >= 0 (got {raw.iloc[i]!r})")
+                                           f"seconds >= 0 (got {_cell(raw.iloc[i])})")
                     back = np.flatnonzero(np.diff(np.concatenate(([prev_s], secs))) < 0)
                     if back.size:
                         i = int(back[0])
                         before = prev_raw if i == 0 else raw.iloc[i - 1]
                         raise _bad_row(shown, int(lines[i]),
-                                       f"{time_col} goes back in time ({raw.iloc[i]!r} after "
-                                       f"{before!r}); rows must be sorted by time")
+                                       f"{time_col} goes back in time ({_cell(raw.iloc[i])} "
+                                       f"after {_cell(before)}); rows must be sorted by time")
                     prev_s, prev_raw = float(secs[-1]), raw.iloc[-1]
                     left -= len(df)
                     yield RequestChunk(secs / self.time_scale, inp, out)
         except UnicodeDecodeError:
             raise ConfigError(f"{shown}: not UTF-8 text") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:  # raised while opening
+            raise ConfigError(f"{shown}: {_parser_message(str(e))}") from None
         except OSError as e:
             raise ConfigError(f"{shown}: cannot read ({e.strerror or e})") from None
 
