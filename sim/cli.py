@@ -26,6 +26,10 @@ _STATE = {"debug": False, "library": []}
 LibraryOpt = Annotated[Optional[list[Path]], typer.Option(
     "--library", help="extra library folder searched before the packaged one (repeatable)")]
 
+OutsidePathsOpt = Annotated[bool, typer.Option(
+    "--allow-outside-paths", help="accept trace paths that are absolute or lead outside "
+    "the scenario's folder and the library folders")]
+
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
@@ -540,9 +544,7 @@ def run_cmd(
         "--dask", help="run the analyses on Dask: 'local' or tcp://host:port")] = None,
     skip_analysis: Annotated[bool, typer.Option(
         "--skip-analysis", help="ignore the scenario's analysis: section")] = False,
-    allow_outside_paths: Annotated[bool, typer.Option(
-        "--allow-outside-paths", help="accept trace paths that are absolute or lead outside "
-        "the scenario's folder and the library folders")] = False,
+    allow_outside_paths: OutsidePathsOpt = False,
 ) -> None:
     """Run a scenario through every layer and write results, summary and report (and the
     analyses its `analysis:` section asks for: Monte Carlo, tornado, flip points, sweep)."""
@@ -565,7 +567,8 @@ def run_cmd(
             with make_executor(dask, workers) as ex:
                 res.analyses = run_analyses(
                     res.scenario, base=scenario.resolve().parent, library=lib, executor=ex,
-                    say=lambda msg: prog.update(task, description=msg))
+                    say=lambda msg: prog.update(task, description=msg),
+                    allow_outside_paths=allow_outside_paths)
         prog.update(task, description="writing results")
         res.to_dir(out, force=force)
     w = res.summary["winner"]

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sim.cli import LibraryOpt, _lib, app, console, err_console
+from sim.cli import LibraryOpt, OutsidePathsOpt, _lib, app, console, err_console
 
 WorkersOpt = Annotated[int, typer.Option(help="local worker processes (1: in this process)")]
 DaskOpt = Annotated[Optional[str], typer.Option(
@@ -132,7 +132,8 @@ def sweep(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
           zip_: Annotated[bool, typer.Option("--zip", help="pair the lists instead of a grid")]
           = False,
           out: OutOpt = None, workers: WorkersOpt = 1, dask: DaskOpt = None,
-          as_json: JsonOpt = False, library: LibraryOpt = None) -> None:
+          as_json: JsonOpt = False, library: LibraryOpt = None,
+          allow_outside_paths: OutsidePathsOpt = False) -> None:
     """Run the scenario at every combination of the given values; one tidy frame."""
     from sim.experiments.analyses import sweep as run_sweep
 
@@ -141,7 +142,8 @@ def sweep(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
     folder = _out(out, scenario, "sweep")
     with _executor(workers, dask, as_json) as ex, _progress("sweep", as_json) as prog:
         df = run_sweep(scn, grid, mode="zip" if zip_ else "grid", base=base, library=lib,
-                       executor=ex, out=folder, progress=prog)
+                       executor=ex, out=folder, progress=prog,
+                       allow_outside_paths=allow_outside_paths)
     _write_section({"sweep": df}, folder, "sweep", scn)
     if as_json:
         _emit({"points": int(df["point"].nunique()), "rows": df.to_dict(orient="records")},
@@ -157,7 +159,8 @@ def sweep(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
 def mc(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
        draws: Annotated[int, typer.Option(help="number of Monte Carlo draws")] = 200,
        fidelity: FidelityOpt = True, out: OutOpt = None, workers: WorkersOpt = 1,
-       dask: DaskOpt = None, as_json: JsonOpt = False, library: LibraryOpt = None) -> None:
+       dask: DaskOpt = None, as_json: JsonOpt = False, library: LibraryOpt = None,
+       allow_outside_paths: OutsidePathsOpt = False) -> None:
     """Monte Carlo over the scenario's `uncertain:` inputs: win probabilities and NPV ranges."""
     from sim.config.loader import ConfigError
     from sim.experiments.analyses import monte_carlo
@@ -168,7 +171,7 @@ def mc(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
     folder = _out(out, scenario, "mc")
     with _executor(workers, dask, as_json) as ex, _progress("Monte Carlo", as_json) as prog:
         res = monte_carlo(scn, draws, fidelity=fidelity, base=base, library=lib, executor=ex,
-                          out=folder, progress=prog)
+                          out=folder, progress=prog, allow_outside_paths=allow_outside_paths)
     _write_section({"monte_carlo": res}, folder, "mc", scn)
     if as_json:
         _emit(res.to_json(), True)
@@ -185,14 +188,16 @@ def mc(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
 def tornado_cmd(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
                 fidelity: FidelityOpt = True, out: OutOpt = None, workers: WorkersOpt = 1,
                 dask: DaskOpt = None, as_json: JsonOpt = False,
-                library: LibraryOpt = None) -> None:
+                library: LibraryOpt = None,
+                allow_outside_paths: OutsidePathsOpt = False) -> None:
     """One-at-a-time sensitivity: each uncertain input at its 10th and 90th percentile."""
     from sim.experiments.analyses import tornado
 
     scn, lib, base = _load(scenario, library)
     folder = _out(out, scenario, "tornado")
     with _executor(workers, dask, as_json) as ex, _progress("tornado", as_json) as prog:
-        df = tornado(scn, fidelity=fidelity, base=base, library=lib, executor=ex, progress=prog)
+        df = tornado(scn, fidelity=fidelity, base=base, library=lib, executor=ex, progress=prog,
+                     allow_outside_paths=allow_outside_paths)
     _write_section({"tornado": df}, folder, "tornado", scn)
     if as_json:
         _emit({"rows": df.to_dict(orient="records")}, True)
@@ -210,7 +215,8 @@ def flip_cmd(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
                  help="the two options compared (default: the winner and the runner-up)")]
              = None,
              out: OutOpt = None, workers: WorkersOpt = 1, dask: DaskOpt = None,
-             as_json: JsonOpt = False, library: LibraryOpt = None) -> None:
+             as_json: JsonOpt = False, library: LibraryOpt = None,
+             allow_outside_paths: OutsidePathsOpt = False) -> None:
     """The value of one input at which two options cost the same (NPV)."""
     from sim.experiments.analyses import flip
 
@@ -218,7 +224,7 @@ def flip_cmd(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
     folder = _out(out, scenario, "flip")
     with _executor(workers, dask, as_json) as ex, _progress("flip", as_json) as prog:
         res = flip(scn, param, between, options, base=base, library=lib, executor=ex,
-                   progress=prog)
+                   progress=prog, allow_outside_paths=allow_outside_paths)
     _write_section({"flip": [res]}, folder, "flip", scn)
     if as_json:
         _emit(res.to_json(), True)
@@ -236,7 +242,8 @@ def optimize_cmd(scenario: Annotated[Path, typer.Argument(help="scenario YAML")]
                  margin: Annotated[float, typer.Option(
                      help="demand margin of the first round")] = 0.05,
                  out: OutOpt = None, as_json: JsonOpt = False,
-                 library: LibraryOpt = None) -> None:
+                 library: LibraryOpt = None,
+                 allow_outside_paths: OutsidePathsOpt = False) -> None:
     """The cheapest purchase plan (MILP on a linearised fleet), checked by simulating it."""
     import yaml
 
@@ -245,7 +252,8 @@ def optimize_cmd(scenario: Annotated[Path, typer.Argument(help="scenario YAML")]
     scn, lib, base = _load(scenario, library)
     folder = _out(out, scenario, "optimize")
     res = optimize(scn, cards=[c.strip() for c in cards.split(",")] if cards else None,
-                   unit=unit, margin=margin, base=base, library=lib)
+                   unit=unit, margin=margin, base=base, library=lib,
+                   allow_outside_paths=allow_outside_paths)
     _write_section({"optimize": res}, folder, "optimize", scn)
     (folder / "optimised-option.yaml").write_text(
         "# The optimiser's plan as a scenario option: paste it under `options:`.\n"

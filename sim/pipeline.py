@@ -43,6 +43,7 @@ from sim.perf.memory import Layout
 from sim.perf.offline import LengthMoments
 from sim.perf.precision import Precision, PrecisionError
 from sim.perf.training import TrainingLayout, training_throughput
+from sim.report import md_text
 
 SERVER_POWER_PER_TDP = SERVER_KW_PER_CARD_KW  # DGX H100: 10.2 kW for 8 x 700 W GPUs (E4)
 SLO_TOLERANCE = 0.99
@@ -540,17 +541,6 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     return Result(scn, pd.concat(per_year, ignore_index=True),
                   pd.concat(per_hour, ignore_index=True) if per_hour else pd.DataFrame(),
                   summary, cap_df)
-
-
-def md_text(text: object) -> str:
-    """A user string (scenario, option, workload name) as inert Markdown: one line, HTML
-    escaped (`<script>` shows as text in any renderer), and the characters that make links,
-    emphasis, code or table cells backslashed."""
-    import html
-    import re
-
-    s = html.escape(" ".join(str(text).split()), quote=False)
-    return re.sub(r"([\\`*_\[\]|])", r"\\\1", s)
 
 
 def render_markdown(res: Result) -> str:

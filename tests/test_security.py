@@ -185,6 +185,29 @@ def test_user_strings_are_inert_in_both_reports(tmp_path):
     assert rows and all(len(re.findall(r"(?<!\\)\|", r)) == 7 for r in rows)
 
 
+def test_user_strings_are_inert_in_analysis_sections(tmp_path):
+    from sim.config.scenario import load_scenario
+    from sim.experiments import flip, sweep
+    from sim.report.analysis import markdown, write_section
+
+    scn = load_scenario(_evil_scenario(tmp_path))
+    a = {"sweep": sweep(scn, {"finance.discount_rate": [0.05, 0.1]}),
+         "flip": [flip(scn, "finance.discount_rate", (0.02, 0.2))]}
+    md = markdown(a)
+    page = write_section(a, tmp_path / "sec", "flip", scn)[1].read_text()
+    for text in (md, page):
+        low = text.lower()
+        assert "<script" not in low and "<img src=x" not in low
+    md_esc = ('&lt;script&gt;alert("x")&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt; '
+              r'&amp; \| \*b\* \[l\](javascript:x)')
+    assert "opt0 " + md_esc in md or "opt1 " + md_esc in md, md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    head = {ln for ln in md.splitlines() if ln.startswith("|---")}
+    assert rows and head
+    for r in rows:  # no user string adds a cell
+        assert len(re.findall(r"(?<!\\)\|", r)) in (4, 5), r
+
+
 # ---------------------------------------------------------------- path rules
 
 
@@ -250,6 +273,28 @@ def test_paths_leaving_the_scenario_folder_are_refused(layout, capsys, how):
     else:
         assert code == 0, io.err
         assert (out / "summary.json").is_file()
+
+
+def test_allowed_outside_paths_reach_the_analyses(layout, capsys):
+    """The flag covers every run the scenario's `analysis:` section and the experiment
+    commands make, in this process and in worker processes."""
+    tmp, _, outside = layout
+    f = _trace_scenario(tmp / "proj" / "scn", str(outside))
+    f.write_text(f.read_text() + "analysis: {sweep: {finance.discount_rate: [0.05, 0.1]}}\n")
+    out = tmp / "out"
+    code, io = _cli(["run", f, "--out", out, "--workers", "2"], capsys)
+    assert code == 2 and "--allow-outside-paths" in io.err and not out.exists()
+    code, io = _cli(["run", f, "--out", out, "--workers", "2", "--allow-outside-paths"], capsys)
+    assert code == 0, io.err
+    import pandas as pd
+
+    assert pd.read_parquet(out / "results" / "sweep.parquet")["point"].nunique() == 2
+    code, io = _cli(["sweep", f, "--set", "finance.discount_rate=0.05,0.1", "--json",
+                     "--out", tmp / "sw"], capsys)
+    assert code == 2 and "--allow-outside-paths" in io.err
+    code, io = _cli(["sweep", f, "--set", "finance.discount_rate=0.05,0.1", "--json",
+                     "--out", tmp / "sw", "--allow-outside-paths"], capsys)
+    assert code == 0, io.err
 
 
 def test_python_api_refuses_and_allows_by_keyword(layout):

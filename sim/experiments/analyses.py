@@ -48,7 +48,7 @@ def _check_paths(scn: Scenario, values: Mapping[str, Any], where: str) -> None:
 def sweep(scn: Scenario, grid: Mapping[str, Sequence[Any]], *, mode: str = "grid",
           base: Path | None = None, library: Library | None = None,
           executor: Executor | None = None, out: Path | None = None,
-          progress: Progress = None) -> pd.DataFrame:
+          progress: Progress = None, allow_outside_paths: bool = False) -> pd.DataFrame:
     """One row per (point, option) with a column per swept path."""
     if not grid:
         raise ConfigError("sweep: give at least one path and its values")
@@ -70,7 +70,7 @@ def sweep(scn: Scenario, grid: Mapping[str, Sequence[Any]], *, mode: str = "grid
     points = [Point(i, dict(zip(paths, c)), None, dict(zip(paths, c)))
               for i, c in enumerate(combos)]
     return execute(scn, points, base=base, library=library, executor=executor, out=out,
-                   progress=progress)
+                   progress=progress, allow_outside_paths=allow_outside_paths)
 
 
 @dataclass
@@ -98,7 +98,8 @@ class MonteCarloResult:
 
 def monte_carlo(scn: Scenario, draws: int, *, fidelity: bool = True, base: Path | None = None,
                 library: Library | None = None, executor: Executor | None = None,
-                out: Path | None = None, progress: Progress = None) -> MonteCarloResult:
+                out: Path | None = None, progress: Progress = None,
+                allow_outside_paths: bool = False) -> MonteCarloResult:
     if draws < 1:
         raise ConfigError(f"monte carlo: draws must be >= 1 (got {draws})")
     timer = Timer()
@@ -112,7 +113,8 @@ def monte_carlo(scn: Scenario, draws: int, *, fidelity: bool = True, base: Path 
         points.append(Point(i, values, fseed, labels))
     _check_paths(scn, points[0].overrides, "uncertain")
     df = execute(scn, points, base=base, library=library, executor=executor, out=out,
-                 progress=progress).rename(columns={"point": "draw"})
+                 progress=progress, allow_outside_paths=allow_outside_paths,
+                 ).rename(columns={"point": "draw"})
     df.insert(0, "point", df["draw"])
     return summarise_draws(df, plan.paths, timer.seconds)
 
@@ -181,7 +183,7 @@ def first_order_indices(df: pd.DataFrame, inputs: Sequence[str], bins: int | Non
 def tornado(scn: Scenario, *, fidelity: bool = True, low_q: float = 0.1, high_q: float = 0.9,
             base: Path | None = None, library: Library | None = None,
             executor: Executor | None = None, out: Path | None = None,
-            progress: Progress = None) -> pd.DataFrame:
+            progress: Progress = None, allow_outside_paths: bool = False) -> pd.DataFrame:
     """Columns: input, option, low_value, high_value, npv_low_usd, npv_high_usd, base_npv_usd,
     swing_usd; sorted by the largest swing of any option."""
     inputs = D.uncertain_inputs(scn, fidelity)
@@ -199,7 +201,7 @@ def tornado(scn: Scenario, *, fidelity: bool = True, low_q: float = 0.1, high_q:
         points.append(Point(len(points), {path: lo}, None, {"input": path, "side": "low"}))
         points.append(Point(len(points), {path: hi}, None, {"input": path, "side": "high"}))
     df = execute(scn, points, base=base, library=library, executor=executor, out=out,
-                 progress=progress)
+                 progress=progress, allow_outside_paths=allow_outside_paths)
     base_npv = df[df.side == "base"].set_index("option")["npv_usd"]
     rows = []
     for path, (lo, hi) in ends.items():
@@ -252,7 +254,7 @@ def flip(scn: Scenario, param: str, between: tuple[float, float],
          options: tuple[str, str] | None = None, *, grid_points: int = 9,
          base: Path | None = None, library: Library | None = None,
          executor: Executor | None = None, progress: Progress = None,
-         xtol: float | None = None) -> FlipResult:
+         xtol: float | None = None, allow_outside_paths: bool = False) -> FlipResult:
     from scipy.optimize import brentq
 
     lo, hi = float(between[0]), float(between[1])
@@ -262,7 +264,7 @@ def flip(scn: Scenario, param: str, between: tuple[float, float],
     _check_paths(scn, {param: lo}, "flip")
     _check_paths(scn, {param: hi}, "flip")
     if options is None:
-        options = _two_leaders(scn, base, library)
+        options = _two_leaders(scn, base, library, allow_outside_paths)
     for o in options:
         if o not in scn.options:
             raise ConfigError(f"flip: --options: unknown option '{o}' (known: "
@@ -272,7 +274,8 @@ def flip(scn: Scenario, param: str, between: tuple[float, float],
     a, b = options
     xs = np.linspace(lo, hi, max(grid_points, 2))
     points = [Point(i, {param: float(x)}, None, {param: float(x)}) for i, x in enumerate(xs)]
-    df = execute(scn, points, base=base, library=library, executor=executor, progress=progress)
+    df = execute(scn, points, base=base, library=library, executor=executor, progress=progress,
+                 allow_outside_paths=allow_outside_paths)
     diff = _diff_frame(df, param, a, b)
     d = diff["npv_a_minus_b_usd"].to_numpy()
     sign_changes = [i for i in range(len(d) - 1) if np.sign(d[i]) != np.sign(d[i + 1])
@@ -291,7 +294,8 @@ def flip(scn: Scenario, param: str, between: tuple[float, float],
             if x not in memo:
                 s = with_overrides(scn, {param: x}, lib, where="flip")
                 from sim.pipeline import run
-                r = run(s, lib, base=base, detail=False).summary["options"]
+                r = run(s, lib, base=base, detail=False,
+                        allow_outside_paths=allow_outside_paths).summary["options"]
                 memo[x] = r[a]["npv_usd"] - r[b]["npv_usd"]
             return memo[x]
 
@@ -315,11 +319,13 @@ def _diff_frame(df: pd.DataFrame, param: str, a: str, b: str) -> pd.DataFrame:
     return out
 
 
-def _two_leaders(scn: Scenario, base: Path | None, library: Library | None) -> tuple[str, str]:
+def _two_leaders(scn: Scenario, base: Path | None, library: Library | None,
+                 allow_outside_paths: bool = False) -> tuple[str, str]:
     """The base run's winner and the cheapest other option (by NPV)."""
     from sim.pipeline import run
 
-    r = run(scn, library, base=base, detail=False).summary
+    r = run(scn, library, base=base, detail=False,
+            allow_outside_paths=allow_outside_paths).summary
     if len(r["options"]) < 2:
         raise ConfigError("flip: the scenario needs two options to compare")
     tol = r["slo_tolerance"]

@@ -29,13 +29,15 @@ DEFAULT_BATCH = 8  # ~0.1 s a point on the flagship: batches of ~1 s, well above
 def execute(scn: Scenario, points: Sequence[Point], *, base: Path | None = None,
             library: Library | None = None, executor: Executor | None = None,
             out: Path | None = None, batch_size: int = DEFAULT_BATCH,
-            progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+            progress: Callable[[int, int], None] | None = None,
+            allow_outside_paths: bool = False) -> pd.DataFrame:
     lib = library or Library.default()
     ex = executor or Executor()
     sj = scenario_json(scn)
     base_s = str(Path(base or Path.cwd()).resolve())
     roots = tuple(str(Path(r).resolve()) for r in lib.roots)
-    batches = [Batch(i // batch_size, sj, base_s, roots, tuple(points[i:i + batch_size]))
+    batches = [Batch(i // batch_size, sj, base_s, roots, tuple(points[i:i + batch_size]),
+                     allow_outside_paths)
                for i in range(0, len(points), batch_size)]
     parts_dir = None
     done: dict[int, pd.DataFrame] = {}

@@ -120,7 +120,8 @@ def _software(scn: Scenario, cards: list[str]) -> dict[str, tuple[float, float, 
     return out
 
 
-def _probe(scn: Scenario, cards: list[str], lib: Library, base: Path | None):
+def _probe(scn: Scenario, cards: list[str], lib: Library, base: Path | None,
+           allow_outside_paths: bool = False):
     """One pipeline run with every candidate card owned from hour 0: capacities, hourly demand,
     the training calendar."""
     from sim.pipeline import run
@@ -134,7 +135,7 @@ def _probe(scn: Scenario, cards: list[str], lib: Library, base: Path | None):
     doc["options"] = {PROBE: {"buy": buys, "serve_on": cards}}
     doc.pop("analysis", None)
     probe = Scenario.model_validate(doc)
-    return run(probe, lib, base=base)
+    return run(probe, lib, base=base, allow_outside_paths=allow_outside_paths)
 
 
 def _card_cost_pv(scn: Scenario, lib: Library, fin, card: str, year: int, price: float,
@@ -161,7 +162,8 @@ def _card_cost_pv(scn: Scenario, lib: Library, fin, card: str, year: int, price:
 
 def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
              margin: float = 0.05, max_rounds: int = 4, base: Path | None = None,
-             library: Library | None = None, time_limit_s: float = 60.0) -> OptimizeResult:
+             library: Library | None = None, time_limit_s: float = 60.0,
+             allow_outside_paths: bool = False) -> OptimizeResult:
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     from sim.pipeline import card_price_usd, finance_assumptions, run
@@ -176,7 +178,7 @@ def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
     fin = finance_assumptions(scn)
     H = float(scn.horizon_years)
     Y = int(math.ceil(H - 1e-9))
-    probe = _probe(scn, cand, lib, base)
+    probe = _probe(scn, cand, lib, base, allow_outside_paths)
     capdf = probe.capacity
     ph = probe.per_hour[probe.per_hour.option == PROBE]
     year_of = (ph["hour"].to_numpy() // HOURS_PER_YEAR).astype(int)
@@ -337,7 +339,8 @@ def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
         doc["options"] = {**doc["options"], PLAN: option}
         doc.pop("analysis", None)
         with_plan = Scenario.model_validate(doc)
-        res = run(with_plan, lib, base=base, detail=False)
+        res = run(with_plan, lib, base=base, detail=False,
+                  allow_outside_paths=allow_outside_paths)
         sim_sum = res.summary["options"][PLAN]
         tol = res.summary["slo_tolerance"]
         ok = sim_sum["slo_attainment"] >= tol

@@ -40,6 +40,7 @@ class Batch:
     base: str
     roots: tuple[str, ...]
     points: tuple[Point, ...]
+    allow_outside_paths: bool = False  # trace paths outside the scenario and library folders
 
 
 def scenario_json(scn: Scenario) -> str:
@@ -68,7 +69,8 @@ def run_batch(batch: Batch) -> pd.DataFrame:
     rows = []
     for p in batch.points:
         s = with_overrides(scn, p.overrides, lib, where=f"point {p.id}")
-        res = run(s, lib, base=Path(batch.base), fleet_seed=p.fleet_seed, detail=False)
+        res = run(s, lib, base=Path(batch.base), fleet_seed=p.fleet_seed, detail=False,
+                  allow_outside_paths=batch.allow_outside_paths)
         tol = res.summary["slo_tolerance"]
         for oname, v in res.summary["options"].items():
             row = {"point": p.id, "option": oname}

@@ -19,12 +19,14 @@ from sim.experiments.executors import Executor
 
 def run_analyses(scn: Scenario, *, base: Path | None = None, library: Library | None = None,
                  executor: Executor | None = None, out: Path | None = None,
-                 say: Callable[[str], None] | None = None) -> dict:
+                 say: Callable[[str], None] | None = None,
+                 allow_outside_paths: bool = False) -> dict:
     a = scn.analysis
     say = say or (lambda m: None)
     res: dict = {}
     seconds: dict[str, float] = {}
-    kw = dict(base=base, library=library, executor=executor)
+    kw = dict(base=base, library=library, executor=executor,
+              allow_outside_paths=allow_outside_paths)
     if a.monte_carlo:
         say(f"Monte Carlo: {a.monte_carlo} draws")
         t = time.perf_counter()
@@ -53,7 +55,8 @@ def run_analyses(scn: Scenario, *, base: Path | None = None, library: Library | 
 
         say("optimiser")
         t = time.perf_counter()
-        res["optimize"] = optimize(scn, base=base, library=library)
+        res["optimize"] = optimize(scn, base=base, library=library,
+                                   allow_outside_paths=allow_outside_paths)
         seconds["optimize"] = time.perf_counter() - t
     if res:
         res["seconds"] = seconds

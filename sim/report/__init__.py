@@ -6,3 +6,14 @@ escaped) with the executive summary, the plots as base64 data URIs, the tables, 
 and the caveats. The output has no scripts and no external resources and is byte-for-byte the
 same for the same `Result`.
 """
+
+
+def md_text(text: object) -> str:
+    """A user string (scenario, option, workload name) as inert Markdown: one line, HTML
+    escaped (`<script>` shows as text in any renderer), and the characters that make links,
+    emphasis, code or table cells backslashed."""
+    import html
+    import re
+
+    s = html.escape(" ".join(str(text).split()), quote=False)
+    return re.sub(r"([\\`*_\[\]|])", r"\\\1", s)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from sim.report import plots
+from sim.report import md_text, plots
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -159,7 +159,13 @@ def context(analyses: dict) -> dict | None:
     return out
 
 
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(md_text(c) for c in cells) + " |"
+
+
 def markdown(analyses: dict) -> str:
+    """The analyses as Markdown; every value (option names and input paths come from the
+    user) is inert text."""
     c = context(analyses)
     if not c:
         return ""
@@ -167,45 +173,43 @@ def markdown(analyses: dict) -> str:
     if "mc" in c:
         m = c["mc"]
         lines += ["## Monte Carlo", "",
-                  f"{m['draws']} draws of {len(m['inputs'])} uncertain inputs. "
-                  f"{m['top']} wins {m['top_p']} of draws (standard error {m['top_se']}); "
-                  f"no option meets the SLOs in {m['none_p']}.", "",
+                  md_text(f"{m['draws']} draws of {len(m['inputs'])} uncertain inputs. "
+                          f"{m['top']} wins {m['top_p']} of draws (standard error "
+                          f"{m['top_se']}); no option meets the SLOs in {m['none_p']}."), "",
                   "| option | win probability |", "|---|---|"]
-        lines += [f"| {r['name']} | {r['p']} |" for r in m["win"]]
+        lines += [_row(r["name"], r["p"]) for r in m["win"]]
         lines += ["", "| option | NPV p5 | p50 | p95 | $/M tokens p50 | meets SLOs |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {r['option']} | {r['p5']} | {r['p50']} | {r['p95']} | {r['usd_m']} | "
-                  f"{r['meets']} |" for r in m["pct"]]
+        lines += [_row(r["option"], r["p5"], r["p50"], r["p95"], r["usd_m"], r["meets"])
+                  for r in m["pct"]]
         lines.append("")
     if "tornado" in c:
         lines += ["## Tornado (NPV at each input's 10th and 90th percentile)", "",
                   "| input | option | low | high | NPV at low | NPV at high | swing |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['input']} | {r['option']} | {r['low']} | {r['high']} | {r['npv_low']} "
-                  f"| {r['npv_high']} | {r['swing']} |" for r in c["tornado"]["rows"]]
+        lines += [_row(r["input"], r["option"], r["low"], r["high"], r["npv_low"],
+                       r["npv_high"], r["swing"]) for r in c["tornado"]["rows"]]
         lines.append("")
     if "flip" in c:
         lines += ["## Flip points", "", "| input | options | searched | flips at |",
                   "|---|---|---|---|"]
-        lines += [f"| {r['param']} | {r['a']} vs {r['b']} | {r['bracket']} | {r['value']} |"
+        lines += [_row(r["param"], f"{r['a']} vs {r['b']}", r["bracket"], r["value"])
                   for r in c["flip"]]
-        lines += [""] + [f"- {r['statement']}" for r in c["flip"]] + [""]
+        lines += [""] + [f"- {md_text(r['statement'])}" for r in c["flip"]] + [""]
     if "optimize" in c:
         o = c["optimize"]
         lines += ["## Optimised purchase plan", "",
-                  f"Linearised cost {o['objective']}; simulated NPV {o['simulated']}, serving "
-                  f"{o['attainment']} of demand within the SLOs (margin {o['margin']}, "
-                  f"{o['rounds']} round(s)).", "", "| card | cards | order | needed by |",
-                  "|---|---|---|---|"]
-        lines += [f"| {r['card']} | {r['cards']} | {r['order']} | {r['needed']} |"
-                  for r in o["plan"]]
+                  md_text(f"Linearised cost {o['objective']}; simulated NPV {o['simulated']}, "
+                          f"serving {o['attainment']} of demand within the SLOs (margin "
+                          f"{o['margin']}, {o['rounds']} round(s))."), "",
+                  "| card | cards | order | needed by |", "|---|---|---|---|"]
+        lines += [_row(r["card"], r["cards"], r["order"], r["needed"]) for r in o["plan"]]
         lines += ["", "| option | NPV | SLO attainment | meets SLOs |", "|---|---|---|---|"]
-        lines += [f"| {r['option']} | {r['npv']} | {r['slo']} | {r['meets']} |"
-                  for r in o["comparison"]]
-        lines += [f"- {n}" for n in o["notes"]] + [""]
+        lines += [_row(r["option"], r["npv"], r["slo"], r["meets"]) for r in o["comparison"]]
+        lines += [f"- {md_text(n)}" for n in o["notes"]] + [""]
     if "sweep" in c:
         lines += ["## Sweep", "", "| point | winner | NPV |", "|---|---|---|"]
-        lines += [f"| {r['values']} | {r['winner']} | {r['npv']} |" for r in c["sweep"]["rows"]]
+        lines += [_row(r["values"], r["winner"], r["npv"]) for r in c["sweep"]["rows"]]
         lines.append("")
     return "\n".join(lines)
 
@@ -223,7 +227,7 @@ def write_section(analyses: dict, folder: Path, name: str, scn) -> list[Path]:
     html = _env().get_template("analysis_page.html.j2").render(
         title=f"{scn.name} — {name}", name=scn.name, analysis=c)
     written = []
-    for suffix, text in (("md", f"# {scn.name}: {name}\n\n" + markdown(analyses)),
+    for suffix, text in (("md", f"# {md_text(scn.name)}: {name}\n\n" + markdown(analyses)),
                          ("html", html)):
         p = folder / f"{name}.{suffix}"
         tmp = p.with_suffix(f".tmp{os.getpid()}")
