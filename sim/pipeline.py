@@ -14,7 +14,6 @@ option by NPV among those that do (unserved demand priced as configured), or non
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -31,7 +30,8 @@ import pandas as pd
 from sim.config.library import Library
 from sim.config.loader import ConfigError
 from sim.config.paths import scenario_library, spec_overrides
-from sim.config.scenario import SERVER_KW_PER_CARD_KW, Scenario, card_power_w, load_scenario
+from sim.config.scenario import (SERVER_KW_PER_CARD_KW, Scenario, card_power_w,
+                                 hours_after_start, load_scenario)
 from sim.cost.finance import FinanceAssumptions, SoftwareCost
 from sim.cost.fleet_cost import price_timeline
 from sim.fleet.timeline import (HOURS_PER_YEAR, Campaign, Demand, FleetOption, Lease, LeadTime,
@@ -154,12 +154,7 @@ def _clean(o):
 
 
 def _hours_from(start: str, date: str | None) -> float:
-    if date is None:
-        return 0.0
-    def parse(s: str) -> dt.date:
-        parts = [int(x) for x in s.split("-")] + [1, 1]
-        return dt.date(parts[0], parts[1], parts[2])
-    return max((parse(date) - parse(start)).days * 24.0, 0.0)
+    return 0.0 if date is None else max(hours_after_start(start, date), 0.0)
 
 
 def power_cap_factor(scn: Scenario, lib: Library, card: str, compute_share: float) -> float:
@@ -458,7 +453,11 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
             workloads.append(Workload(
                 wname, Demand(w.traffic.peak_rps / (1 + amp), w.traffic.growth_per_year, amp,
                               weekend_factor=w.traffic.weekend_factor,
-                              share_by_year=w.traffic.share_by_year),
+                              events=tuple((_hours_from(scn.start, ev.at), ev.days * 24.0,
+                                            ev.multiplier)
+                                           for _, ev in sorted(w.traffic.events.items())),
+                              share_by_year=w.traffic.share_by_year,
+                              growth_by_quarter=w.traffic.growth_by_quarter),
                 float(rows.input_tokens.iloc[0]), float(rows.output_tokens.iloc[0]), cap,
                 rent_usd_per_card_hour=_card_value(scn, w.rent.card, "rent_usd_per_hour",
                                                    w.rent.usd_per_hour) if w.rent else 0.0,

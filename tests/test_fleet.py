@@ -156,3 +156,30 @@ def test_per_year_frame_adds_up():
     np.testing.assert_allclose(parts, h["owned_card_hours"], rtol=1e-9)
     total = h["chat.served_requests"] + h["chat.rented_requests"] + h["chat.unserved_requests"]
     np.testing.assert_allclose(total, h["chat.demand_requests"], rtol=1e-9)
+
+
+def test_quarterly_growth_matches_annual_growth_when_the_rates_agree():
+    g = 0.8
+    q = (1 + g) ** 0.25 - 1
+    hours = np.arange(0, 5 * HOURS_PER_YEAR, 37.0)
+    annual = Demand(10.0, growth_per_year=g).growth_factor(hours)
+    quarterly = Demand(10.0, growth_by_quarter=(q,) * 3).growth_factor(hours)  # last holds
+    np.testing.assert_allclose(quarterly, annual, rtol=1e-12)
+
+
+def test_quarterly_growth_by_hand():
+    qh = HOURS_PER_YEAR / 4
+    d = Demand(10.0, growth_by_quarter=(0.1, 0.5, 0.0))
+    hours = np.array([0.0, qh, 1.5 * qh, 2 * qh, 3 * qh, 4.5 * qh])
+    want = [1.0, 1.1, 1.1 * 1.5 ** 0.5, 1.65, 1.65, 1.65]  # 0% holds after the third quarter
+    np.testing.assert_allclose(d.growth_factor(hours), want, rtol=1e-12)
+    np.testing.assert_allclose(d.rps(hours[:1]), [10.0])
+
+
+def test_events_multiply_only_inside_their_window():
+    plain = Demand(10.0, diurnal_amplitude=0.3)
+    ev = Demand(10.0, diurnal_amplitude=0.3, events=((100.0, 48.0, 3.0), (120.0, 10.0, 0.5)))
+    h = np.arange(0.0, 400.0)
+    ratio = ev.rps(h) / plain.rps(h)
+    want = np.where((h >= 100) & (h < 148), 3.0, 1.0) * np.where((h >= 120) & (h < 130), 0.5, 1)
+    np.testing.assert_allclose(ratio, want, rtol=1e-12)

@@ -41,6 +41,19 @@ def _write(tmp_path, old, new):
      "cards.mi300x.prize_usd: cannot be overridden (did you mean 'price_usd'?)"),
     ("discount_rate: 0.08", "discount_rat: 0.08",
      "finance.discount_rat: unknown key (did you mean 'discount_rate'?)"),
+    ("{card: mi300x, count: 6000, at: 2026-01", "{card: mi300x, count: 6000, at: 2031-01",
+     "options.h200+mi300x.buy[1].at: 2031-01 is after the horizon (2026-01-01 + 5 years)"),
+    ("{card: mi300x, count: 6000, at: 2026-01", "{card: mi300x, count: 6000, at: 2025-12",
+     "options.h200+mi300x.buy[1].at: 2025-12 is before the scenario's start 2026-01-01"),
+    ("    start: 2026-03\n", "    start: 2035-03\n",
+     "training.yearly-frontier.start: 2035-03 is after the horizon"),
+    ("weekend_factor: 0.75,", "weekend_factor: 0.75, events: {launch: {at: 2032-01-01, days: 7, "
+     "multiplier: 2}},", "workloads.chat-70b.traffic.events.launch.at: 2032-01-01 is after the "
+     "horizon"),
+    ("weekend_factor: 0.75,", "weekend_factor: 0.75, events: {launch: {at: 2026-06-01, days: 7}},",
+     "workloads.chat-70b.traffic.events.launch.multiplier: required key is missing"),
+    ("growth_per_year: 0.8,", "growth_per_year: 0.8, growth_by_quarter: [0.1, 0.2],",
+     "workloads.chat-70b.traffic: give `growth_per_year` or `growth_by_quarter`, not both"),
 ])
 def test_bad_scenarios_fail_in_one_line(tmp_path, lib, old, new, needle):
     p = _write(tmp_path, old, new)

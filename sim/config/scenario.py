@@ -11,6 +11,7 @@ unknown ids with the YAML path, e.g.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import Field, model_validator
 from sim.config.base import DateStr, FleetsimModel, NonNegativeFloat, PositiveFloat
 from sim.config.library import Library
 from sim.config.loader import ConfigError, read_yaml, validate
+from sim.units import HOURS_PER_YEAR
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 MAX_CARDS = 1_000_000
@@ -99,15 +101,28 @@ class ReliabilitySpec(FleetsimModel):
     repair_hours: Annotated[float, Field(gt=0, le=8760)] = 72.0
 
 
+class TrafficEvent(FleetsimModel):
+    """A named spike or dip (a launch, a holiday): demand times `multiplier` for `days` from
+    `at` (events that overlap multiply)."""
+
+    at: DateStr
+    days: Annotated[float, Field(gt=0, le=3660)]
+    multiplier: Annotated[float, Field(ge=0, le=1000)]
+
+
 class Traffic(FleetsimModel):
     """Demand of one workload: a peak (or mean) rate with growth and shape; lengths from a
     library length mix or fitted from a trace."""
 
     peak_rps: PositiveFloat
     growth_per_year: Annotated[float, Field(gt=-1)] = 0.0
+    growth_by_quarter: tuple[Annotated[float, Field(gt=-1, le=100)], ...] = ()
+    """Quarter-over-quarter growth, one value per quarter from the start (compounded within
+    the quarter; the last value holds afterwards); replaces `growth_per_year`."""
     diurnal_amplitude: Annotated[float, Field(ge=0, lt=1)] = 0.0
     weekend_factor: Annotated[float, Field(ge=0)] = 1.0
     share_by_year: tuple[NonNegativeFloat, ...] = ()
+    events: dict[str, TrafficEvent] = {}
     lengths: str | None = None
     trace: str | None = None
 
@@ -115,6 +130,8 @@ class Traffic(FleetsimModel):
     def _one_length_source(self) -> "Traffic":
         if (self.lengths is None) == (self.trace is None):
             raise ValueError("give exactly one of `lengths` (a library length mix) or `trace`")
+        if self.growth_by_quarter and "growth_per_year" in self.model_fields_set:
+            raise ValueError("give `growth_per_year` or `growth_by_quarter`, not both")
         return self
 
 
@@ -384,7 +401,39 @@ def check_references(scn: Scenario, library: Library, where: str) -> None:
     for cid in scn.efficiency:
         need(f"efficiency.{cid}", "card", cid)
     _check_site(scn, library, where)
+    _check_dates(scn, where)
     _check_experiment_paths(scn, library, where)
+
+
+def hours_after_start(start: str, date: str) -> float:
+    """Hours from the scenario's start to `date` (negative before it); YYYY and YYYY-MM mean
+    the first day."""
+    def parse(s: str) -> dt.date:
+        parts = [int(x) for x in s.split("-")] + [1, 1]
+        return dt.date(parts[0], parts[1], parts[2])
+    return (parse(date) - parse(start)).days * 24.0
+
+
+def _check_dates(scn: Scenario, where: str) -> None:
+    """Every dated thing (orders, leases, reservations, campaign starts, traffic events) falls
+    inside the horizon: on or after `start`, before `start + horizon_years`."""
+    end_h = scn.horizon_years * HOURS_PER_YEAR
+    dated: list[tuple[str, str]] = []
+    for oname, o in scn.options.items():
+        for kind_name, items in (("buy", o.buy), ("lease", o.lease), ("reserve", o.reserve)):
+            dated += [(f"options.{oname}.{kind_name}[{i}].at", b.at) for i, b in enumerate(items)]
+    dated += [(f"training.{n}.start", t.start) for n, t in scn.training.items() if t.start]
+    for wname, w in scn.workloads.items():
+        dated += [(f"workloads.{wname}.traffic.events.{e}.at", ev.at)
+                  for e, ev in w.traffic.events.items()]
+    for path, date in dated:
+        h = hours_after_start(scn.start, date)
+        if h < 0:
+            raise ConfigError(f"{where}: {path}: {date} is before the scenario's start "
+                              f"{scn.start}")
+        if h >= end_h:
+            raise ConfigError(f"{where}: {path}: {date} is after the horizon ({scn.start} + "
+                              f"{scn.horizon_years:g} years)")
 
 
 def _check_experiment_paths(scn: Scenario, library: Library, where: str) -> None:

@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-HOURS_PER_YEAR = 8760.0
-"""A year of 365 days; the hourly timeline and every date in years use it (leap days ignored)."""
-MONTHS_PER_YEAR = 12.0
-HOURS_PER_MONTH = HOURS_PER_YEAR / MONTHS_PER_YEAR  # 730 h: colocation $/kW-month prorated hourly
+from sim.units import HOURS_PER_MONTH, HOURS_PER_YEAR, MONTHS_PER_YEAR  # noqa: F401 (re-exported)
 
 
 def _check_finite(owner: str, name: str, value: float) -> None:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-HOURS_PER_YEAR = 8760
+from sim.units import HOURS_PER_QUARTER, HOURS_PER_YEAR
+
 INFANT_WINDOW_H = 720  # infant mortality shows within ~30 days of install (reference-data D2)
 
 
@@ -36,8 +37,10 @@ class FleetError(ValueError):
 @dataclass(frozen=True)
 class Demand:
     """Inference demand of one workload in requests/s: base rate growing by `growth_per_year`
-    (compounded continuously per hour), times a diurnal cosine (peak at `peak_hour`), times a
-    weekend factor, times named events (start hour, duration hours, multiplier)."""
+    (compounded continuously per hour) or by `growth_by_quarter` (quarter-over-quarter rates,
+    compounded within each quarter, the last holding afterwards), times a diurnal cosine (peak
+    at `peak_hour`), times a weekend factor, times named events (start hour, duration hours,
+    multiplier)."""
 
     base_rps: float
     growth_per_year: float = 0.0
@@ -46,12 +49,12 @@ class Demand:
     weekend_factor: float = 1.0
     events: tuple[tuple[float, float, float], ...] = ()
     share_by_year: tuple[float, ...] = ()
+    growth_by_quarter: tuple[float, ...] = ()
     """Mix shift: this workload's demand in year y is multiplied by share_by_year[y] (the last
     value holds afterwards), e.g. reasoning traffic rising from 0.1 to 0.6 of a service."""
 
     def rps(self, hours: np.ndarray) -> np.ndarray:
-        t_years = hours / HOURS_PER_YEAR
-        r = self.base_rps * (1.0 + self.growth_per_year) ** t_years
+        r = self.base_rps * self.growth_factor(hours)
         if self.share_by_year:
             shares = np.asarray(self.share_by_year, dtype=float)
             r = r * shares[np.minimum((hours // HOURS_PER_YEAR).astype(int), len(shares) - 1)]
@@ -62,6 +65,20 @@ class Demand:
         for start, dur, mult in self.events:
             r = np.where((hours >= start) & (hours < start + dur), r * mult, r)
         return r
+
+    def growth_factor(self, hours: np.ndarray) -> np.ndarray:
+        """Demand at `hours` over demand at hour 0 from growth alone."""
+        hours = np.asarray(hours, dtype=float)
+        if not self.growth_by_quarter:
+            return (1.0 + self.growth_per_year) ** (hours / HOURS_PER_YEAR)
+        logs = np.log1p(np.asarray(self.growth_by_quarter, dtype=float))
+        done = np.concatenate([[0.0], np.cumsum(logs)])  # log level at each quarter's start
+        n = len(logs)
+        q = np.floor(hours / HOURS_PER_QUARTER).astype(int)
+        frac = hours / HOURS_PER_QUARTER - q
+        qc = np.minimum(q, n)
+        level = done[qc] + (q - qc) * logs[-1] + frac * logs[np.minimum(q, n - 1)]
+        return np.exp(level)
 
 
 @dataclass(frozen=True)

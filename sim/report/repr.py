@@ -168,7 +168,10 @@ def scenario_html(scn) -> str:
                     + (f", ≤ {w.rent.max_cards:,.0f} cards" if w.rent.max_cards is not None
                        else "")) if w.rent else "no"
             rows.append((esc(name), esc(f"{w.model} ({w.precision})"),
-                         esc(f"{t.peak_rps:,.4g} req/s peak, +{t.growth_per_year:.0%}/year"),
+                         esc(f"{t.peak_rps:,.4g} req/s peak, " + (
+                             f"{len(t.growth_by_quarter)}-quarter growth table"
+                             if t.growth_by_quarter else f"+{t.growth_per_year:.0%}/year")
+                             + (f", {len(t.events)} event(s)" if t.events else "")),
                          esc(t.lengths or t.trace), esc(slo), esc(rent)))
         body += "<b>workloads</b>" + _table(rows, ("name", "model", "traffic", "lengths",
                                                    "SLO", "rent"))
