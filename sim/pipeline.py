@@ -32,7 +32,7 @@ from sim.config.loader import ConfigError
 from sim.config.paths import scenario_library, spec_overrides
 from sim.config.scenario import (SERVER_KW_PER_CARD_KW, Scenario, card_power_w,
                                  hours_after_start, load_scenario)
-from sim.cost.finance import FinanceAssumptions, SoftwareCost
+from sim.cost.finance import FinanceAssumptions, ResidualCurve, SoftwareCost
 from sim.cost.fleet_cost import price_timeline
 from sim.fleet.timeline import (HOURS_PER_YEAR, Campaign, Demand, FleetOption, Lease, LeadTime,
                                 FleetError, Purchase, Reliability, Reserved, Workload,
@@ -112,6 +112,10 @@ DEFAULT_SOURCES = {
     "finance.server_multiplier": "reference-data E4: whole server / GPU price x1.64-1.66 (Epoch)",
     "finance.network_share": "reference-data E4/F: 15% of cluster capex (10-20%)",
     "finance.depreciation_years": "reference-data E5/F: 5 years (4-6)",
+    "finance.tax_rate": "assumed 21% US federal statutory rate (after-tax NPV only)",
+    "finance.price_decline_per_year": "reference-data A3: HGX H100 price roughly flat 2023-25",
+    "finance.residual": "reference-data E6 lender view (H100): 62.5/42.5/30% after 1/2/3 "
+                        "years, extrapolated to a 10% floor at 6 years",
     "options.*.spare_fraction": "reference-data D2/F: 5% hot spares (NCSA, BLOOM)",
     "options.*.software.usd_per_engineer_year": "assumed $300k (reference-data E8: no public figure)",
     "capacity_requests": "fleetsim default: requests per capacity-search point",
@@ -337,7 +341,10 @@ def finance_assumptions(scn: Scenario) -> FinanceAssumptions:
         colo_usd_per_kw_month=site["colo_usd_per_kw_month"],
         server_multiplier=scn.finance.server_multiplier, network_share=scn.finance.network_share,
         maintenance_fraction_per_year=scn.finance.maintenance_fraction_per_year,
-        unserved_penalty_usd_per_card_hour=scn.finance.unserved_penalty_usd_per_card_hour)
+        unserved_penalty_usd_per_card_hour=scn.finance.unserved_penalty_usd_per_card_hour,
+        tax_rate=scn.finance.tax_rate, price_decline_per_year=scn.finance.price_decline_per_year,
+        **({"residual_curve": ResidualCurve(r.age_years, r.fraction, r.source)}
+           if (r := scn.finance.residual) else {}))
 
 
 def card_price_usd(scn: Scenario, lib: Library, card: str) -> float:
@@ -522,6 +529,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
         attainment = served / demand if demand else 1.0
         summary["options"][oname] = {
             "npv_usd": cost.npv_usd, "total_cost_usd": cost.total_cost_usd,
+            "after_tax_npv_usd": cost.after_tax.after_tax_npv_usd,
             "usd_per_m_tokens": lev.usd_per_m_tokens,
             "usd_per_m_input_tokens": lev.usd_per_m_input_tokens,
             "usd_per_m_output_tokens": lev.usd_per_m_output_tokens,

@@ -243,6 +243,28 @@ def test_after_tax_at_zero_rate_is_one_minus_tau_of_pre_tax():
     assert at.after_tax_npv_usd == pytest.approx(0.75 * npv(cf, 0.0), rel=1e-10)
 
 
+
+def test_after_tax_with_a_sale_before_the_horizon_by_hand():
+    # A card retired (and sold) at 2 y of a 4-year horizon, depreciated over 5 y: the shield
+    # stops at the sale and the tax on the gain over book value falls at the sale, not at 4 y.
+    fin = FinanceAssumptions(discount_rate=0.1, depreciation_years=5.0, tax_rate=0.25,
+                             maintenance_fraction_per_year=0.0)
+    buy = [Purchase("h100", 8, 0.0, 0.0, 30_000.0, retire_time_years=2.0)]
+    c = capex_breakdown(buy[0], fin)
+    cf = _option(buy, fin, 4 * H_YEAR)
+    at = after_tax_npv(cf, buy, fin, 4.0)
+    r, tau = 0.1, 0.25
+    resale = fin.residual_curve.fraction_at(2.0) * c.resaleable_usd
+    book = c.total_usd * (1 - 2.0 / 5.0)
+    assert at.residual_gain_tax_pv_usd == pytest.approx(tau * (resale - book) / (1 + r) ** 2,
+                                                        rel=1e-12)
+    # straight line C/5 a year for 2 years, hour by hour, discounted at the start of each hour
+    t = np.arange(2 * H_YEAR) / H_YEAR
+    shield = -tau * (c.total_usd / 5 / H_YEAR * (1 + r) ** -t).sum()
+    assert at.depreciation_shield_pv_usd == pytest.approx(shield, rel=1e-9)
+    assert at.pre_tax_npv_usd == pytest.approx(npv(cf, r), rel=1e-12)
+
+
 # (6) sanity: an owned, fully used H100 against the neocloud rental band -------------------------
 
 def test_owned_h100_effective_cost_lands_in_the_neocloud_band():

@@ -115,3 +115,40 @@ def test_traffic_events_and_quarterly_growth_reach_the_timeline(tmp_path):
     quarterly.write_text(text.replace("growth_per_year: 0.5,", f"growth_by_quarter: [{q!r}],"))
     qd = sim.run(quarterly).per_hour
     np.testing.assert_allclose(qd[col].to_numpy(), base[col].to_numpy(), rtol=1e-9)
+
+
+def test_finance_section_sets_price_decline_residual_curve_and_tax(tmp_path):
+    import math
+
+    import sim
+    from sim.config.loader import ConfigError
+
+    text = TINY.read_text().replace("count: 16, at: 2026-01,", "count: 16, at: 2026-07-01,")
+
+    def run_with(finance: str):
+        f = tmp_path / "f.yaml"
+        f.write_text(text.replace("site: {preset: us-colo}",
+                                  f"site: {{preset: us-colo}}\nfinance: {finance}"))
+        res = sim.run(f)
+        py = res.per_year[res.per_year.option == "h100"]
+        return res.summary["options"]["h100"], py
+
+    flat, py_flat = run_with("{discount_rate: 0.08}")
+    cheaper, py_cheap = run_with("{discount_rate: 0.08, price_decline_per_year: 0.1}")
+    t_years = 181 * 24 / 8760  # 2026-07-01 is 181 days after the start
+    assert py_cheap.capex_usd.sum() / py_flat.capex_usd.sum() == pytest.approx(
+        0.9 ** t_years, rel=1e-12)
+    assert py_flat.residual_usd.sum() < 0  # the default lender curve resells the cards
+    _, py_zero = run_with("{residual: {age_years: [0], fraction: [0], source: 'scrap (test)'}}")
+    assert py_zero.residual_usd.sum() == 0
+    untaxed, _ = run_with("{tax_rate: 0}")
+    assert untaxed["after_tax_npv_usd"] == pytest.approx(untaxed["npv_usd"], rel=1e-12)
+    assert flat["after_tax_npv_usd"] < flat["npv_usd"]  # deductions and the shield save tax
+    assert math.isfinite(flat["after_tax_npv_usd"])
+    f = tmp_path / "bad.yaml"
+    f.write_text(text.replace("site: {preset: us-colo}", "site: {preset: us-colo}\nfinance: "
+                              "{residual: {age_years: [1, 2], fraction: [0.5, 0.3], "
+                              "source: 'x (test)'}}"))
+    with pytest.raises(ConfigError, match=r"bad.yaml: finance.residual: age_years must start "
+                                          r"at 0 \(got 1\)$"):
+        sim.load_scenario(f)

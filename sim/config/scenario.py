@@ -82,6 +82,26 @@ class Site(FleetsimModel):
         return self
 
 
+class Residual(FleetsimModel):
+    """Fraction of the purchase price a card keeps versus its age in years: piecewise linear
+    between the points, the last point a floor (default: reference-data E6, lender view)."""
+
+    age_years: Annotated[tuple[NonNegativeFloat, ...], Field(min_length=1)]
+    fraction: tuple[Annotated[float, Field(ge=0, le=1)], ...]
+    source: Annotated[str, Field(min_length=3)]
+
+    @model_validator(mode="after")
+    def _curve(self) -> "Residual":
+        if len(self.fraction) != len(self.age_years):
+            raise ValueError(f"age_years and fraction must have the same length (got "
+                             f"{len(self.age_years)} and {len(self.fraction)})")
+        if self.age_years[0] != 0:
+            raise ValueError(f"age_years must start at 0 (got {self.age_years[0]:g})")
+        if any(b <= a for a, b in zip(self.age_years, self.age_years[1:])):
+            raise ValueError("age_years must increase strictly")
+        return self
+
+
 class Finance(FleetsimModel):
     discount_rate: Annotated[float, Field(ge=0, le=1)] = 0.08
     depreciation_years: PositiveFloat = 5.0
@@ -89,6 +109,11 @@ class Finance(FleetsimModel):
     server_multiplier: Annotated[float, Field(ge=1)] = 1.65
     network_share: Annotated[float, Field(ge=0, lt=1)] = 0.15
     unserved_penalty_usd_per_card_hour: NonNegativeFloat | None = None
+    tax_rate: Annotated[float, Field(ge=0, lt=1)] = 0.21
+    """Only the after-tax NPV uses it (depreciation tax shield)."""
+    price_decline_per_year: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """A later order pays price x (1 - decline)^(years after the start)."""
+    residual: Residual | None = None
 
 
 class ReliabilitySpec(FleetsimModel):

@@ -98,7 +98,7 @@ def residual_value(purchases: Sequence[Purchase], horizon_years: float,
     for p in purchases:
         b = capex_breakdown(p, finance)
         retire = p.retire_time_years
-        if retire is not None and retire < horizon_years and p.delivery_time_years <= retire:
+        if sale_time_years(p, horizon_years) < horizon_years:
             age_years = retire - p.delivery_time_years  # sold at end of life, before the horizon
             value_usd = finance.residual_curve.fraction_at(age_years) * b.resaleable_usd
             if value_usd != 0:
@@ -116,6 +116,15 @@ def residual_value(purchases: Sequence[Purchase], horizon_years: float,
     return flows
 
 
+def sale_time_years(p: Purchase, horizon_years: float) -> float:
+    """When a purchase leaves the books: at its retirement when it is delivered and retires
+    before the horizon (sold at end of life), else at the horizon."""
+    retire = p.retire_time_years
+    if retire is not None and retire < horizon_years and p.delivery_time_years <= retire:
+        return float(retire)
+    return float(horizon_years)
+
+
 def _overlap(a0: np.ndarray | float, a1: np.ndarray | float, b0: float, b1: float) -> np.ndarray:
     return np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0.0, None)
 
@@ -125,7 +134,8 @@ def depreciation_hourly_usd(purchases: Sequence[Purchase], finance: FinanceAssum
     """Straight-line depreciation charged in each hour of the horizon (USD per hour, accounting).
 
     Purchase capex C depreciates at C / depreciation_years per year from delivery, for
-    depreciation_years; hour h carries the part of that line inside [h, h + 1).
+    depreciation_years or until it is sold (`sale_time_years`), whichever comes first; hour h
+    carries the part of that line inside [h, h + 1).
     """
     h = np.arange(num_hours, dtype=float)
     out = np.zeros(num_hours)
@@ -133,7 +143,9 @@ def depreciation_hourly_usd(purchases: Sequence[Purchase], finance: FinanceAssum
     for p in purchases:
         c_usd = capex_breakdown(p, finance).total_usd
         start_h = p.delivery_time_years * HOURS_PER_YEAR
-        out += c_usd / life_hours * _overlap(h, h + 1.0, start_h, start_h + life_hours)
+        end_h = min(start_h + life_hours,
+                    sale_time_years(p, num_hours / HOURS_PER_YEAR) * HOURS_PER_YEAR)
+        out += c_usd / life_hours * _overlap(h, h + 1.0, start_h, end_h)
     return out
 
 

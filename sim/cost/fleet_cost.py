@@ -29,6 +29,7 @@ from sim.cost.levelized import (
     levelized_usd_per_m_tokens,
 )
 from sim.cost.opex import opex_hourly
+from sim.cost.tax import AfterTaxNpv, after_tax_npv
 from sim.cost.total import option_cash_flows
 from sim.fleet.timeline import FleetOption, Timeline, Workload
 
@@ -47,6 +48,7 @@ class OptionCost:
     usd_per_card_hour: float
     tokens_in: float
     tokens_out: float
+    after_tax: AfterTaxNpv
 
 
 def cost_purchases(option: FleetOption, unit_price_usd: dict[str, float],
@@ -154,4 +156,5 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
                       effective_usd_per_card_hour(flows, serving_ch + training_ch,
                                                   finance.discount_rate)
                       if (serving_ch + training_ch).any() else float("nan"),
-                      float(tokens_in.sum()), float(tokens_out.sum()))
+                      float(tokens_in.sum()), float(tokens_out.sum()),
+                      after_tax_npv(flows, purchases, finance, horizon))

@@ -4,7 +4,8 @@ With tax rate tau, on the pre-tax cash flows (costs > 0, inflows < 0):
     capex                      unchanged (capitalised, not deductible when paid)
     operating costs            x (1 - tau)   (deductible when paid)
     depreciation tax shield    - tau x depreciation, hour by hour (start of the hour, as opex)
-    residual value R at H      tax on the gain over book value: + tau x (R - book_value(H))
+    resale value R at sale     tax on the gain over book value: + tau x (R - book_value),
+                               at the horizon or at an earlier end of life
 Taxes are taken to fall when the flow they belong to falls (no payment lag) and to be usable in
 full (the buyer has other taxable profit). The discount rate is the same nominal rate as before.
 """
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.cost.capex import book_value_usd, depreciation_hourly_usd
+from sim.cost.capex import (book_value_usd, depreciation_hourly_usd, residual_value,
+                             sale_time_years)
 from sim.cost.finance import HOURS_PER_YEAR, FinanceAssumptions, Purchase
 from sim.cost.flows import (
     CashFlowsLike,
@@ -36,7 +38,7 @@ class AfterTaxNpv:
     pre_tax_npv_usd: float
     opex_tax_saving_pv_usd: float  # -tau x PV(operating costs)
     depreciation_shield_pv_usd: float  # -tau x PV(depreciation)
-    residual_gain_tax_pv_usd: float  # tau x (R - book value) x DF(H)
+    residual_gain_tax_pv_usd: float  # tau x sum of (R - book value) x DF(sale)
 
     @property
     def after_tax_npv_usd(self) -> float:
@@ -47,24 +49,34 @@ class AfterTaxNpv:
 def after_tax_npv(cash_flows: CashFlowsLike, purchases: Sequence[Purchase],
                   finance: FinanceAssumptions, horizon_years: float,
                   rate: float | None = None) -> AfterTaxNpv:
-    """After-tax present value of net cost (module docstring); the rate defaults to finance's."""
+    """After-tax present value of net cost (module docstring); the rate defaults to finance's.
+    Each purchase leaves the books when it is sold (`sale_time_years`: at its retirement, or at
+    the horizon): the tax on its gain over book value falls then."""
     r = finance.discount_rate if rate is None else rate
     tau = finance.tax_rate
     cf = as_cash_flows(cash_flows)
     is_res = cf.code == category_code("residual")
-    if np.any(np.abs(cf.time_years[is_res] - horizon_years) > 1e-9) \
-            or np.any(cf.hourly_usd[category_code("residual")] != 0):
-        raise ValueError(f"residual-value flows must be dated at the horizon ({horizon_years:.6g} "
-                         "years) for the after-tax view")
+    if np.any(cf.hourly_usd[category_code("residual")] != 0):
+        raise ValueError("residual-value flows must be dated, not hourly, for the after-tax view")
     pv = pv_by_category(cf, r)
     opex_pv = sum(v for c, v in pv.items() if c not in ("capex", "residual"))
-    residual_value_usd = -float(cf.usd[is_res].sum())
     num_hours = round(horizon_years * HOURS_PER_YEAR)
     shield_pv = -tau * pv_hourly(depreciation_hourly_usd(purchases, finance, num_hours), r)
-    gain_usd = residual_value_usd - book_value_usd(purchases, finance, horizon_years)
+    gain_pv = 0.0
+    resale_usd = 0.0
+    for p in purchases:
+        value_usd = -sum(f.usd for f in residual_value([p], horizon_years, finance))
+        sold = sale_time_years(p, horizon_years)
+        gain_pv += (value_usd - book_value_usd([p], finance, sold)) * float(
+            discount_factor(sold, r))
+        resale_usd += value_usd
+    flows_usd = -float(cf.usd[is_res].sum())
+    if abs(flows_usd - resale_usd) > 1e-6 * max(1.0, abs(resale_usd)):
+        raise ValueError(f"residual-value flows ({flows_usd:,.2f} USD) do not match the "
+                         f"purchases' resale value ({resale_usd:,.2f} USD)")
     return AfterTaxNpv(
         pre_tax_npv_usd=npv(cf, r),
         opex_tax_saving_pv_usd=-tau * opex_pv,
         depreciation_shield_pv_usd=shield_pv,
-        residual_gain_tax_pv_usd=tau * gain_usd * float(discount_factor(horizon_years, r)),
+        residual_gain_tax_pv_usd=tau * gain_pv,
     )

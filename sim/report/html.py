@@ -253,6 +253,7 @@ def _context(result) -> dict:
         rows.append({
             "name": o, "meets": o in meets, "is_winner": o == winner,
             "npv": usd(v["npv_usd"]), "total": usd(v["total_cost_usd"]),
+            "npv_after_tax": usd(v.get("after_tax_npv_usd")),
             "usd_m": usd_per_m(v.get("usd_per_m_tokens")),
             "usd_m_in": usd_per_m(v.get("usd_per_m_input_tokens")),
             "usd_m_out": usd_per_m(v.get("usd_per_m_output_tokens")),
@@ -309,7 +310,10 @@ def _context(result) -> dict:
         "analysis": _analysis_context(result),
         "notes": list(result.notes),
         "facts": {"seed": scn.seed, "start": scn.start, "horizon": number(scn.horizon_years),
-                  "discount": pct(scn.finance.discount_rate), "site": scn.site.preset or "custom",
+                  "discount": pct(scn.finance.discount_rate),
+                  "tax_rate": pct(scn.finance.tax_rate),
+                  "depreciation": f"{scn.finance.depreciation_years:g} years",
+                  "site": scn.site.preset or "custom",
                   "electricity": f"${site['electricity_usd_per_kwh']:.4g}/kWh",
                   "pue": f"{site['pue']:.3g}", "n_uncertain": len(scn.uncertain)},
     }
