@@ -91,10 +91,12 @@ def horizon_scenario(options: int, years: float) -> dict:
                 {"card": "l40s", "count": n, "at": "2026-01", "lead_time_weeks": [2, 4]}],
                 "serve_on": ["l40s"]}
         elif kind == 2:
-            opts[f"h100-staggered-{n}"] = {"buy": [
-                {"card": "h100-sxm", "count": n, "at": "2026-01", "price_usd": 30000},
-                {"card": "h100-sxm", "count": n, "at": "2029-01", "price_usd": 22000},
-                {"card": "h100-sxm", "count": n, "at": "2032-01", "price_usd": 15000}]}
+            buys = [{"card": "h100-sxm", "count": n, "at": "2026-01", "price_usd": 30000},
+                    {"card": "h100-sxm", "count": n, "at": "2029-01", "price_usd": 22000},
+                    {"card": "h100-sxm", "count": n, "at": "2032-01", "price_usd": 15000}]
+            # every date inside the horizon (a shorter horizon keeps the earlier orders)
+            opts[f"h100-staggered-{n}"] = {"buy": [b for b in buys
+                                                   if int(b["at"][:4]) - 2026 < years]}
         else:
             opts[f"h100-lease-{n}"] = {
                 "buy": [{"card": "h100-sxm", "count": 8, "at": "2026-01", "price_usd": 30000}],
