@@ -152,3 +152,33 @@ def test_finance_section_sets_price_decline_residual_curve_and_tax(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.yaml: finance.residual: age_years must start "
                                           r"at 0 \(got 1\)$"):
         sim.load_scenario(f)
+
+
+@pytest.mark.parametrize("scenario", sorted((REPO / "scenarios").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_scenario_runs_from_the_cli(tmp_path, scenario):
+    """`fleetsim run` end to end on each shipped scenario (its `analysis:` section is covered by
+    the experiments tests and `make demo`): the files, a winner among the options or none said
+    plainly, finite costs, and the report naming the winner."""
+    import math
+
+    import yaml
+
+    out = tmp_path / "out"
+    env = {**os.environ, "COLUMNS": "200"}
+    p = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(scenario), "--out", str(out),
+                        "--skip-analysis"], capture_output=True, text=True, cwd=REPO, env=env,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    names = set(yaml.safe_load(scenario.read_text())["options"])
+    assert set(summary["options"]) == names
+    assert summary["winner"] is None or summary["winner"] in names
+    for v in summary["options"].values():
+        assert math.isfinite(v["npv_usd"]) and math.isfinite(v["after_tax_npv_usd"])
+        assert 0.0 <= v["slo_attainment"] <= 1.0 + 1e-12
+    py = pd.read_parquet(out / "results" / "per_year.parquet")
+    assert set(PER_YEAR_COLS) <= set(py.columns) and set(py.option) == names
+    html = (out / "report.html").read_text()
+    assert (summary["winner"] or "no option meets") in html
+    assert f"winner: {summary['winner'] or 'none'}" in p.stdout
