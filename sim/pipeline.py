@@ -280,7 +280,7 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
     files += [lib.path("calibration", i) for i in lib.ids("calibration")
               if i == card or i.startswith(card + "@")]
     key = cache_key(setup, {"lengths": w.traffic.lengths or str(w.traffic.trace), "n": n,
-                            "seed": scn.seed, "slo": [slo.ttft_ms, slo.tpot_ms], "run": 1}, files)
+                            "seed": scn.seed, "slo": [slo.ttft_ms, slo.tpot_ms], "run": 2}, files)
     progress(f"capacity {wname} on {card} (TP{est.tp})")
 
     def compute() -> dict:

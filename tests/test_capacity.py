@@ -12,9 +12,10 @@ import pytest
 
 from sim.perf.memory import Layout
 from sim.perf.precision import Precision
-from sim.serving.capacity import cache_key, cached, capacity_curve, max_rate
-from sim.serving.metrics import Slo
-from sim.serving.simulate import ServeSetup
+from sim.serving.capacity import (cache_key, cached, capacity_curve, max_rate, meets,
+                                   run_point)
+from sim.serving.metrics import Slo, summarize
+from sim.serving.simulate import ServeSetup, simulate
 from sim.serving.traffic import LognormalLengths, PoissonTraffic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,25 @@ def test_max_rate_sits_on_the_slo_boundary(setup, traffic_at):
     above = capacity_curve(setup, traffic_at, [cap.bracket[1] * 1.05], slo)
     assert not above["meets_slo"].iloc[0]
     assert cap.tokens_per_s_per_card == cap.tokens_per_s  # TP1: one card per replica
+
+
+def test_a_short_burst_does_not_certify_capacity(setup, lib):
+    """A rate the replica cannot sustain can still pass the SLOs over a burst of a few hundred
+    requests (the queue has no time to build). The search lengthens a run until its arrivals
+    span several in-service times, so a short run finds no more capacity than a long one."""
+    lengths = LognormalLengths.from_mix(lib.lengths("mlperf-llama2-70b"))
+    slo = Slo(ttft_ms=2000, tpot_ms=100)
+    long_at = lambda rate, seed: PoissonTraffic(rate, 2500, lengths, seed)  # noqa: E731
+    short_at = lambda rate, seed: PoissonTraffic(rate, 150, lengths, seed)  # noqa: E731
+    sustained = max_rate(setup, long_at, slo, rel_tol=0.05)
+    over = sustained.bracket[1] * 1.5  # well above what the replica sustains
+    burst = summarize(simulate(setup, short_at(over, 0)), slo)
+    assert meets(burst, slo), "the raw burst passes: the trap this guards against"
+    point = run_point(setup, short_at, over, 0, slo)
+    assert point["requests_simulated"] > 150 and not point["meets_slo"]
+    short = max_rate(setup, short_at, slo, rel_tol=0.05)
+    assert short.max_rate_rps <= sustained.max_rate_rps * 1.05
+    assert short.summary["steady"]
 
 
 def test_cache_is_keyed_on_inputs_and_files(setup, tmp_path, monkeypatch, lib):

@@ -365,10 +365,13 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
             if d < H and p.count:
                 arrived[d] += p.count
                 # infant failures: each card fails within 30 days with probability p_inf, at a
-                # uniform time; per-card draws keep a bigger purchase a superset of a smaller
-                prng = np.random.default_rng(ss)
-                fails = prng.random(p.count) < rel.infant_mortality
-                when = d + prng.integers(0, INFANT_WINDOW_H, size=p.count)
+                # uniform time; one row of two uniforms per card keeps a bigger purchase a
+                # superset of a smaller (its own stream, apart from the delivery draw)
+                prng = np.random.default_rng(
+                    np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, 1)))
+                u = prng.random((p.count, 2))
+                fails = u[:, 0] < rel.infant_mortality
+                when = d + np.floor(u[:, 1] * INFANT_WINDOW_H).astype(int)
                 sel = fails & (when < H)
                 np.add.at(infant, when[sel], 1)
             e = int(math.ceil(dh + p.life_years * HOURS_PER_YEAR))

@@ -3,7 +3,12 @@
 A capacity curve runs one replica at a range of offered rates with common random numbers (the
 same arrival uniforms and lengths, scaled by the rate), so p99 TTFT is monotone in the rate and
 bisection does not chase noise (modeling-notes.md). The max rate meeting the SLOs is found by
-bisection on that curve and confirmed with an independent seed. Results are cached on disk
+bisection on that curve and confirmed with an independent seed. A point must reach steady
+state: a run whose arrivals span less than `STEADY_WINDOWS` times the mean in-service time of a
+request (admission to last token) is run again with proportionally more requests (at most
+`MAX_EXTENSION` times as many), since a short burst never fills the batch or builds the queue
+that the same rate would build for good, and would overstate capacity. A point that cannot be
+made long enough does not meet the SLOs. Results are cached on disk
 under a hashlib key of every input, the code version and the calibration files' bytes, written
 atomically; the fleet layer reads them without rerunning the simulator.
 """
@@ -41,12 +46,40 @@ def meets(summary: dict, slo: Slo) -> bool:
     return True
 
 
+STEADY_WINDOWS = 5.0
+MAX_EXTENSION = 20
+
+
+def _in_service_s(s: dict) -> float:
+    e2e, queue = s["e2e_ms"]["mean"], s["queue_ms"]["mean"]
+    return max((e2e or 0.0) - (queue or 0.0), 0.0) / 1e3
+
+
 def run_point(setup: ServeSetup, traffic_at: TrafficAt, rate: float, seed: int,
-              slo: Slo) -> dict:
-    res = simulate(setup, traffic_at(rate, seed))
+              slo: Slo, lengthen_failing: bool = False) -> dict:
+    """One offered rate, lengthened to steady state (module docstring). The search lengthens
+    only runs that meet the SLOs (a longer run only loads the replica more); a curve lengthens
+    every run, so its points compare with one another."""
+    traffic = traffic_at(rate, seed)
+    res = simulate(setup, traffic)
     s = summarize(res, slo, setup.hardware.card.power.tdp_w, setup.layout.cards)
+    window_s = float(res.arrival_s.max() - res.arrival_s.min()) if len(res.arrival_s) > 1 else 0.0
+    need_s = STEADY_WINDOWS * _in_service_s(s)
+    n = getattr(traffic, "num_requests", None)
+    if (window_s < need_s and n and (lengthen_failing or meets(s, slo))
+            and getattr(traffic, "duration_s", 1) is None and dataclasses.is_dataclass(traffic)):
+        more = min(math.ceil(n * 1.1 * need_s / max(window_s, 1e-9)), n * MAX_EXTENSION)
+        traffic = dataclasses.replace(traffic, num_requests=more)
+        res = simulate(setup, traffic)
+        s = summarize(res, slo, setup.hardware.card.power.tdp_w, setup.layout.cards)
+        window_s = float(res.arrival_s.max() - res.arrival_s.min()) if len(
+            res.arrival_s) > 1 else 0.0
+        need_s = STEADY_WINDOWS * _in_service_s(s)
     s["rate_rps"] = rate
-    s["meets_slo"] = meets(s, slo)
+    s["steady"] = window_s >= need_s
+    s["requests_simulated"] = int(res.arrived)
+    # a source that cannot be lengthened (a trace replay) is judged as it is
+    s["meets_slo"] = meets(s, slo) and (s["steady"] or n is None)
     offered = s["requests"] / max(float(res.arrival_s.max() - res.arrival_s.min()), 1e-9) \
         if len(res.arrival_s) > 1 else 0.0
     s["stable"] = bool(s["finished"] and s["duration_s"] > 0
@@ -59,7 +92,7 @@ def capacity_curve(setup: ServeSetup, traffic_at: TrafficAt, rates: list[float],
     """One row per offered rate: latency percentiles, throughput, busy fraction, power."""
     rows = []
     for rate in sorted(rates):
-        s = run_point(setup, traffic_at, rate, seed, slo)
+        s = run_point(setup, traffic_at, rate, seed, slo, lengthen_failing=True)
         rows.append({
             "rate_rps": rate, "ttft_p50_ms": s["ttft_ms"]["p50"], "ttft_p99_ms": s["ttft_ms"]["p99"],
             "tpot_p50_ms": s["tpot_ms"]["p50"], "tpot_p99_ms": s["tpot_ms"]["p99"],
