@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sim.report import json_safe
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fleetsim: accelerator fleet TCO simulator.")
 console = Console()
@@ -123,7 +125,7 @@ def perf(
     lib.model(model)  # unknown model -> clear error before anything else
     est = estimate(card, model, prec, lengths, tp=tp, library=lib, ep=ep)
     if as_json:
-        print(json.dumps(_clean(est.to_dict()), sort_keys=True))
+        print(json.dumps(json_safe(est.to_dict()), sort_keys=True))
         return
     t = Table(title=f"{model} on {card} ({prec.label})", show_header=False)
     rows = [
@@ -172,7 +174,7 @@ def _compare(lib, model, precision, lengths, as_json, weights, activations, kv) 
             continue
         rows.append(estimate(cid, model, chosen, lengths, library=lib, hardware=hw))
     if as_json:
-        print(json.dumps([_clean(r.to_dict()) for r in rows], sort_keys=True))
+        print(json.dumps([json_safe(r.to_dict()) for r in rows], sort_keys=True))
         return
     t = Table(title=f"{model}: offline throughput per card (in {lengths.isl:.0f} / "
                     f"out {lengths.osl:.0f} tokens)")
@@ -291,7 +293,7 @@ def serve(
     out.update(card=card, model=model, precision=prec.label, tp=use_tp, replicas=replicas,
                engine=f"{engine.name} {engine.version}", router=router)
     if as_json:
-        print(json.dumps(_clean(out), sort_keys=True))
+        print(json.dumps(json_safe(out), sort_keys=True))
         return
     t = Table(title=f"{model} on {replicas}x {card} TP{use_tp} ({prec.label}, {engine.name})",
               show_header=False)
@@ -408,7 +410,7 @@ def capacity(
     out.update(card=card, model=model, precision=prec.label, tp=tp, traffic=traffic,
                slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, cache_key=key)
     if as_json:
-        print(json.dumps(_clean(out), sort_keys=True))
+        print(json.dumps(json_safe(out), sort_keys=True))
         return
     console.print(f"{model} on {card} TP{tp} ({prec.label}), {traffic} traffic: max "
                   f"{out['max_rate_rps_per_replica']:.3f} req/s per replica meets p99 TTFT <= "
@@ -463,7 +465,7 @@ def calibrate_import(
     rec.pop("input_lens")
     rec.pop("output_lens")
     if as_json:
-        print(json.dumps(_clean(rec), sort_keys=True))
+        print(json.dumps(json_safe(rec), sort_keys=True))
         return
     console.print(rec)
 
@@ -597,16 +599,6 @@ def schema(out: Annotated[Path, typer.Option(help="folder for the *.schema.json 
 
 def _opt(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
-
-
-def _clean(obj):
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _register_experiments() -> None:

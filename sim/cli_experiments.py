@@ -75,10 +75,10 @@ def _progress(label: str, quiet: bool):
 
 
 def _emit(payload: dict, as_json: bool) -> None:
-    from sim.report.analysis import _finite
+    from sim.report import json_safe
 
     if as_json:
-        sys.stdout.write(json.dumps(_finite(payload), sort_keys=True) + "\n")
+        sys.stdout.write(json.dumps(json_safe(payload), sort_keys=True) + "\n")
 
 
 def _write_section(analyses: dict, folder: Path, name: str, scn) -> None:

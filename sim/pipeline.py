@@ -43,7 +43,7 @@ from sim.perf.memory import Layout
 from sim.perf.offline import LengthMoments
 from sim.perf.precision import Precision, PrecisionError
 from sim.perf.training import TrainingLayout, training_throughput
-from sim.report import md_text
+from sim.report import json_safe, md_text
 
 SERVER_POWER_PER_TDP = SERVER_KW_PER_CARD_KW  # DGX H100: 10.2 kW for 8 x 700 W GPUs (E4)
 SLO_TOLERANCE = 0.99
@@ -84,7 +84,7 @@ class Result:
             self.per_year.to_parquet(tmp / "results" / "per_year.parquet", index=False)
             self.per_hour.to_parquet(tmp / "results" / "per_hour.parquet", index=False)
             self.capacity.to_parquet(tmp / "results" / "capacity.parquet", index=False)
-            (tmp / "summary.json").write_text(json.dumps(_clean(self.summary), indent=2,
+            (tmp / "summary.json").write_text(json.dumps(json_safe(self.summary), indent=2,
                                                          sort_keys=True) + "\n")
             (tmp / "scenario.resolved.yaml").write_text(resolved_yaml(self.scenario))
             if self.analyses:
@@ -127,7 +127,7 @@ def resolved_yaml(scn: Scenario) -> str:
     each default that is not in the file."""
     import yaml
 
-    doc = _clean(scn.model_dump(mode="json"))
+    doc = json_safe(scn.model_dump(mode="json"))
     site = scn.site.resolved()
     doc["site"].update({k: v for k, v in site.items() if k != "source"})
     sources = {"site": site.get("source", "given in the file")}
@@ -143,18 +143,6 @@ def resolved_yaml(scn: Scenario) -> str:
     doc["sources"] = sources
     return ("# Written by fleetsim run: the scenario as run, every default filled in.\n"
             + yaml.safe_dump(doc, sort_keys=True, allow_unicode=True, width=100))
-
-
-def _clean(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.generic):
-        return _clean(o.item())
-    return o
 
 
 def _hours_from(start: str, date: str | None) -> float:

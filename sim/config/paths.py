@@ -42,6 +42,19 @@ def parse_path(path: str) -> list[str | int]:
     return out
 
 
+def _longest_key(node: dict, segs: list[str | int], i: int) -> tuple[str, int]:
+    """Greedy: the longest dotted run of plain segments from `i` that is a key of `node` (else
+    segment `i` alone), and the index after it."""
+    key, j = str(segs[i]), i + 1
+    k = i + 1
+    while k < len(segs) and isinstance(segs[k], str):
+        cand = ".".join(str(s) for s in segs[i:k + 1])
+        if cand in node:
+            key, j = cand, k + 1
+        k += 1
+    return key, j
+
+
 def _walk(doc: Any, segs: list[str | int], path: str, create: bool):
     """The container and key holding `path`'s value (keys joined greedily across dots)."""
     node = doc
@@ -59,14 +72,7 @@ def _walk(doc: Any, segs: list[str | int], path: str, create: bool):
         else:
             if not isinstance(node, dict):
                 raise KeyError(f"{'.'.join(trail) or 'the scenario'} has no key '{seg}'")
-            key, j = seg, i + 1
-            # greedy: the longest dotted run of plain segments that is a key
-            k = i + 1
-            while k < len(segs) and isinstance(segs[k], str):
-                cand = ".".join(str(s) for s in segs[i:k + 1])
-                if cand in node:
-                    key, j = cand, k + 1
-                k += 1
+            key, j = _longest_key(node, segs, i)
             if key not in node:
                 if j == len(segs) and create:
                     return node, key
@@ -168,13 +174,7 @@ def _resolved_keys(full: dict, segs: list) -> list[str | int]:
             node = node[seg] if isinstance(node, list) and isinstance(seg, int) else None
             i += 1
             continue
-        key, j = seg, i + 1
-        k = i + 1
-        while k < len(segs) and isinstance(segs[k], str):
-            cand = ".".join(str(s) for s in segs[i:k + 1])
-            if cand in node:
-                key, j = cand, k + 1
-            k += 1
+        key, j = _longest_key(node, segs, i)
         out.append(key)
         node = node.get(key)
         i = j

@@ -17,3 +17,21 @@ def md_text(text: object) -> str:
 
     s = html.escape(" ".join(str(text).split()), quote=False)
     return re.sub(r"([\\`*_\[\]|])", r"\\\1", s)
+
+
+def json_safe(o: object) -> object:
+    """`o` with numpy scalars as Python numbers and NaN or infinity as None, through dicts,
+    lists and tuples (JSON has no NaN)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    return o

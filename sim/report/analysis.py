@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from sim.report import md_text, plots
+from sim.report import json_safe, md_text, plots
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -301,21 +301,8 @@ def write_results(analyses: dict, folder: Path, name: str) -> list[Path]:
         written.append(p)
     p = folder / f"{name}.json"
     tmp = p.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_finite(to_json(analyses)), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(json_safe(to_json(analyses)), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, p)
     written.append(p)
     return written
 
-
-def _finite(o):
-    import math
-
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o
