@@ -183,3 +183,21 @@ def test_events_multiply_only_inside_their_window():
     ratio = ev.rps(h) / plain.rps(h)
     want = np.where((h >= 100) & (h < 148), 3.0, 1.0) * np.where((h >= 120) & (h < 130), 0.5, 1)
     np.testing.assert_allclose(ratio, want, rtol=1e-12)
+
+
+def test_adding_a_card_type_or_a_lease_leaves_other_draws_unchanged():
+    from sim.fleet.timeline import Lease, LeadTime
+
+    rel = Reliability(failures_per_card_year=2.0, infant_mortality=0.1, repair_hours=48.0)
+    h100 = Purchase("h100-sxm", 64, 0.0, 0.0, lead_time=LeadTime(2.0, 10.0))
+    base = FleetOption("a", (h100,), rel)
+    more = FleetOption("b", (h100, Purchase("mi300x", 32, 500.0, 0.0,
+                                            lead_time=LeadTime(1.0, 3.0))), rel,
+                       leases=(Lease("mi300x", 16, 100.0, 2.0, 1500.0),))
+    wl = [Workload("chat", Demand(base_rps=10.0), 100, 100,
+                   {"h100-sxm": 1.0, "mi300x": 1.0}, rent_cap_cards=0)]
+    a = simulate_fleet(base, wl, [], 1.0, seed=5)
+    b = simulate_fleet(more, wl, [], 1.0, seed=5)
+    assert a.delivery_hours[0] == b.delivery_hours[0]
+    for k in ("arrived", "failed", "in_repair"):
+        np.testing.assert_array_equal(a.per_card["h100-sxm"][k], b.per_card["h100-sxm"][k])

@@ -20,6 +20,7 @@ not owned yet; demand = served + rented + unserved.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -342,11 +343,15 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
         Purchase(ls.card, ls.count, ls.start_hour, ls.lead_time_hours, 0.0, ls.term_years)
         for ls in option.leases)
     cards = sorted({p.card for p in on_site})
-    # one stream per card type (hourly failures) and one per purchase (infant mortality), so
-    # adding or resizing one purchase leaves every other draw unchanged (common random numbers)
-    root = np.random.SeedSequence(seed)
-    card_streams = dict(zip(cards, root.spawn(len(cards))))
-    buy_streams = root.spawn(len(on_site))
+    # one stream per card type (hourly failures), keyed by the card's name, and one per
+    # purchase and per lease, keyed by its place among its kind (delivery and infant mortality
+    # draw from two children of it), so adding a card type, a purchase or a lease, or resizing
+    # one, leaves every other draw unchanged (common random numbers)
+    card_streams = {c: np.random.SeedSequence(seed, spawn_key=(0, zlib.crc32(c.encode())))
+                    for c in cards}
+    buy_streams = [np.random.SeedSequence(seed, spawn_key=(1, i))
+                   for i in range(len(option.purchases))] + [
+        np.random.SeedSequence(seed, spawn_key=(2, j)) for j in range(len(option.leases))]
     deliveries = tuple(delivery_hour(p, ss) for p, ss in zip(option.purchases, buy_streams))
     deliveries_all = tuple(delivery_hour(p, ss) for p, ss in zip(on_site, buy_streams))
     rel = option.reliability
@@ -368,7 +373,7 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
                 # uniform time; one row of two uniforms per card keeps a bigger purchase a
                 # superset of a smaller (its own stream, apart from the delivery draw)
                 prng = np.random.default_rng(
-                    np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, 1)))
+                    np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, 2)))
                 u = prng.random((p.count, 2))
                 fails = u[:, 0] < rel.infant_mortality
                 when = d + np.floor(u[:, 1] * INFANT_WINDOW_H).astype(int)
