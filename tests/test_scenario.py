@@ -52,6 +52,8 @@ def _write(tmp_path, old, new):
      "horizon"),
     ("weekend_factor: 0.75,", "weekend_factor: 0.75, events: {launch: {at: 2026-06-01, days: 7}},",
      "workloads.chat-70b.traffic.events.launch.multiplier: required key is missing"),
+    ("count: 8192", "count: 0",
+     "options.all-h200: the option has no cards (every buy, lease and reserve count is 0)"),
     ("growth_per_year: 0.8,", "growth_per_year: 0.8, growth_by_quarter: [0.1, 0.2],",
      "workloads.chat-70b.traffic: give `growth_per_year` or `growth_by_quarter`, not both"),
 ])

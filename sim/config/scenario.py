@@ -255,6 +255,8 @@ class FleetOptionSpec(FleetsimModel):
     def _has_capacity(self) -> "FleetOptionSpec":
         if not (self.buy or self.lease or self.reserve):
             raise ValueError("an option needs at least one of buy, lease or reserve")
+        if not any(x.count for x in (*self.buy, *self.lease, *self.reserve)):
+            raise ValueError("the option has no cards (every buy, lease and reserve count is 0)")
         return self
 
 
