@@ -50,9 +50,9 @@ class Demand:
     weekend_factor: float = 1.0
     events: tuple[tuple[float, float, float], ...] = ()
     share_by_year: tuple[float, ...] = ()
-    growth_by_quarter: tuple[float, ...] = ()
     """Mix shift: this workload's demand in year y is multiplied by share_by_year[y] (the last
     value holds afterwards), e.g. reasoning traffic rising from 0.1 to 0.6 of a service."""
+    growth_by_quarter: tuple[float, ...] = ()
 
     def rps(self, hours: np.ndarray) -> np.ndarray:
         r = self.base_rps * self.growth_factor(hours)

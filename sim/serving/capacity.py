@@ -50,6 +50,10 @@ STEADY_WINDOWS = 5.0
 MAX_EXTENSION = 20
 
 
+def _arrival_window_s(res) -> float:
+    return float(res.arrival_s.max() - res.arrival_s.min()) if len(res.arrival_s) > 1 else 0.0
+
+
 def _in_service_s(s: dict) -> float:
     e2e, queue = s["e2e_ms"]["mean"], s["queue_ms"]["mean"]
     return max((e2e or 0.0) - (queue or 0.0), 0.0) / 1e3
@@ -63,7 +67,7 @@ def run_point(setup: ServeSetup, traffic_at: TrafficAt, rate: float, seed: int,
     traffic = traffic_at(rate, seed)
     res = simulate(setup, traffic)
     s = summarize(res, slo, setup.hardware.card.power.tdp_w, setup.layout.cards)
-    window_s = float(res.arrival_s.max() - res.arrival_s.min()) if len(res.arrival_s) > 1 else 0.0
+    window_s = _arrival_window_s(res)
     need_s = STEADY_WINDOWS * _in_service_s(s)
     n = getattr(traffic, "num_requests", None)
     if (window_s < need_s and n and (lengthen_failing or meets(s, slo))
@@ -72,16 +76,14 @@ def run_point(setup: ServeSetup, traffic_at: TrafficAt, rate: float, seed: int,
         traffic = dataclasses.replace(traffic, num_requests=more)
         res = simulate(setup, traffic)
         s = summarize(res, slo, setup.hardware.card.power.tdp_w, setup.layout.cards)
-        window_s = float(res.arrival_s.max() - res.arrival_s.min()) if len(
-            res.arrival_s) > 1 else 0.0
+        window_s = _arrival_window_s(res)
         need_s = STEADY_WINDOWS * _in_service_s(s)
     s["rate_rps"] = rate
     s["steady"] = window_s >= need_s
     s["requests_simulated"] = int(res.arrived)
     # a source that cannot be lengthened (a trace replay) is judged as it is
     s["meets_slo"] = meets(s, slo) and (s["steady"] or n is None)
-    offered = s["requests"] / max(float(res.arrival_s.max() - res.arrival_s.min()), 1e-9) \
-        if len(res.arrival_s) > 1 else 0.0
+    offered = s["requests"] / window_s if window_s > 0 else 0.0
     s["stable"] = bool(s["finished"] and s["duration_s"] > 0
                        and s["requests"] / s["duration_s"] >= 0.9 * offered)
     return s
