@@ -244,8 +244,9 @@ class FlipResult:
         a, b = self.options
         lo, hi = self.bracket
         if self.value is None:
-            return (f"no flip in range: {self.below} is cheaper than the other of {a} / {b} "
-                    f"for {self.param} from {lo:g} to {hi:g}")
+            other = b if self.below == a else a
+            return (f"no flip in range: {self.below} stays cheaper than {other} for "
+                    f"{self.param} from {lo:g} to {hi:g}")
         return (f"{self.below} is cheaper below {self.param} = {self.value:,.6g}, "
                 f"{self.above} above (searched {lo:g} to {hi:g})")
 
