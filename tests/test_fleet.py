@@ -201,3 +201,28 @@ def test_adding_a_card_type_or_a_lease_leaves_other_draws_unchanged():
     assert a.delivery_hours[0] == b.delivery_hours[0]
     for k in ("arrived", "failed", "in_repair"):
         np.testing.assert_array_equal(a.per_card["h100-sxm"][k], b.per_card["h100-sxm"][k])
+
+
+def test_retiring_cards_take_their_share_of_the_cards_in_repair():
+    """Cards in repair at hour t are the failures of the last `repair_hours` hours, each
+    discounted by the share of the type's cards that retired since (cards retire at random
+    among their type), checked against that definition summed hour by hour."""
+    rel = Reliability(failures_per_card_year=40.0, infant_mortality=0.0, repair_hours=120.0)
+    opt = FleetOption("r", (Purchase("h100-sxm", 300, 0.0, 0.0, life_years=0.1),
+                            Purchase("h100-sxm", 100, 0.0, 0.0, life_years=20.0),
+                            Purchase("h100-sxm", 200, 1200.0, 0.0, life_years=0.05)), rel)
+    wl = [Workload("chat", Demand(base_rps=10.0), 100, 100, {"h100-sxm": 1.0},
+                   rent_cap_cards=0)]
+    tl = simulate_fleet(opt, wl, [], 0.25, seed=3)
+    d = tl.per_card["h100-sxm"]
+    failed, owned, retired = d["failed"], d["owned"], d["retired"]
+    assert retired.sum() == 500 and failed.sum() > 0
+    keep = np.ones(len(owned))
+    keep[retired > 0] = owned[retired > 0] / (owned + retired)[retired > 0]
+    want = np.zeros(len(failed))
+    for t in range(len(failed)):
+        for s in range(max(t - 119, 0), t + 1):
+            want[t] += failed[s] * np.prod(keep[s + 1:t + 1])
+    np.testing.assert_allclose(d["in_repair"], np.minimum(want, owned), rtol=1e-9, atol=1e-9)
+    e = int(np.flatnonzero(retired)[0])  # the first retirement: 300 of 400 cards
+    assert d["in_repair"][e] < d["in_repair"][e - 1] * 0.5

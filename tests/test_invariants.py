@@ -271,9 +271,10 @@ def test_more_cards_never_lower_slo_attainment(cfg, extra, which):
     added: failures and lead times use common random numbers per purchase, so the larger order
     sees the same draws plus its extra cards'. Without a site power cap: under one, the extra
     cards can take power a better card would have had (README). Without retirements inside the
-    horizon: a card that retires while in repair keeps counting as in repair against the cards
-    that remain for up to `repair_hours` (a boundary effect of the fleet model; found by this
-    test), so a larger order can serve a little less in the hours after it retires."""
+    horizon: retiring cards take a proportional share of the type's cards in repair with them
+    (`tests/test_fleet.py`), and a larger retiring order takes a larger share, so in the hours
+    after it retires a larger order need not leave fewer cards in repair (a boundary effect,
+    first found by this test when retiring cards took none)."""
     option, workloads, camps, years, seed = cfg
     option = dataclasses.replace(
         option, purchases=tuple(dataclasses.replace(p, life_years=20.0) for p in option.purchases),

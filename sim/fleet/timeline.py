@@ -387,12 +387,21 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
         # Poisson failures by inverse CDF of fixed uniforms: monotone in the number owned
         failed = poisson_inverse_cdf(u_fail, lam * owned) + infant
         rep = max(int(round(rel.repair_hours)), 0)
-        c = np.cumsum(failed)
         if rep == 0:
             in_repair = np.zeros(H)
         else:
+            # cards in repair = failures of the last `rep` hours, less the share of them that
+            # retired since (cards retire at random among their type): a failure at hour s
+            # still counts at t by keep(s+1..t), the product of (cards left / cards before) over
+            # the retirements between; keep is floored so that a type retired whole and bought
+            # again starts afresh instead of dividing by zero
+            before = owned + retired
+            keep = np.where(retired > 0, np.divide(owned, before, out=np.zeros(H),
+                                                   where=before > 0), 1.0)
+            surv = np.cumprod(np.maximum(keep, 1e-9))
+            c = np.cumsum(failed / surv)
             lagged = np.concatenate([np.zeros(min(rep, H)), c[: max(H - rep, 0)]])
-            in_repair = c - lagged
+            in_repair = surv * (c - lagged)
         in_repair = np.minimum(in_repair, owned)
         spares = np.floor(rel.spare_fraction * owned)
         available = np.maximum(owned - np.maximum(in_repair - spares, 0) - spares, 0.0)
