@@ -283,7 +283,7 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
 
     key = cache_key(setup_for(best_est), {
         "lengths": w.traffic.lengths or str(w.traffic.trace), "n": n, "seed": scn.seed,
-        "slo": [slo.ttft_ms, slo.tpot_ms], "tps": [e.tp for e in ests], "run": 3}, files)
+        "slo": [slo.ttft_ms, slo.tpot_ms], "tps": [e.tp for e in ests], "run": 4}, files)
     progress(f"capacity {wname} on {card} (TP{'/'.join(str(e.tp) for e in ests)})")
 
     def compute() -> dict:

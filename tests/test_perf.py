@@ -56,6 +56,25 @@ def test_sliding_window_caps_kv(lib):
     assert long_ - short == pytest.approx(per_layer_tok * full * 9 * sw.window_tokens)
 
 
+
+def test_sliding_window_kv_is_budgeted_at_the_workload_length(lib, hw_cache):
+    """The capped layers' KV is spread over the workload's mean sequence, not a fixed 4,096
+    tokens: the offline batch of short GPT-OSS requests fits the KV budget exactly."""
+    m, hw = lib.model("gpt-oss-120b"), hw_cache("h100-sxm")
+    lengths = LengthMoments(300.0, 200.0)
+    seq = lengths.isl + lengths.osl / 2
+    plan = plan_memory(m, hw, Layout(tp=2), FP8, mean_sequence_tokens=seq)
+    assert plan.kv_bytes_per_token * seq == pytest.approx(
+        kv_bytes_for_sequence(m, Layout(tp=2), FP8, seq), rel=1e-12)
+    res = offline_throughput(m, hw, Layout(tp=2), FP8, lengths)
+    per_seq = kv_bytes_for_sequence(m, Layout(tp=2), FP8, seq)
+    assert res.batch_size * per_seq <= res.memory.kv_budget_bytes
+    assert (res.batch_size + 1) * per_seq > res.memory.kv_budget_bytes or res.batch_size == 4096
+    # a model without sliding windows does not depend on it
+    llama = lib.model("llama-2-70b")
+    assert plan_memory(llama, hw, Layout(tp=2), FP8, mean_sequence_tokens=300).kv_bytes_per_token \
+        == plan_memory(llama, hw, Layout(tp=2), FP8).kv_bytes_per_token
+
 def test_memory_fit_edges(lib, hw_cache):
     m = lib.model("llama-2-70b")
     h100, h200 = hw_cache("h100-sxm"), hw_cache("h200-sxm")

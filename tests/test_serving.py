@@ -63,6 +63,35 @@ def test_fast_mode_equals_token_mode_per_request(lib, hw_cache, conv_head, kw):
         assert token.preemptions.sum() > 0
 
 
+
+def test_sliding_window_sequences_hold_their_window_blocks(lib, hw_cache, conv_head):
+    """GPT-OSS: a block holds block_size tokens of the full-attention layers and every running
+    sequence holds its sliding-window layers' KV on top, so a sequence's blocks match its bytes
+    (to a block) once it is as long as the window; fast mode stays exact under block pressure."""
+    from sim.perf.memory import kv_bytes_for_sequence
+    from sim.serving.simulate import _kv_blocks
+
+    m = lib.model("gpt-oss-120b")
+    kw = dict(model=m, layout=Layout(tp=2), replicas=1, gpu_memory_utilization=0.785)
+    setup = _setup(lib, hw_cache, **kw)
+    blocks, seq_blocks = _kv_blocks(setup)
+    assert seq_blocks > 0 and blocks > 10 * seq_blocks
+    per_block = kv_bytes_for_sequence(m, Layout(tp=2), FP8, 10_000) - kv_bytes_for_sequence(
+        m, Layout(tp=2), FP8, 10_000 - 16)  # 16 tokens of the full-attention layers
+    window = m.architecture.sliding_window.window_tokens
+    for tokens in (window, 500, 3000):
+        held = (-(-tokens // 16) + seq_blocks) * per_block
+        want = kv_bytes_for_sequence(m, Layout(tp=2), FP8, tokens)
+        assert want <= held < want + 2 * per_block
+    busy = RequestChunk(conv_head.arrival_s * 0.02, conv_head.input_tokens,
+                        conv_head.output_tokens)  # 50x the trace's rate
+    fast = simulate(_setup(lib, hw_cache, mode="fast", **kw), [busy])
+    token = simulate(_setup(lib, hw_cache, mode="token", **kw), [busy])
+    for col in ("first_token_s", "finish_s"):
+        np.testing.assert_allclose(_by_rid(fast, col), _by_rid(token, col), rtol=1e-9, atol=0)
+    assert token.preemptions.sum() > 0  # the cache is tight enough to matter
+    assert max(token.replica_peak_blocks) <= token.replica_total_blocks == blocks
+
 def test_conservation_and_kv_capacity(lib, hw_cache, conv_head):
     res = simulate(_setup(lib, hw_cache, gpu_memory_utilization=0.15, replicas=1), [conv_head])
     assert res.arrived == len(conv_head)

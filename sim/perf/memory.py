@@ -112,6 +112,14 @@ def kv_bytes_for_sequence(model: ModelSpec, layout: Layout, prec: Precision,
     return per * (full * tokens + swa * min(tokens, window)) / layout.pp
 
 
+def kv_window_bytes_per_sequence(model: ModelSpec, layout: Layout, prec: Precision) -> float:
+    """KV bytes per card that a sequence of at least the window's length holds on its
+    sliding-window layers (0 without them)."""
+    a = model.architecture
+    _, swa, window = layer_classes(a)
+    return kv_bytes_per_token_layer(a, layout.tp, prec) * swa * window / layout.pp
+
+
 def activation_bytes(model: ModelSpec, layout: Layout, tokens_per_step: float) -> float:
     """Peak activation workspace of one step (16-bit): residual, QKV and FFN intermediates for
     `tokens_per_step` tokens, and FP32 logits only for the rows that sample (at most
@@ -137,9 +145,12 @@ class MemoryPlan:
 
 
 def plan_memory(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
-                tokens_per_step: int = 8192, min_sequence_tokens: int | None = None) -> MemoryPlan:
+                tokens_per_step: int = 8192, min_sequence_tokens: int | None = None,
+                mean_sequence_tokens: float | None = None) -> MemoryPlan:
     """Budget one card's memory; `fits` needs room for at least one sequence of
-    `min_sequence_tokens` (default: the model's context window, capped at 8192)."""
+    `min_sequence_tokens` (default: the model's context window, capped at 8192). With sliding-
+    window layers, `kv_bytes_per_token` spreads their capped KV over a sequence of
+    `mean_sequence_tokens` (default 4,096): a short sequence holds relatively more of it."""
     a = model.architecture
     cap = hw.memory_bytes
     usable = cap * MEMORY_UTILIZATION - RUNTIME_RESERVE_BYTES
@@ -148,7 +159,8 @@ def plan_memory(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
     budget = usable - w - act
     per_tok = kv_bytes_per_token(model, layout, prec)
     if a.sliding_window is not None:  # amortize the capped layers over a typical sequence
-        per_tok = kv_bytes_for_sequence(model, layout, prec, 4096) / 4096
+        seq = max(float(mean_sequence_tokens or 4096), 1.0)
+        per_tok = kv_bytes_for_sequence(model, layout, prec, seq) / seq
     kv_tokens = int(budget // per_tok) if budget > 0 else 0
     need = min_sequence_tokens or min(a.max_context_tokens, 8192)
     fits = kv_tokens >= need

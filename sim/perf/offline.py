@@ -85,7 +85,7 @@ def offline_throughput(model: ModelSpec, hw: Hardware, layout: Layout, prec: Pre
     osl = max(lengths.osl, 1.0)
     seq_kv = lengths.isl + osl / 2
     plan = plan_memory(model, hw, layout, prec, PREFILL_CHUNK_TOKENS,
-                       min_sequence_tokens=int(lengths.isl + osl))
+                       min_sequence_tokens=int(lengths.isl + osl), mean_sequence_tokens=seq_kv)
     cards = layout.cards
     a = model.architecture
     window = a.sliding_window.window_tokens if a.sliding_window else None

@@ -55,7 +55,7 @@ import simpy
 from sim.perf.memory import check_layout, kv_bytes_for_sequence
 from sim.perf.step import StepCostTable, StepModel
 from sim.serving.engine import Replica, Req
-from sim.serving.simulate import (ROUTERS, ServeResult, ServeSetup, ServingError, _num_blocks,
+from sim.serving.simulate import (ROUTERS, ServeResult, ServeSetup, ServingError, _kv_blocks,
                                   _Recorder, _Timeline, arrival_process, notify_replica,
                                   pick_replica, replica_process)
 
@@ -126,7 +126,7 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
     check_layout(setup.model, setup.layout)
     setup.hardware.check_precision(setup.precision)
     link = kv_link_for(setup, prefill_replicas, decode_replicas, kv_link)
-    num_blocks = _num_blocks(setup)
+    num_blocks, seq_blocks = _kv_blocks(setup)
     cfg = setup.engine
     arch = setup.model.architecture
     max_len = cfg.max_model_len or arch.max_context_tokens
@@ -139,7 +139,7 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
     window = arch.sliding_window.window_tokens if arch.sliding_window else None
     P, D = prefill_replicas, decode_replicas
     n = P + D
-    reps = [Replica(i, cfg, costs, num_blocks, window) for i in range(n)]
+    reps = [Replica(i, cfg, costs, num_blocks, window, seq_blocks) for i in range(n)]
     rng = np.random.default_rng(np.random.SeedSequence(setup.seed).spawn(1)[0])
     env = simpy.Environment()
     rec = _Recorder()
@@ -152,7 +152,7 @@ def simulate_disaggregated(setup: ServeSetup, traffic: Iterable, prefill_replica
     wake: list[simpy.Event | None] = [None] * n
     interrupt: list[simpy.Event | None] = [None] * n
     fast = setup.mode == "fast"
-    max_req_tokens = num_blocks * cfg.block_size
+    max_req_tokens = (num_blocks - seq_blocks) * cfg.block_size
     xfer_cache: dict[int, float] = {}
 
     def transfer_s(prompt: int) -> float:

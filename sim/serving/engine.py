@@ -4,7 +4,9 @@ vLLM V1 scheduling, as imitated (vllm/v1/core/sched/scheduler.py):
 - one token budget per step (`max_num_batched_tokens`) shared by decodes and prefills;
   running requests are scheduled first, in order, then waiting ones FCFS;
 - chunked prefill: a prompt may be split over steps by the remaining budget;
-- paged KV cache in blocks of `block_size` tokens; a waiting request is admitted only if its
+- paged KV cache in blocks of `block_size` tokens (of the full-attention layers; with
+  sliding-window layers every running sequence also holds `seq_blocks` for its window);
+  a waiting request is admitted only if its
   chunk's blocks are free and fewer than `max_num_seqs` requests run; the waiting queue stops at
   the first request that does not fit (FCFS, no skipping);
 - when a running request needs a block and none is free, the last-admitted running request is
@@ -138,13 +140,14 @@ class Replica:
     """State of one replica: queues, KV blocks, and the scheduling rules above."""
 
     def __init__(self, idx: int, cfg: EngineConfig, costs: StepCostTable, num_blocks: int,
-                 window: int | None = None):
+                 window: int | None = None, seq_blocks: int = 0):
         self.idx = idx
         self.cfg = cfg
         self.costs = costs
         self.total_blocks = num_blocks
         self.free_blocks = num_blocks
         self.window = window
+        self.seq_blocks = seq_blocks  # held by every sequence for its sliding-window layers
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self.busy_s = 0.0
@@ -157,7 +160,7 @@ class Replica:
         return bool(self.running or self.waiting)
 
     def blocks_for(self, tokens: int) -> int:
-        return -(-tokens // self.cfg.block_size)
+        return -(-tokens // self.cfg.block_size) + (self.seq_blocks if tokens > 0 else 0)
 
     def can_admit_head(self, budget_left: int) -> bool:
         """Would `plan` admit the head of the waiting queue with `budget_left` tokens left?"""
@@ -357,7 +360,7 @@ class Replica:
         for r in self.running:
             # step j (1-based) computes token index r.computed + j - 1; it needs a block when
             # that index is a multiple of bs beyond the blocks held
-            first = r.blocks * bs - r.computed + 1  # first step needing a new block
+            first = (r.blocks - self.seq_blocks) * bs - r.computed + 1  # first needing one
             events.append(first)
         needed = 0
         # walk steps in order of block needs; cheap because spans are bounded by finishes too

@@ -223,7 +223,11 @@ class _NoTimeline(_Timeline):
         pass
 
 
-def _num_blocks(setup: ServeSetup) -> int:
+def _kv_blocks(setup: ServeSetup) -> tuple[int, int]:
+    """(KV blocks of one replica, blocks every running sequence holds for its sliding-window
+    layers). A block holds `block_size` tokens of the full-attention layers; a model with
+    sliding-window layers keeps the window's KV per sequence on top (exact once a sequence is
+    as long as the window, conservative below it), as vLLM's hybrid allocator does."""
     import sim.perf.memory as mem
 
     plan = plan_memory(setup.model, setup.hardware, setup.layout, setup.precision,
@@ -232,9 +236,14 @@ def _num_blocks(setup: ServeSetup) -> int:
     # plan_memory budgets with vLLM's default utilisation; rescale to the one asked for
     extra = (setup.gpu_memory_utilization - mem.MEMORY_UTILIZATION) * plan.capacity_bytes
     kv_bytes = plan.kv_budget_bytes + extra
-    if kv_bytes <= 0 or plan.kv_bytes_per_token <= 0:
-        return 0
-    return int(kv_bytes // plan.kv_bytes_per_token) // setup.engine.block_size
+    bs = setup.engine.block_size
+    per_token = mem.kv_bytes_per_token(setup.model, setup.layout, setup.precision)
+    window_bytes = mem.kv_window_bytes_per_sequence(setup.model, setup.layout, setup.precision)
+    if per_token <= 0:  # every layer windowed: blocks at the amortised rate
+        per_token, window_bytes = plan.kv_bytes_per_token, 0.0
+    if kv_bytes <= 0 or per_token <= 0:
+        return 0, 0
+    return int(kv_bytes // per_token) // bs, int(math.ceil(window_bytes / (per_token * bs)))
 
 
 def iter_traffic(traffic) -> Iterator:
@@ -380,7 +389,7 @@ def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> Serv
     if setup.layout.pp > 1:
         raise ServingError("pipeline-parallel serving is not modelled (use tp)")
     setup.hardware.check_precision(setup.precision)
-    num_blocks = _num_blocks(setup)
+    num_blocks, seq_blocks = _kv_blocks(setup)
     arch = setup.model.architecture
     max_len = setup.engine.max_model_len or arch.max_context_tokens
     if num_blocks * setup.engine.block_size < 2 * setup.engine.block_size:
@@ -395,7 +404,8 @@ def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> Serv
     sm = StepModel(setup.model, setup.hardware, setup.layout, setup.precision)
     costs = StepCostTable(sm, cfg.max_num_batched_tokens + cfg.max_num_seqs, cfg.max_num_seqs)
     window = arch.sliding_window.window_tokens if arch.sliding_window else None
-    reps = [Replica(i, cfg, costs, num_blocks, window) for i in range(setup.replicas)]
+    reps = [Replica(i, cfg, costs, num_blocks, window, seq_blocks)
+            for i in range(setup.replicas)]
     rng = np.random.default_rng(np.random.SeedSequence(setup.seed).spawn(1)[0])
     env = simpy.Environment()
     rec = _Recorder() if per_request_out is None else _ParquetRecorder(per_request_out)
@@ -405,7 +415,7 @@ def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> Serv
     wake: list[simpy.Event | None] = [None] * setup.replicas
     interrupt: list[simpy.Event | None] = [None] * setup.replicas
     fast = setup.mode == "fast"
-    max_req_tokens = num_blocks * cfg.block_size
+    max_req_tokens = (num_blocks - seq_blocks) * cfg.block_size
 
     def on_request(rid: int, t: float, p: int, o: int) -> None:
         i = pick_replica(setup.router, 0, setup.replicas, outstanding, state, rng)
