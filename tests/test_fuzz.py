@@ -53,6 +53,14 @@ def _write(tmp_path_factory, name: str, text: str | bytes) -> Path:
     return f
 
 
+def _mutated_text(data, doc):
+    """The document after 1-3 structural mutations, as YAML text (None if it cannot be dumped)."""
+    doc = copy.deepcopy(doc)
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        doc, _how = mutate(data, doc)
+    return dump(doc)
+
+
 def _shown(kind: str, seed: Path, f: Path) -> str:
     return f"{KINDS[kind][0]}/{seed.name}" if kind in KINDS else str(f)
 
@@ -64,10 +72,7 @@ def _shown(kind: str, seed: Path, f: Path) -> str:
 @given(data=st.data())
 def test_mutated_library_files_load_or_fail_in_one_line(tmp_path_factory, data):
     kind, seed = data.draw(st.sampled_from(LIBRARY_SEEDS), label="seed")
-    doc = copy.deepcopy(_DOCS[seed])
-    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
-        doc, _how = mutate(data, doc)
-    text = dump(doc)
+    text = _mutated_text(data, _DOCS[seed])
     if text is None:
         return
     f = _write(tmp_path_factory, seed.name, text)
@@ -100,10 +105,7 @@ def test_library_file_text_mutations_load_or_fail_in_one_line(tmp_path_factory, 
 @given(data=st.data())
 def test_mutated_scenarios_load_or_fail_in_one_line(tmp_path_factory, library, data):
     seed = data.draw(st.sampled_from(SCENARIO_SEEDS), label="seed")
-    doc = copy.deepcopy(_SCN_DOCS[seed])
-    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
-        doc, _how = mutate(data, doc)
-    text = dump(doc)
+    text = _mutated_text(data, _SCN_DOCS[seed])
     if text is None:
         return
     f = _write(tmp_path_factory, seed.name, text)
