@@ -28,6 +28,13 @@ _STATE = {"debug": False, "library": []}
 LibraryOpt = Annotated[Optional[list[Path]], typer.Option(
     "--library", help="extra library folder searched before the packaged one (repeatable)")]
 
+EngineOpt = Annotated[Optional[str], typer.Option(
+    "--engine", help="serving engine release from hardware_specs/engines (default: the newest "
+    "for the card by --as-of; `fleetsim engines` lists them)")]
+AsOfOpt = Annotated[Optional[str], typer.Option(
+    "--as-of", help="YYYY-MM: use the newest engine release of each card's stack by this date "
+    "(default: today)")]
+
 OutsidePathsOpt = Annotated[bool, typer.Option(
     "--allow-outside-paths", help="accept trace paths that are absolute or lead outside "
     "the scenario's folder and the library folders")]
@@ -51,6 +58,41 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sim.serving.simulate import ServingError
 
     return (ConfigError, LayoutError, PrecisionError, ServingError)
+
+
+def _engine_fields(hw) -> dict:
+    """`engine`, `engine_version`, `engine_date` of the engine a card runs, for --json."""
+    e = hw.engine
+    return {"engine": hw.engine_id, "engine_version": f"{e.name} {e.version}" if e else None,
+            "engine_date": e.release_date if e else None}
+
+
+def _engine_files(lib, hw) -> list[Path]:
+    """The engine record and its fit: their bytes belong in a cache key."""
+    if hw.engine_id is None:
+        return []
+    files = [lib.path("engine", hw.engine_id)]
+    if hw.engine_id in lib.ids("engine_fit"):
+        files.append(lib.path("engine_fit", hw.engine_id))
+    return files
+
+
+@app.command()
+def engines(library: LibraryOpt = None) -> None:
+    """Table of the serving-engine releases in the library (what `--engine` takes)."""
+    lib = _lib(library)
+    t = Table(title="Engines")
+    for col in ("id", "name", "version", "released", "stack", "KV admission", "fitted cards",
+                "runs on"):
+        t.add_column(col, no_wrap=col == "id")
+    for eid in lib.ids("engine"):
+        e = lib.engine(eid)
+        fit = lib.engine_fit(eid)
+        fitted = ", ".join(sorted(fit.cards)) if fit else (
+            f"from {e.factors_from}" if e.factors_from else "-")
+        t.add_row(eid, e.name, e.version, e.release_date, e.stack, e.rules.kv_admission,
+                  fitted or "pooled only", ", ".join(e.runs_on))
+    console.print(t)
 
 
 @app.command()
@@ -107,6 +149,8 @@ def perf(
     workload: Annotated[Optional[str], typer.Option(help="named length mix in workloads/lengths")] = None,
     ep: Annotated[bool, typer.Option(help="expert parallelism for MoE (experts whole per rank)")] = False,
     compare: Annotated[bool, typer.Option(help="compare every card in the library")] = False,
+    engine: EngineOpt = None,
+    as_of: AsOfOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     library: LibraryOpt = None,
 ) -> None:
@@ -117,13 +161,14 @@ def perf(
     lib = _lib(library)
     lengths = lengths_for(lib, workload, isl, osl)
     if compare:
-        _compare(lib, model, precision, lengths, as_json, weights, activations, kv)
+        _compare(lib, model, precision, lengths, as_json, weights, activations, kv, as_of)
         return
     if card is None:
         raise typer.BadParameter("give --card ID (or --compare)")
     prec = Precision.preset(precision, weights, activations, kv)
     lib.model(model)  # unknown model -> clear error before anything else
-    est = estimate(card, model, prec, lengths, tp=tp, library=lib, ep=ep)
+    est = estimate(card, model, prec, lengths, tp=tp, library=lib, ep=ep, engine=engine,
+                   as_of=as_of)
     if as_json:
         print(json.dumps(json_safe(est.to_dict()), sort_keys=True))
         return
@@ -139,6 +184,7 @@ def perf(
         ("weights per card", f"{est.weights_gb_per_card:.1f} GB"),
         ("KV tokens capacity", f"{est.kv_tokens_capacity:,}"),
         ("lengths (in/out)", f"{est.isl:.0f} / {est.osl:.0f}"),
+        ("engine", f"{est.engine_version} ({est.engine}, released {est.engine_date})"),
     ]
     for k, v in rows:
         t.add_row(k, v)
@@ -152,14 +198,15 @@ def perf(
     console.print(tiers)
 
 
-def _compare(lib, model, precision, lengths, as_json, weights, activations, kv) -> None:
+def _compare(lib, model, precision, lengths, as_json, weights, activations, kv,
+             as_of=None) -> None:
     from sim.perf.estimate import estimate
     from sim.perf.hardware import Hardware
     from sim.perf.precision import Precision, PrecisionError
 
     rows = []
     for cid in lib.ids("card"):
-        hw = Hardware.load(cid, lib)
+        hw = Hardware.load(cid, lib, as_of=as_of)
         # use the requested preset where the card has it, else fall back to what it runs
         chosen = None
         for name in (precision, "fp8", "bf16"):
@@ -179,15 +226,15 @@ def _compare(lib, model, precision, lengths, as_json, weights, activations, kv) 
     t = Table(title=f"{model}: offline throughput per card (in {lengths.isl:.0f} / "
                     f"out {lengths.osl:.0f} tokens)")
     for col in ("card", "precision", "fits", "TP", "batch", "tok/s/card", "prefill tok/s/card",
-                "decode step ms", "GEMM tier"):
-        t.add_column(col)
+                "decode step ms", "GEMM tier", "engine"):
+        t.add_column(col, no_wrap=col in ("card", "engine"))
     for r in sorted(rows, key=lambda r: -r.offline_tokens_per_s_per_card):
         gemm_tier = next((v for k, v in r.calibration_tiers.items() if k.startswith("gemm_")
                           and k != "gemm_m_half_tokens"), "-")
         t.add_row(r.card, r.precision, "yes" if r.fits else "no", str(r.tp), str(r.batch_size),
                   f"{r.offline_tokens_per_s_per_card:,.0f}" if r.fits else "-",
                   f"{r.prefill_tokens_per_s_per_card:,.0f}",
-                  f"{r.decode_step_s * 1e3:.1f}" if r.fits else "-", gemm_tier)
+                  f"{r.decode_step_s * 1e3:.1f}" if r.fits else "-", gemm_tier, r.engine or "-")
     console.print(t)
 
 
@@ -210,11 +257,13 @@ def serve(
     slo_ttft_ms: Annotated[Optional[float], typer.Option(help="p99-style TTFT SLO per request (ms)")] = None,
     slo_tpot_ms: Annotated[Optional[float], typer.Option(help="TPOT SLO per request (ms)")] = None,
     mode: Annotated[str, typer.Option(help="fast (exact constant-batch spans) or token")] = "fast",
-    engine_name: Annotated[str, typer.Option("--engine", help="vllm-v1 (0.15 line) or vllm-v0")] = "vllm-v1",
+    engine_name: Annotated[str, typer.Option("--scheduler", help="scheduler preset: vllm-v1 (0.15 line) or vllm-v0")] = "vllm-v1",
+    engine: EngineOpt = None,
+    as_of: AsOfOpt = None,
     router: Annotated[str, typer.Option(help="round_robin, least_outstanding, power_of_two")] = "least_outstanding",
     max_num_seqs: Annotated[Optional[int], typer.Option("--max-num-seqs", help="default: the engine's (vLLM: 256)")] = None,
     max_num_batched_tokens: Annotated[Optional[int], typer.Option("--max-num-batched-tokens", help="default: the engine's (vLLM V1: 8192)")] = None,
-    gpu_memory_utilization: Annotated[float, typer.Option("--gpu-memory-utilization")] = 0.9,
+    gpu_memory_utilization: Annotated[Optional[float], typer.Option("--gpu-memory-utilization", help="default: the engine's own rule (vLLM: 0.9 of memory; TensorRT-LLM: KV takes 0.95 of what weights leave)")] = None,
     block_size: Annotated[Optional[int], typer.Option("--block-size", help="default 16")] = None,
     no_chunked_prefill: Annotated[bool, typer.Option("--no-chunked-prefill")] = False,
     prefix_hit_fraction: Annotated[float, typer.Option(help="share of each prompt found in the prefix cache")] = 0.0,
@@ -237,7 +286,7 @@ def serve(
 
     lib = _lib(library)
     spec = lib.model(model)
-    hw = Hardware.load(card, lib)
+    hw = Hardware.load(card, lib, engine=engine, as_of=as_of)
     prec = Precision.preset(precision)
     hw.check_precision(prec)
     try:
@@ -250,7 +299,7 @@ def serve(
                                num_speculative_tokens=num_speculative_tokens,
                                spec_acceptance_rate=spec_acceptance_rate,
                                **{k: v for k, v in given.items() if v is not None})
-        if not 0 < gpu_memory_utilization <= 1:
+        if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"--gpu-memory-utilization must be in (0, 1] (got "
                              f"{gpu_memory_utilization})")
         if trace is not None:
@@ -291,7 +340,7 @@ def serve(
         res = simulate(setup, source)
     out = summarize(res, slo, hw.card.power.tdp_w, use_tp)
     out.update(card=card, model=model, precision=prec.label, tp=use_tp, replicas=replicas,
-               engine=f"{engine.name} {engine.version}", router=router)
+               scheduler=f"{engine.name} {engine.version}", router=router, **_engine_fields(hw))
     if as_json:
         print(json.dumps(json_safe(out), sort_keys=True))
         return
@@ -325,6 +374,8 @@ def capacity(
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs")] = 256,
     max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens")] = 8192,
     seed: Annotated[int, typer.Option(help="seed of the common random numbers")] = 0,
+    engine: EngineOpt = None,
+    as_of: AsOfOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     library: LibraryOpt = None,
 ) -> None:
@@ -342,7 +393,7 @@ def capacity(
 
     lib = _lib(library)
     spec = lib.model(model)
-    hw = Hardware.load(card, lib)
+    hw = Hardware.load(card, lib, engine=engine, as_of=as_of)
     prec = Precision.preset(precision)
     hw.check_precision(prec)
     try:
@@ -390,7 +441,7 @@ def capacity(
 
     files = [lib.path("card", card), lib.path("model", model)] + [
         lib.path("calibration", i) for i in lib.ids("calibration")
-        if i == card or i.startswith(card + "@")]
+        if i == card or i.startswith(card + "@")] + _engine_files(lib, hw)
     if trace is not None:
         files.append(trace)
     key = cache_key(setup, {"traffic": traffic, "cv": cv, "workload": workload,
@@ -408,7 +459,8 @@ def capacity(
 
     out = cached(key, compute)
     out.update(card=card, model=model, precision=prec.label, tp=tp, traffic=traffic,
-               slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, cache_key=key)
+               slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, cache_key=key,
+               **_engine_fields(hw))
     if as_json:
         print(json.dumps(json_safe(out), sort_keys=True))
         return
@@ -420,6 +472,33 @@ def capacity(
 
 calibrate_app = typer.Typer(help="Calibration: fit measured microbenchmarks into calibration.")
 app.add_typer(calibrate_app, name="calibrate")
+
+
+@calibrate_app.command("engines")
+def calibrate_engines(
+    out: Annotated[Optional[Path], typer.Option(help="folder for the fits (default: the "
+                                                "packaged hardware_specs/engine_fits)")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="write the Markdown report here")] = None,
+    engine: Annotated[Optional[list[str]], typer.Option(help="fit only this engine (repeatable)")] = None,
+    loo: Annotated[bool, typer.Option(help="leave-one-out residuals (slower)")] = True,
+    library: LibraryOpt = None,
+) -> None:
+    """Fit each engine release's factors to its vendor's published tables."""
+    from sim.calibrate.engines import fit_all, fit_engine, render_markdown, write_fits
+    from sim.config.library import packaged_root
+
+    lib = _lib(library)
+    if engine:
+        reports = [r for e in engine for r in [fit_engine(lib.engine(e) and e, lib, loo)] if r]
+    else:
+        reports = fit_all(lib, loo)
+    paths = write_fits(reports, out or packaged_root() / "hardware_specs" / "engine_fits")
+    md = render_markdown(reports)
+    if report is not None:
+        report.write_text(md)
+    for p in paths:
+        console.print(f"wrote {p}")
+    console.print(md.split("\n## ")[0])
 
 
 @calibrate_app.command("fit")

@@ -189,7 +189,7 @@ def _memo(key: list, compute: Callable[[], object]):
 def _training_speed(lib: Library, card: str, model_id: str, n_cards: int,
                     overrides: dict | None = None) -> float:
     def compute() -> float:
-        hw = Hardware.load(card, lib)
+        hw = Hardware.load(card, lib)  # training speed is the card's MFU: no engine factor
         tr = training_throughput(lib.model(model_id), hw,
                                  TrainingLayout(dp=max(n_cards // 8, 1), tp=8))
         return tr.tokens_per_s_per_card
@@ -227,7 +227,8 @@ def _capacity(scn: Scenario, lib: Library, wname: str, card: str, base: Path,
     """Max request rate per card meeting the workload's SLOs (cached on disk and in process),
     and its perf facts (a fresh dict each call)."""
     w = scn.workloads[wname]
-    key = ["capacity", card, w.model, w.precision, w.traffic.lengths, w.traffic.trace,
+    key = ["capacity", card, engine_of(scn, card), engine_date(scn), w.model, w.precision,
+           w.traffic.lengths, w.traffic.trace,
            w.slo.model_dump(mode="json"),
            scn.capacity_requests, scn.seed, [str(r) for r in lib.roots], str(base),
            spec_overrides(scn)]
@@ -243,9 +244,11 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
     from sim.serving.traffic import EmpiricalLengths, LognormalLengths, PoissonTraffic
 
     w = scn.workloads[wname]
-    hw = Hardware.load(card, lib)
+    hw = Hardware.load(card, lib, engine=engine_of(scn, card), as_of=engine_date(scn))
     prec = _precision_for(hw, w.precision)
     files = [lib.path("card", card), lib.path("model", w.model)]
+    files += [lib.path("engine", hw.engine_id)] + (
+        [lib.path("engine_fit", hw.engine_id)] if hw.engine_id in lib.ids("engine_fit") else [])
     if w.traffic.trace:
         trace = _resolve(base, lib, w.traffic.trace, allow_outside=True)  # run() checked it
         lengths = EmpiricalLengths.from_trace(trace)
@@ -256,8 +259,10 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
     else:
         mix = lib.lengths(w.traffic.lengths)
         lengths = LognormalLengths.from_mix(mix)
-        moments = LengthMoments(mix.lengths.input_tokens.mean, mix.lengths.output_tokens.mean,
-                                mix.lengths.input_tokens.second_moment)
+        lo = mix.lengths.output_tokens
+        moments = LengthMoments(mix.lengths.input_tokens.mean, lo.mean,
+                                mix.lengths.input_tokens.second_moment, lo.second_moment,
+                                float(lo.max))
     best_est = estimate(card, w.model, prec, moments, library=lib, hardware=hw)
     if not best_est.fits:
         raise ConfigError(f"workloads.{wname}: {w.model} does not fit on {card} "
@@ -312,7 +317,19 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
                                            sorted(est.calibration_tiers.items())),
             "assumed_factors": ", ".join(sorted(k for k, v in est.calibration_tiers.items()
                                                 if v == "assumed")),
-            "input_tokens": moments.isl, "output_tokens": moments.osl}
+            "input_tokens": moments.isl, "output_tokens": moments.osl,
+            "engine": hw.engine_id, "engine_version": est.engine_version,
+            "engine_date": est.engine_date}
+
+
+def engine_date(scn: Scenario) -> str:
+    """The date whose newest engine releases a scenario's cards run."""
+    return scn.engine_as_of or scn.start
+
+
+def engine_of(scn: Scenario, card: str) -> str | None:
+    """The engine a scenario names for a card (None: the newest by `engine_date`)."""
+    return scn.engines.get(card)
 
 
 def _resolve(base: Path, lib: Library, rel: str, allow_outside: bool = False) -> Path:

@@ -29,8 +29,10 @@ def test_perf_json_contract():
                 "decode_step_s", "prefill_tokens_per_s_per_card", "weights_gb_per_card",
                 "kv_tokens_capacity", "calibration_tiers"):
         assert key in out, key
-    assert out["fits"] is True and out["tp"] == 8 and out["min_tp"] == 2
+    assert out["fits"] is True and out["tp"] == 8 and out["min_tp"] == 1  # TRT-LLM: 95% memory
     assert out["offline_tokens_per_s_per_card"] > 0
+    assert out["engine"].startswith("trtllm-") and out["engine_version"].startswith("TensorRT-LLM")
+    assert out["engine_date"]
     assert set(out["calibration_tiers"].values()) <= {"measured", "published", "assumed"}
     assert "gemm_fp8" in out["calibration_tiers"]
 
@@ -40,9 +42,9 @@ def test_perf_picks_best_tp_and_reads_workload():
             "--workload", "mlperf-llama2-70b", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["tp"] >= out["min_tp"] == 2
+    assert out["tp"] >= out["min_tp"] == 1
     best = out["offline_tokens_per_s_per_card"]
-    for tp in (2, 4, 8):
+    for tp in (1, 2, 4, 8):
         other = json.loads(run("perf", "--card", "h100-sxm", "--model", "llama-2-70b",
                                "--precision", "fp8", "--workload", "mlperf-llama2-70b", "--tp",
                                str(tp), "--json").stdout)
@@ -54,8 +56,8 @@ def test_model_that_does_not_fit_names_the_tp():
             "--tp", "1", "--isl", "500", "--osl", "100", "--json")
     assert r.returncode == 0
     out = json.loads(r.stdout)
-    assert out["fits"] is False and out["min_tp"] == 4
-    assert "smallest TP that fits is 4" in out["reason"]
+    assert out["fits"] is False and out["min_tp"] == 2
+    assert "smallest TP that fits is 2" in out["reason"]
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -243,7 +243,7 @@ def test_plan_includes_fidelity_prior(scn, plan):
 
     assert set(plan.paths) == {PRICE, GROWTH, RATE, "efficiency.h100-sxm", "efficiency.l40s"}
     assert set(D.plan(scn, fidelity=False).paths) == {PRICE, GROWTH, RATE}
-    f = D.fidelity_prior()
+    f = D.fidelity_prior("l40s", scn.start)
     d = plan.dists[plan.paths.index("efficiency.l40s")]
     assert d.lognormal.median == f["median"] and d.lognormal.high == f["high"]
 
@@ -255,8 +255,8 @@ def test_draw_values_within_bounds(drawn, plan):
     assert min(v[PRICE]) >= 10000 and max(v[PRICE]) <= 40000
     assert min(v[GROWTH]) >= 0.2 and max(v[GROWTH]) <= 1.0
     assert set(v[RATE]) == {0.05, 0.08, 0.12}
-    f = D.fidelity_prior()
     for card in ("h100-sxm", "l40s"):
+        f = D.fidelity_prior(card, scn.start)
         x = np.array(v[f"efficiency.{card}"])
         assert x.min() >= f["low"] and x.max() <= f["high"]
         assert abs(np.median(x) - f["median"]) < 0.03  # bounds are wide: median ~ kept
@@ -635,7 +635,7 @@ def test_tornado_columns_and_percentiles(tornado_df, scn, lib, drawn):
     q90 = b - math.sqrt(0.1 * (b - a) * (b - c))
     assert tuple(ends.loc[GROWTH]) == pytest.approx((q10, q90))
     assert tuple(ends.loc[RATE]) == (0.05, 0.12)  # a choice: first and last
-    f = D.fidelity_prior()
+    f = D.fidelity_prior("l40s", scn.start)
     lo = (math.log(f["low"]) - math.log(f["median"])) / f["sigma"]
     hi = (math.log(f["high"]) - math.log(f["median"])) / f["sigma"]
     ref = np.exp(stats.truncnorm.ppf([0.1, 0.9], lo, hi, math.log(f["median"]), f["sigma"]))

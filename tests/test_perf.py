@@ -15,7 +15,7 @@ from sim.perf.memory import (
     plan_memory,
     weights_bytes_per_card,
 )
-from sim.perf.offline import LengthMoments, offline_throughput
+from sim.perf.offline import kv_tokens_per_sequence, LengthMoments, offline_throughput
 from sim.perf.params import active_params, embedding_params
 from sim.perf.precision import Precision, PrecisionError
 from sim.perf.step import StepBatch, expected_distinct_experts, step_time
@@ -62,14 +62,16 @@ def test_sliding_window_kv_is_budgeted_at_the_workload_length(lib, hw_cache):
     tokens: the offline batch of short GPT-OSS requests fits the KV budget exactly."""
     m, hw = lib.model("gpt-oss-120b"), hw_cache("h100-sxm")
     lengths = LengthMoments(300.0, 200.0)
-    seq = lengths.isl + lengths.osl / 2
+    seq = kv_tokens_per_sequence(hw, lengths)  # the engine's admission rule
+    assert seq == (500.0 if hw.engine.rules.kv_admission == "reserve" else 400.0)
     plan = plan_memory(m, hw, Layout(tp=2), FP8, mean_sequence_tokens=seq)
     assert plan.kv_bytes_per_token * seq == pytest.approx(
         kv_bytes_for_sequence(m, Layout(tp=2), FP8, seq), rel=1e-12)
     res = offline_throughput(m, hw, Layout(tp=2), FP8, lengths)
     per_seq = kv_bytes_for_sequence(m, Layout(tp=2), FP8, seq)
     assert res.batch_size * per_seq <= res.memory.kv_budget_bytes
-    assert (res.batch_size + 1) * per_seq > res.memory.kv_budget_bytes or res.batch_size == 4096
+    assert ((res.batch_size + 1) * per_seq > res.memory.kv_budget_bytes
+            or res.batch_size == hw.engine.rules.max_batch)
     # a model without sliding windows does not depend on it
     llama = lib.model("llama-2-70b")
     assert plan_memory(llama, hw, Layout(tp=2), FP8, mean_sequence_tokens=300).kv_bytes_per_token \
@@ -78,10 +80,17 @@ def test_sliding_window_kv_is_budgeted_at_the_workload_length(lib, hw_cache):
 def test_memory_fit_edges(lib, hw_cache):
     m = lib.model("llama-2-70b")
     h100, h200 = hw_cache("h100-sxm"), hw_cache("h200-sxm")
-    # BF16: 138 GB of weights -> 69 GB per card at TP2 leaves no KV room on 80 GB; TP4 fits
-    assert min_tp(m, h100, BF16) == 4
-    # FP8: 69 GB on one 80 GB card leaves less than one sequence; TP2 fits. One H200 holds it.
-    assert min_tp(m, h100, FP8) == 2
+    # the cards run TensorRT-LLM, which fills 95% of memory (vLLM: 90%)
+    assert h100.engine.rules.memory_utilization == 0.95
+    # BF16: 138 GB of weights -> 69 GB per card at TP2: 76 GB usable - 2 GB runtime leaves ~4 GB
+    # of KV (a few 8K sequences); at vLLM's 90% it leaves none and TP4 is the smallest
+    assert min_tp(m, h100, BF16) == 2
+    assert not plan_memory(m, h100, Layout(tp=2), BF16, memory_utilization=0.9).fits
+    assert plan_memory(m, h100, Layout(tp=4), BF16, memory_utilization=0.9).fits
+    # FP8: 69 GB on one 80 GB card: fits under TensorRT-LLM (its tables run 70B FP8 on one
+    # H100), not under vLLM's 90%
+    assert min_tp(m, h100, FP8) == 1
+    assert not plan_memory(m, h100, Layout(tp=1), FP8, memory_utilization=0.9).fits
     assert min_tp(m, h200, FP8) == 1
     # exactly one sequence of KV fits / one token more does not
     plan = plan_memory(m, h100, Layout(tp=2), FP8)

@@ -146,11 +146,16 @@ def test_more_replicas_never_worse_p99_with_jsq(lib, hw_cache):
 
 
 def test_p99_ttft_monotone_in_rate_with_common_random_numbers(lib, hw_cache):
+    """With common random numbers p99 TTFT grows with the rate once requests queue. At light
+    load it is flat, and may dip by a hair: a prompt that shares a step with another reads the
+    weights once for both (a step costs less than two), so it can finish a few microseconds
+    sooner at a higher rate; 0.1% covers that and nothing a real queueing effect would cause."""
     p99 = []
     for rate in (2.0, 6.0, 12.0, 20.0):
         res = simulate(_setup(lib, hw_cache, replicas=1, layout=Layout(tp=2)), _poisson(lib, rate))
         p99.append(summarize(res)["ttft_ms"]["p99"])
-    assert all(a <= b for a, b in zip(p99, p99[1:])), p99
+    assert all(b >= a * (1 - 1e-3) for a, b in zip(p99, p99[1:])), p99
+    assert p99[-1] > 1.5 * p99[0], p99  # and it does grow under load
 
 
 def test_deterministic_by_seed(lib, hw_cache):
@@ -198,7 +203,7 @@ def test_cli_serve_json(tmp_path):
     (["--trace", "nope.csv"], "nope.csv: cannot read"),
     (["--trace", "BAD", "--tp", "8"], "line 3"),
     (["--rate", "5", "--slo-ttft-ms", "-3"], "must be > 0"),
-    (["--rate", "5", "--tp", "1", "--precision", "bf16"], "smallest TP that fits is 4"),
+    (["--rate", "5", "--tp", "1", "--precision", "bf16"], "smallest TP that fits is 2"),
 ])
 def test_cli_serve_bad_input(tmp_path, args, needle):
     bad = tmp_path / "bad.csv"

@@ -75,7 +75,6 @@ class Calibration(WithSources):
     step_overhead_ms: CalValue | None = None
     layer_fixed_us: CalValue | None = None
     training_mfu: CalValue | None = None
-    software_maturity: CalValue | None = None
 
     @model_validator(mode="after")
     def _ranges(self) -> "Calibration":
@@ -98,7 +97,6 @@ class Calibration(WithSources):
             "allreduce.latency_us": self.allreduce.latency_us,
             "step_overhead_ms": self.step_overhead_ms,
             "layer_fixed_us": self.layer_fixed_us,
-            "software_maturity": self.software_maturity,
         }
         for where, cv in non_negative.items():
             if cv is not None and cv.value < 0:

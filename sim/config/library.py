@@ -6,6 +6,8 @@ fleetsim. Every library folder mirrors the packaged layout:
 
     DIR/hardware_specs/cards/<id>.yaml        DIR/hardware_specs/calibration/<id>.yaml
     DIR/workloads/models/<id>.yaml            DIR/workloads/lengths/<id>.yaml
+    DIR/hardware_specs/engines/<id>.yaml      DIR/hardware_specs/engine_tables/<id>.yaml
+    DIR/hardware_specs/engine_fits/<id>.yaml  (written by `fleetsim calibrate engines`)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import BaseModel
 
 from sim.config.calibration import Calibration
 from sim.config.card import CardSpec
+from sim.config.engine import CollectiveTable, EngineFit, EngineSpec, EngineTable
 from sim.config.loader import ConfigError, load_file
 from sim.config.model import ModelSpec
 from sim.config.workload import LengthMix
@@ -33,6 +36,10 @@ KINDS: dict[str, tuple[str, type[BaseModel]]] = {
     "calibration": ("hardware_specs/calibration", Calibration),
     "model": ("workloads/models", ModelSpec),
     "workload": ("workloads/lengths", LengthMix),
+    "engine": ("hardware_specs/engines", EngineSpec),
+    "engine_table": ("hardware_specs/engine_tables", EngineTable),
+    "engine_fit": ("hardware_specs/engine_fits", EngineFit),
+    "collective": ("hardware_specs/collectives", CollectiveTable),
 }
 
 
@@ -112,6 +119,21 @@ class Library:
 
     def calibration(self, ident: str) -> Calibration:
         return self._get("calibration", ident)  # type: ignore[return-value]
+
+    def engine(self, ident: str) -> EngineSpec:
+        return self._get("engine", ident)  # type: ignore[return-value]
+
+    def engine_table(self, ident: str) -> EngineTable:
+        return self._get("engine_table", ident)  # type: ignore[return-value]
+
+    def engine_fit(self, ident: str) -> EngineFit | None:
+        """The fitted factors of an engine, or None when it has no fit file."""
+        if ident not in self.ids("engine_fit"):
+            return None
+        return self._get("engine_fit", ident)  # type: ignore[return-value]
+
+    def collective(self, ident: str) -> CollectiveTable:
+        return self._get("collective", ident)  # type: ignore[return-value]
 
     def _get(self, kind: str, ident: str) -> BaseModel:
         key = (kind, ident)

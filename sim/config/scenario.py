@@ -366,6 +366,11 @@ class Scenario(FleetsimModel):
     cards: dict[str, Override] = {}
     models: dict[str, Override] = {}
     options: dict[str, FleetOptionSpec]
+    engines: dict[str, str] = {}
+    """Per card: the serving-engine release it runs (`hardware_specs/engines/<id>.yaml`); a card
+    not named runs the newest release for it by `engine_as_of`."""
+    engine_as_of: DateStr | None = None
+    """The date whose newest engine releases the cards run (default: the scenario's start)."""
     efficiency: dict[str, PositiveFloat] = {}
     """Per card: a multiplier on its modelled throughput (serving capacity and training speed),
     e.g. a software-maturity haircut or the model's own fidelity error in a Monte Carlo draw."""
@@ -419,6 +424,13 @@ def check_references(scn: Scenario, library: Library, where: str) -> None:
                 need(f"options.{oname}.{kind_name}[{i}].card", "card", b.card)
         for i, c in enumerate(o.serve_on):
             need(f"options.{oname}.serve_on[{i}]", "card", c)
+    for cid, eid in scn.engines.items():
+        need(f"engines.{cid}", "card", cid)
+        need(f"engines.{cid}", "engine", eid)
+        runs = library.engine(eid).runs_on
+        if cid not in runs:
+            raise ConfigError(f"{where}: engines.{cid}: engine '{eid}' does not run on card "
+                              f"'{cid}' (it runs on: {', '.join(runs)})")
     for cid, ov in scn.cards.items():
         need(f"cards.{cid}", "card", cid)
         _check_override_fields(where, f"cards.{cid}", ov, CARD_OVERRIDES, library.card(cid))

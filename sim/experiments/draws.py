@@ -9,18 +9,17 @@ on the executor, the batch it runs in or the order draws finish. Per draw:
 3. each uniform goes through its marginal's inverse CDF (normal and lognormal truncated to their
    bounds, not clipped); a joint world's `set` values replace the draws of its paths.
 
-The model's own fidelity error is a default uncertain input: `efficiency.<card>` for every card
-that serves, lognormal with the geometric-mean ratio of measured to predicted throughput over
-the MLPerf comparisons and its spread (fidelity.json, written by benchmarks/fidelity_mlperf.py),
-unless the scenario gives its own `uncertain.efficiency.<card>`.
+The model's own error is a default uncertain input: `efficiency.<card>` for every card that
+serves, lognormal with median 1 and the held-out log spread of the card's engine fit to its
+vendor's published tables (`hardware_specs/engine_fits/`, `fleetsim calibrate engines`; the
+engine in force at the scenario's start), unless the scenario gives its own
+`uncertain.efficiency.<card>`. MLPerf results only validate; they set no part of it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +28,32 @@ from scipy import stats
 from sim.config.loader import ConfigError
 from sim.config.scenario import Distribution, LogNormal, Scenario
 
-FIDELITY_FILE = Path(__file__).with_name("fidelity.json")
+FIDELITY_BOUNDS = (0.5, 1.5)
+"""Truncation of the efficiency draws (assumed: a card delivers between half and 1.5x the
+modelled throughput)."""
+FIDELITY_FLOOR_SIGMA = 0.05
+"""Smallest log spread drawn: a fit's held-out residuals on a dozen vendor points understate
+what a different model, length mix or deployment meets (assumed)."""
 
 
-def fidelity_prior() -> dict:
-    """{median, sigma, low, high, n, source} of measured / predicted throughput."""
-    return json.loads(FIDELITY_FILE.read_text())
+def fidelity_prior(card: str, as_of: str | None = None, library=None) -> dict:
+    """{median, sigma, low, high, n, source}: the uncertainty of the modelled throughput of
+    `card` on the engine it runs at `as_of`, from that engine's fit (held-out log spread)."""
+    from sim.config.library import Library
+    from sim.perf.hardware import Hardware, engine_fit_for
+
+    lib = library or Library.default()
+    hw = Hardware.load(card, lib, as_of=as_of)
+    found = engine_fit_for(hw, lib)
+    lo, hi = FIDELITY_BOUNDS
+    if found is None or found[0].log_sigma is None:
+        return {"median": 1.0, "sigma": 0.25, "low": lo, "high": hi, "n": 0,
+                "source": f"{hw.engine_id}: no engine fit; sigma 0.25 assumed"}
+    fit, eid, how = found
+    return {"median": 1.0, "sigma": max(fit.log_sigma, FIDELITY_FLOOR_SIGMA), "low": lo,
+            "high": hi, "n": fit.points,
+            "source": f"held-out log spread of {eid}'s fit ({how}) to {fit.points} published "
+                      f"points, hardware_specs/engine_fits/{eid}.yaml (derived); bounds assumed"}
 
 
 def serving_cards(scn: Scenario) -> list[str]:
@@ -51,8 +70,10 @@ def uncertain_inputs(scn: Scenario, fidelity: bool = True) -> dict[str, Distribu
     """The scenario's uncertain inputs, plus the model's fidelity error per serving card."""
     out = dict(scn.uncertain)
     if fidelity:
-        f = fidelity_prior()
         for card in serving_cards(scn):
+            if f"efficiency.{card}" in out:
+                continue
+            f = fidelity_prior(card, scn.start)
             out.setdefault(f"efficiency.{card}", Distribution(lognormal=LogNormal(
                 median=f["median"], sigma=f["sigma"], low=f["low"], high=f["high"])))
     return out

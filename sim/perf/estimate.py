@@ -38,6 +38,9 @@ class PerfEstimate:
     calibration_tiers: dict[str, str] = field(default_factory=dict)
     calibration_sources: dict[str, str] = field(default_factory=dict)
     prefill_time_fraction: float = 0.0
+    engine: str | None = None
+    engine_version: str | None = None
+    engine_date: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +52,9 @@ def lengths_for(library: Library, workload: str | None, isl: float | None,
         mix = library.lengths(workload)
         li, lo = mix.lengths.input_tokens, mix.lengths.output_tokens
         return LengthMoments(isl=isl or li.mean, osl=osl or lo.mean,
-                             isl_sq=None if isl else li.second_moment)
+                             isl_sq=None if isl else li.second_moment,
+                             osl_sq=None if osl else lo.second_moment,
+                             osl_max=None if osl else float(lo.max))
     if isl is None or osl is None:
         raise ConfigError("give --isl and --osl, or --workload NAME")
     if isl < 1 or osl < 1:
@@ -61,7 +66,7 @@ def factors_used(hw: Hardware, prec: Precision, tp: int) -> list[str]:
     names = [f"gemm_{prec.compute}", "gemm_m_half_tokens", "gemm_kernel_latency_us",
              "gemm_sustained", "memory_bandwidth",
              "attention_prefill", "attention_decode_bw", "step_overhead_ms", "layer_fixed_us",
-             "software_maturity"]
+             "engine_compute", "engine_bandwidth", "engine_seq_overhead_us"]
     if prec.compute != "bf16":
         names.append("gemm_bf16")  # LM head and router stay 16-bit
     if tp > 1:
@@ -71,9 +76,10 @@ def factors_used(hw: Hardware, prec: Precision, tp: int) -> list[str]:
 
 def estimate(card: str, model: str, precision: Precision, lengths: LengthMoments,
              tp: int | None = None, library: Library | None = None, ep: bool = False,
-             hardware: Hardware | None = None) -> PerfEstimate:
+             hardware: Hardware | None = None, engine: str | None = None,
+             as_of: str | None = None) -> PerfEstimate:
     lib = library or Library.default()
-    hw = hardware or Hardware.load(card, lib)
+    hw = hardware or Hardware.load(card, lib, engine=engine, as_of=as_of)
     spec = lib.model(model)
     hw.check_precision(precision)
     smallest = min_tp(spec, hw, precision)
@@ -110,4 +116,7 @@ def estimate(card: str, model: str, precision: Precision, lengths: LengthMoments
         kv_tokens_capacity=best.memory.kv_tokens_capacity, reason=reason,
         step_parts_s=best.step_parts, calibration_tiers=hw.tiers(names),
         calibration_sources={n: hw.factors[n].source for n in names if n in hw.factors},
-        prefill_time_fraction=best.prefill_time_fraction)
+        prefill_time_fraction=best.prefill_time_fraction,
+        engine=hw.engine_id, engine_version=(f"{hw.engine.name} {hw.engine.version}"
+                                             if hw.engine else None),
+        engine_date=hw.engine.release_date if hw.engine else None)

@@ -16,6 +16,7 @@ import numpy as np
 from sim.config.base import TIER_RANK, CalValue
 from sim.config.calibration import Calibration
 from sim.config.card import CardSpec
+from sim.config.engine import CardFit, EngineSpec
 from sim.config.library import Library
 from sim.config.loader import ConfigError
 from sim.perf.precision import Precision, PrecisionError
@@ -30,7 +31,50 @@ REQUIRED_FACTORS = ("gemm_bf16", "gemm_m_half_tokens", "gemm_kernel_latency_us",
                     "memory_bandwidth",
                     "allreduce_latency_us", "allreduce_busbw", "attention_prefill",
                     "attention_decode_bw", "step_overhead_ms", "layer_fixed_us", "training_mfu",
-                    "software_maturity")
+                    "engine_compute", "engine_bandwidth", "engine_seq_overhead_us")
+
+ENGINE_FACTORS = {"engine_compute": "compute", "engine_bandwidth": "bandwidth",
+                  "step_overhead_ms": "step_overhead_ms",
+                  "engine_seq_overhead_us": "seq_overhead_us"}
+"""Hardware factor name -> `EngineFactors` field: what an engine's fit sets on a card."""
+
+
+def _as_of_key(date: str) -> str:
+    """YYYY[-MM[-DD]] padded so that text order is date order."""
+    parts = (date.split("-") + ["01", "01"])[:3]
+    return "-".join(parts)
+
+
+def engines_for(card_id: str, library: Library) -> list[tuple[str, EngineSpec]]:
+    """(id, engine) of the engines that run on `card_id`, oldest release first (ties by id)."""
+    found = [(eid, library.engine(eid)) for eid in library.ids("engine")]
+    found = [x for x in found if card_id in x[1].runs_on]
+    return sorted(found, key=lambda x: (_as_of_key(x[1].release_date), x[0]))
+
+
+def resolve_engine(card_id: str, library: Library, engine: str | None = None,
+                   as_of: str | None = None) -> str:
+    """The engine id a card runs: `engine` when given (checked to run on the card), else the
+    newest release of an engine for that card released on or before `as_of` (default: today)."""
+    if engine is not None:
+        spec = library.engine(engine)  # unknown id: one-line error with a suggestion
+        if card_id not in spec.runs_on:
+            raise ConfigError(f"engine '{engine}' ({spec.name} {spec.version}) does not run on "
+                              f"card '{card_id}' (it runs on: {', '.join(spec.runs_on)})")
+        return engine
+    import datetime as _dt
+
+    limit = _as_of_key(as_of or _dt.date.today().isoformat())
+    cands = engines_for(card_id, library)
+    if not cands:
+        raise ConfigError(f"no engine in the library runs on card '{card_id}' (add one under "
+                          "hardware_specs/engines/); fleetsim does not guess an engine")
+    before = [x for x in cands if _as_of_key(x[1].release_date) <= limit]
+    if not before:
+        first_id, first = cands[0]
+        raise ConfigError(f"no engine for card '{card_id}' was released by {as_of} (the first, "
+                          f"'{first_id}', dates from {first.release_date})")
+    return before[-1][0]
 
 
 @dataclass(frozen=True)
@@ -68,10 +112,18 @@ class Hardware:
     card_id: str
     card: CardSpec
     factors: dict[str, Factor] = field(hash=False)
+    engine_id: str | None = None
+    engine: EngineSpec | None = field(default=None, hash=False)
+    collectives: dict[int, tuple[tuple[float, float], ...]] = field(default_factory=dict,
+                                                                    hash=False)
+    """Group size -> published all-reduce curve ((bytes, busbw B/s), by size) for this card."""
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def load(cls, card_id: str, library: Library | None = None) -> "Hardware":
+    def load(cls, card_id: str, library: Library | None = None, engine: str | None = None,
+             as_of: str | None = None) -> "Hardware":
+        """The card, its calibration and the engine it runs (`engine`, or the newest for the
+        card released by `as_of`; see `resolve_engine`)."""
         lib = library or Library.default()
         card = lib.card(card_id)
         cal_ids = [i for i in lib.ids("calibration") if i == card_id or i.startswith(card_id + "@")]
@@ -100,19 +152,21 @@ class Hardware:
             "step_overhead_ms": lambda c: c.step_overhead_ms,
             "layer_fixed_us": lambda c: c.layer_fixed_us,
             "training_mfu": lambda c: c.training_mfu,
-            "software_maturity": lambda c: c.software_maturity,
         }
         factors: dict[str, Factor] = {}
         for name, get in getters.items():
             found = _best(cals, get)
             if found is not None:
                 factors[name] = Factor.of(*found)
+        eid = resolve_engine(card_id, lib, engine, as_of)
+        spec = lib.engine(eid)
+        factors.update(_engine_factors(eid, spec, card_id, lib, factors))
         missing = [n for n in REQUIRED_FACTORS if n not in factors]
         if missing:
             raise ConfigError(
                 f"hardware_specs/calibration/{card_id}.yaml: missing calibration for "
                 f"{', '.join(missing)}; fleetsim does not guess efficiencies silently")
-        return cls(card_id, card, factors)
+        return cls(card_id, card, factors, eid, spec, _collective_curves(card_id, lib))
 
     def with_overrides(self, **values: float) -> "Hardware":
         """A copy with some factors replaced (tier 'assumed', source 'override'); for what-ifs."""
@@ -121,7 +175,8 @@ class Hardware:
             if k not in f:
                 raise KeyError(f"unknown factor '{k}' (known: {', '.join(sorted(f))})")
             f[k] = Factor(float(v), "assumed", "override")
-        return Hardware(self.card_id, self.card, f)
+        return Hardware(self.card_id, self.card, f, self.engine_id, self.engine,
+                        self.collectives)
 
     # ---- rates (SI) -----------------------------------------------------------------------
     def peak_flops(self, precision: str) -> float:
@@ -139,7 +194,7 @@ class Hardware:
                 f"card '{self.card_id}' has no calibrated {precision} GEMM efficiency")
         m_half = self.factors["gemm_m_half_tokens"].value
         return (f.value * self.factors["gemm_sustained"].value
-                * self.factors["software_maturity"].value * m_tokens / (m_tokens + m_half))
+                * self.factors["engine_compute"].value * m_tokens / (m_tokens + m_half))
 
     @property
     def gemm_latency_s(self) -> float:
@@ -147,8 +202,15 @@ class Hardware:
 
     @property
     def mem_bandwidth_bps(self) -> float:
-        """Achieved memory bandwidth, B/s."""
-        return self.card.memory.bandwidth_tbps * TB * self.factors["memory_bandwidth"].value
+        """Achieved memory bandwidth in the engine's kernels, B/s: spec x STREAM fraction x the
+        engine's fitted bandwidth factor."""
+        return (self.card.memory.bandwidth_tbps * TB * self.factors["memory_bandwidth"].value
+                * self.factors["engine_bandwidth"].value)
+
+    @property
+    def seq_overhead_s(self) -> float:
+        """Time per running sequence per engine step (sampling, scheduling), s."""
+        return self.factors["engine_seq_overhead_us"].value * 1e-6
 
     @property
     def memory_bytes(self) -> float:
@@ -172,18 +234,29 @@ class Hardware:
             return bw * min(group - 1, su.mesh_links) / su.mesh_links
         return bw
 
-    def allreduce_s(self, message_bytes: float, group: int) -> float:
-        """Time of one all-reduce of S = `message_bytes` over n = `group` GPUs (NCCL convention):
-        alpha + S·2(n-1)/n / busbw, with busbw = busbw_fraction x per-direction link bandwidth.
-        Measured busbw (B3) is defined as algbw·2(n-1)/n, so the ring factor appears once, here,
-        and is not applied again to the link bandwidth."""
+    def allreduce_s(self, message_bytes, group: int):
+        """Time of one all-reduce of S = `message_bytes` over n = `group` GPUs (NCCL convention).
+
+        Model: alpha + S·2(n-1)/n / busbw, busbw = busbw_fraction x per-direction link bandwidth
+        (measured busbw is defined as algbw·2(n-1)/n, so the ring factor appears once, here).
+        Where a published nccl-tests/rccl-tests curve exists for this card and group size, it
+        is the library's time at each size: S·2(n-1)/n / busbw(S), busbw interpolated in
+        log(size) (constant time below the smallest size, the largest size's busbw above). An
+        engine with its own custom all-reduce (TensorRT-LLM, vLLM) uses whichever is faster;
+        one without (the Gaudi stack's HCCL) uses the library's curve."""
         if group <= 1:
             return 0.0 * message_bytes
+        S = np.asarray(message_bytes, dtype=float)
+        alg = S * 2 * (group - 1) / group
         busbw = self.factors["allreduce_busbw"].value * self.link_bandwidth_bps(group)
-        alg_bytes = message_bytes * 2 * (group - 1) / group
-        t = self.factors["allreduce_latency_us"].value * 1e-6 + alg_bytes / busbw
-        return np.where(message_bytes > 0, t, 0.0) if isinstance(t, np.ndarray) else (
-            t if message_bytes > 0 else 0.0)
+        t = self.factors["allreduce_latency_us"].value * 1e-6 + alg / busbw
+        curve = self.collectives.get(group)
+        if curve:
+            t_lib = _curve_time(curve, S, group)
+            custom = self.engine is None or self.engine.rules.custom_allreduce
+            t = np.minimum(t, t_lib) if custom else t_lib
+        t = np.where(S > 0, t, 0.0)
+        return t if isinstance(message_bytes, np.ndarray) else float(t)
 
     @property
     def step_overhead_s(self) -> float:
@@ -206,3 +279,82 @@ class Hardware:
 
     def tiers(self, names: list[str]) -> dict[str, str]:
         return {n: self.factors[n].tier for n in names if n in self.factors}
+
+
+def _fit_for(eid: str, spec: EngineSpec, card_id: str, lib: Library,
+             seen: tuple[str, ...] = ()) -> tuple[CardFit, str, str] | None:
+    """(fit, engine whose fit it is, how it applies) for a card, following `factors_from`."""
+    fit = lib.engine_fit(eid)
+    if fit is not None:
+        if card_id in fit.cards:
+            return fit.cards[card_id], eid, "card"
+        if fit.pooled is not None:
+            return fit.pooled, eid, "pooled"
+    if spec.factors_from and spec.factors_from not in seen:
+        src = spec.factors_from
+        return _fit_for(src, lib.engine(src), card_id, lib, (*seen, eid))
+    return None
+
+
+def engine_fit_for(hw: "Hardware", lib: Library) -> tuple[CardFit, str, str] | None:
+    """(fit, engine whose fit it is, 'card' or 'pooled') that set this card's engine factors."""
+    if hw.engine_id is None or hw.engine is None:
+        return None
+    return _fit_for(hw.engine_id, hw.engine, hw.card_id, lib)
+
+
+def _engine_factors(eid: str, spec: EngineSpec, card_id: str, lib: Library,
+                    card_factors: dict[str, Factor]) -> dict[str, Factor]:
+    """The engine's fitted factors for this card, with tier and source: `published` when fitted
+    on the engine's own tables for this card; `assumed` when taken from its fit over other cards,
+    from another release (`factors_from`), or neutral (no table at all), each said in the source."""
+    found = _fit_for(eid, spec, card_id, lib)
+    label = f"{spec.name} {spec.version} ({eid})"
+    if found is None:
+        step = card_factors.get("step_overhead_ms")
+        note = (f"{label}: no published table fitted; neutral engine factors, the card "
+                "calibration's step overhead")
+        out = {"engine_compute": Factor(1.0, "assumed", note),
+               "engine_bandwidth": Factor(1.0, "assumed", note),
+               "engine_seq_overhead_us": Factor(0.0, "assumed", note)}
+        if step is not None:
+            out["step_overhead_ms"] = Factor(step.value, "assumed", note)
+        return out
+    fit, from_id, how = found
+    if how == "card" and from_id == eid:
+        tier, src = fit.tier, (f"{label}: least-squares fit to {fit.points} published points "
+                               f"({', '.join(fit.tables)}); hardware_specs/engine_fits/{eid}.yaml")
+    else:
+        whose = f"engine '{from_id}'" if from_id != eid else "this engine"
+        scope = "its fit for this card" if how == "card" else "its pooled fit over the cards of its tables"
+        tier, src = "assumed", (f"{label}: no published table for card '{card_id}' on this "
+                                f"release; {scope} from {whose} "
+                                f"(hardware_specs/engine_fits/{from_id}.yaml)")
+    return {name: Factor(float(getattr(fit.factors, attr)), tier, src)
+            for name, attr in ENGINE_FACTORS.items()}
+
+
+def _collective_curves(card_id: str, lib: Library) -> dict[int, tuple[tuple[float, float], ...]]:
+    """Per group size, the card's published nccl-/rccl-tests all-reduce curve with the most
+    points (torch.distributed scripts time differently and are left out)."""
+    best: dict[int, tuple[tuple[float, float], ...]] = {}
+    for cid in lib.ids("collective"):
+        t = lib.collective(cid)
+        if t.card != card_id or "torch" in t.library.lower():
+            continue
+        c = t.curve()
+        if len(c) >= 2 and len(c) > len(best.get(t.gpus, ())):
+            best[t.gpus] = c
+    return best
+
+
+def _curve_time(curve: tuple[tuple[float, float], ...], S: np.ndarray, n: int) -> np.ndarray:
+    sizes = np.array([c[0] for c in curve])
+    bw = np.array([c[1] for c in curve])
+    t_pts = sizes * 2 * (n - 1) / n / bw
+    logS = np.log(np.maximum(S, 1.0))
+    # time is interpolated in log-log (latency-flat at small sizes, bandwidth-bound at large)
+    t = np.exp(np.interp(logS, np.log(sizes), np.log(t_pts)))
+    above = S > sizes[-1]
+    t = np.where(above, S * 2 * (n - 1) / n / bw[-1], t)
+    return np.where(S < sizes[0], t_pts[0], t)

@@ -146,17 +146,26 @@ class MemoryPlan:
 
 def plan_memory(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
                 tokens_per_step: int = 8192, min_sequence_tokens: int | None = None,
-                mean_sequence_tokens: float | None = None) -> MemoryPlan:
+                mean_sequence_tokens: float | None = None,
+                memory_utilization: float | None = None) -> MemoryPlan:
     """Budget one card's memory; `fits` needs room for at least one sequence of
     `min_sequence_tokens` (default: the model's context window, capped at 8192). With sliding-
     window layers, `kv_bytes_per_token` spreads their capped KV over a sequence of
-    `mean_sequence_tokens` (default 4,096): a short sequence holds relatively more of it."""
+    `mean_sequence_tokens` (default 4,096): a short sequence holds relatively more of it.
+    `memory_utilization`: the share of device memory the engine fills, as vLLM's
+    gpu_memory_utilization (default: the engine's own rule, `EngineRules.memory_rule`)."""
     a = model.architecture
     cap = hw.memory_bytes
-    usable = cap * MEMORY_UTILIZATION - RUNTIME_RESERVE_BYTES
     w = weights_bytes_per_card(model, layout, prec)
     act = activation_bytes(model, layout, tokens_per_step)
-    budget = usable - w - act
+    rules = hw.engine.rules if hw.engine is not None else None
+    if memory_utilization is None and rules is not None and rules.memory_rule == "free":
+        usable = cap - RUNTIME_RESERVE_BYTES
+        budget = (usable - w - act) * rules.memory_utilization
+    else:
+        util = memory_utilization or (rules.memory_utilization if rules else MEMORY_UTILIZATION)
+        usable = cap * util - RUNTIME_RESERVE_BYTES
+        budget = usable - w - act
     per_tok = kv_bytes_per_token(model, layout, prec)
     if a.sliding_window is not None:  # amortize the capped layers over a typical sequence
         seq = max(float(mean_sequence_tokens or 4096), 1.0)

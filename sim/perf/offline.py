@@ -7,8 +7,16 @@ B decode tokens + r·ISL prefill tokens and emits B + r tokens:
 
     tokens/s per card = (B + r) / step_s(B decode + r prefills) / cards
 
-B is the largest batch whose KV cache, B · (ISL + OSL/2) tokens on average, fits in memory
-(searched on a grid, since a bigger batch is not always faster once prefill dominates).
+The engine the card runs (`Hardware.engine`) sets what B can be:
+- KV admission: a paged engine holds each running sequence's current context, whose mean over
+  running sequences is length-biased, E[I] + E[O²]/(2·E[O]) (a sequence with a long output is
+  running for more of the time); an engine that reserves (TensorRT-LLM's GUARANTEED_NO_EVICT)
+  holds every sequence's prompt plus its maximum output;
+- its batch cap (`max_batch`);
+- static shapes: prompts are padded to the sequence bucket (compute and KV), batches to the batch
+  bucket (compute).
+B is the largest batch that fits unless given (a submitter's or vendor's stated batch), searched
+on a grid in planning mode, since a bigger batch is not always faster once prefill dominates.
 """
 
 from __future__ import annotations
@@ -33,15 +41,69 @@ MAX_BATCH = 4096
 
 @dataclass(frozen=True)
 class LengthMoments:
-    """Mean and second moment of input and output lengths (tokens)."""
+    """Mean and second moment of input and output lengths (tokens); `osl_max` is the output cap
+    a reserving engine budgets for (default: the mean, i.e. fixed lengths)."""
 
     isl: float
     osl: float
     isl_sq: float | None = None
+    osl_sq: float | None = None
+    osl_max: float | None = None
 
     @property
     def isl_second_moment(self) -> float:
         return self.isl**2 if self.isl_sq is None else self.isl_sq
+
+    @property
+    def osl_second_moment(self) -> float:
+        return self.osl**2 if self.osl_sq is None else self.osl_sq
+
+    @property
+    def fixed(self) -> bool:
+        return self.isl_second_moment <= self.isl**2 * (1 + 1e-12)
+
+    def decode_context(self) -> float:
+        """Mean KV context of a running decode sequence: E[I] + E[O²]/(2·E[O]) (length-biased:
+        time spent decoding is proportional to O; equals I + O/2 for fixed lengths)."""
+        osl = max(self.osl, 1.0)
+        return self.isl + self.osl_second_moment / (2 * osl)
+
+    def padded(self, bucket: int) -> "LengthMoments":
+        """Prompts padded up to a multiple of `bucket` tokens: exact for fixed lengths; for a
+        mix, the mean pad of a length spread over several buckets is bucket/2."""
+        if bucket <= 1:
+            return self
+        if self.fixed:
+            isl = float(-(-self.isl // bucket) * bucket)
+            sq = None
+        else:
+            isl = self.isl + bucket / 2
+            sq = self.isl_second_moment + self.isl * bucket + bucket**2 / 3
+        return LengthMoments(isl, self.osl, sq, self.osl_sq, self.osl_max)
+
+
+def kv_tokens_per_sequence(hw: Hardware, lengths: LengthMoments) -> float:
+    """KV tokens one running sequence holds on average under the engine's admission rule."""
+    eng = hw.engine
+    if eng is not None and eng.rules.kv_admission == "reserve":
+        return lengths.isl + (lengths.osl_max or lengths.osl)
+    return lengths.decode_context()
+
+
+def engine_lengths(hw: Hardware, lengths: LengthMoments) -> LengthMoments:
+    """The lengths the engine computes on (prompts padded to its sequence bucket)."""
+    eng = hw.engine
+    if eng is not None and eng.rules.static_shapes is not None:
+        return lengths.padded(eng.rules.static_shapes.seq_bucket_tokens)
+    return lengths
+
+
+def padded_batch(hw: Hardware, batch: float) -> float:
+    eng = hw.engine
+    if eng is not None and eng.rules.static_shapes is not None:
+        b = eng.rules.static_shapes.batch_bucket
+        return float(-(-batch // b) * b)
+    return batch
 
 
 @dataclass(frozen=True)
@@ -66,26 +128,33 @@ def mixed_step(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
     a = model.architecture
     window = a.sliding_window.window_tokens if a.sliding_window else None
     osl = max(lengths.osl, 1.0)
-    ctx = lengths.isl + osl / 2
-    decode = StepBatch.decode(batch, ctx, window) if osl > 1 else StepBatch()
+    run = engine_lengths(hw, lengths)
+    ctx = run.decode_context()
+    computed = padded_batch(hw, batch)
+    decode = StepBatch.decode(computed, ctx, window) if osl > 1 else StepBatch()
     r = batch / (osl - 1) if osl > 1 else batch
-    pre = StepBatch.prefill(r, lengths.isl, lengths.isl_second_moment, window)
+    pre = StepBatch.prefill(r, run.isl, run.isl_second_moment, window)
     st = step_time(model, hw, layout, prec, decode + pre)
     emitted = (batch if osl > 1 else 0.0) + r
     return st, emitted
 
 
 def offline_throughput(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
-                       lengths: LengthMoments) -> OfflineResult:
+                       lengths: LengthMoments, batch: int | None = None) -> OfflineResult:
+    """Best offline tokens/s per card over batch sizes up to the largest that fits (planning),
+    or at `batch` (capped by memory and the engine's batch limit) when given, as a submitter or
+    a vendor table ran it."""
     check_layout(model, layout)
     if layout.pp > 1:
         raise LayoutError("pipeline parallelism is modelled for memory and training only; "
                           "serving throughput with pp > 1 is not (use tp)")
     hw.check_precision(prec)
     osl = max(lengths.osl, 1.0)
-    seq_kv = lengths.isl + osl / 2
-    plan = plan_memory(model, hw, layout, prec, PREFILL_CHUNK_TOKENS,
-                       min_sequence_tokens=int(lengths.isl + osl), mean_sequence_tokens=seq_kv)
+    run = engine_lengths(hw, lengths)
+    seq_kv = kv_tokens_per_sequence(hw, run)
+    chunk = hw.engine.rules.max_num_tokens if hw.engine is not None else PREFILL_CHUNK_TOKENS
+    plan = plan_memory(model, hw, layout, prec, chunk,
+                       min_sequence_tokens=int(run.isl + osl), mean_sequence_tokens=seq_kv)
     cards = layout.cards
     a = model.architecture
     window = a.sliding_window.window_tokens if a.sliding_window else None
@@ -96,9 +165,13 @@ def offline_throughput(model: ModelSpec, hw: Hardware, layout: Layout, prec: Pre
     if not plan.fits:
         return OfflineResult(False, plan.reason, layout, prec, 0, 0.0, float("nan"), float("nan"),
                              prefill_tps, plan, {})
-    b_max = int(min(plan.kv_tokens_capacity // seq_kv, MAX_BATCH))
+    cap = hw.engine.rules.max_batch if hw.engine is not None else MAX_BATCH
+    b_max = int(min(plan.kv_tokens_capacity // seq_kv, cap))
     b_max = max(b_max, 1)
-    grid = np.unique(np.concatenate([np.geomspace(1, b_max, 40).round(), [b_max]])).astype(int)
+    if batch is not None:
+        grid = np.array([max(min(int(batch), b_max), 1)])
+    else:
+        grid = np.unique(np.concatenate([np.geomspace(1, b_max, 40).round(), [b_max]])).astype(int)
     best = None
     for b in grid:
         st, emitted = mixed_step(model, hw, layout, prec, lengths, float(b))
@@ -108,7 +181,7 @@ def offline_throughput(model: ModelSpec, hw: Hardware, layout: Layout, prec: Pre
     assert best is not None
     tps, b, st = best
     dec = step_time(model, hw, layout, prec,
-                    StepBatch.decode(b, seq_kv, window))
+                    StepBatch.decode(b, run.decode_context(), window))
     # share of GPU time spent on prompt tokens (for splitting cost between input and output)
     _, emitted = mixed_step(model, hw, layout, prec, lengths, float(b))
     pre_only = step_time(model, hw, layout, prec, StepBatch.prefill(

@@ -3,6 +3,7 @@
     step_s = Σ_ops [t0 +] max(bytes_op / achieved_bw, flops_op / (peak · eff_op(shape)))
              + layers · fixed non-GEMM kernel time
              + tensor-parallel all-reduces (2 per layer) + fixed per-step overhead
+             + per-sequence overhead · running sequences (the engine's sampling and scheduling)
 
 Operators do not overlap (modeling-notes.md: "sum per operator, not one global max"): at large
 batch the GEMMs are compute-bound while decode attention stays memory-bound. A step may mix
@@ -178,7 +179,8 @@ class StepModel:
         self.flop_per_pair = fpp
         self.flop_per_pair_prefill = fpp_prefill
         self.kv_tok = kv_bytes_per_token_layer(a, t, prec)
-        attn_eff = hw.factors["attention_prefill"].value * hw.factors["gemm_sustained"].value
+        attn_eff = (hw.factors["attention_prefill"].value * hw.factors["gemm_sustained"].value
+                    * hw.factors["engine_compute"].value)
         self.attn_rate = self.peak_bf16 * attn_eff  # same power-capped clocks as the GEMMs
         dec_bw = self.bw * hw.factors["attention_decode_bw"].value
         # decode attention is linear in the KV tokens read: max(a·x, b·x) = x·max(a, b)
@@ -305,7 +307,8 @@ class StepModel:
     def step(self, batch: StepBatch) -> StepTime:
         parts = {"gemm": 0.0, "attention": 0.0, "moe": 0.0, "elementwise": 0.0,
                  "layer_fixed": 0.0, "lm_head": 0.0, "allreduce": 0.0,
-                 "overhead": self.hw.step_overhead_s}
+                 "overhead": self.hw.step_overhead_s,
+                 "per_sequence": self.hw.seq_overhead_s * (batch.decode_seqs + batch.prefill_seqs)}
         if batch.tokens > 0:
             for k, v in self.token_parts(np.array([batch.tokens])).items():
                 parts[k] = float(v[0])
@@ -327,6 +330,7 @@ class StepCostTable:
                                               "allreduce")).tolist()
         self.lm_s = sm.lm_head(np.arange(max_seqs + 1, dtype=float)).tolist()
         self.overhead_s = sm.hw.step_overhead_s
+        self.seq_s = sm.hw.seq_overhead_s
         self.dec_coef_full = sm.dec_coef * sm.full_layers * sm.layer_scale
         self.dec_coef_swa = sm.dec_coef * sm.swa_layers * sm.layer_scale
 
@@ -347,7 +351,8 @@ class StepCostTable:
         if T <= 0:
             return self.overhead_s
         return (self.token_cost(T) + self.lm_cost(int(round(batch.logits_tokens)))
-                + self.sm.attention(batch) + self.overhead_s)
+                + self.sm.attention(batch) + self.overhead_s
+                + self.seq_s * (batch.decode_seqs + batch.prefill_seqs))
 
 
 def step_time(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,

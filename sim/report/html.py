@@ -188,9 +188,14 @@ def calibration_rows(capacity) -> list[dict]:
         tiers = [t.split(": ")[1] for t in str(r.calibration_tiers).split(", ") if ": " in t]
         counts = ", ".join(f"{tiers.count(t)} {t}" for t in ("measured", "published", "assumed")
                            if tiers.count(t))
-        rows.append({"path": f"calibration.{r.card}", "value": f"factors: {counts}",
+        engine = getattr(r, "engine", None)
+        eng = (f"; engine {r.engine_version} ({engine}, released {r.engine_date})"
+               if isinstance(engine, str) else "")
+        esrc = (f"; hardware_specs/engines/{engine}.yaml, its fit hardware_specs/engine_fits/"
+                f"{engine}.yaml" if isinstance(engine, str) else "")
+        rows.append({"path": f"calibration.{r.card}", "value": f"factors: {counts}{eng}",
                      "provenance": "library",
-                     "source": f"hardware_specs/calibration/{r.card}*.yaml",
+                     "source": f"hardware_specs/calibration/{r.card}*.yaml{esrc}",
                      "flag": (f"assumed calibration: {r.assumed_factors}"
                               if r.assumed_factors else "")})
     return rows

@@ -393,7 +393,7 @@ class Replica:
         n = len(run)
         c = self.costs
         ctx = sum(r.computed for r in run) + n
-        a = c.token_cost(n) + c.lm_cost(n) + c.overhead_s + c.dec_coef_full * ctx
+        a = c.token_cost(n) + c.lm_cost(n) + c.overhead_s + c.seq_s * n + c.dec_coef_full * ctx
         b = c.dec_coef_full * n
         if self.window:
             w = self.window

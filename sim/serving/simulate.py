@@ -42,7 +42,8 @@ class ServeSetup:
     router: str = "least_outstanding"
     mode: str = "fast"  # "fast" (constant-batch spans) or "token" (one event per step)
     seed: int = 0
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None
+    """vLLM's gpu_memory_utilization; None: the engine's own memory rule."""
 
 
 @dataclass
@@ -232,10 +233,9 @@ def _kv_blocks(setup: ServeSetup) -> tuple[int, int]:
 
     plan = plan_memory(setup.model, setup.hardware, setup.layout, setup.precision,
                        tokens_per_step=setup.engine.max_num_batched_tokens,
-                       min_sequence_tokens=1)
-    # plan_memory budgets with vLLM's default utilisation; rescale to the one asked for
-    extra = (setup.gpu_memory_utilization - mem.MEMORY_UTILIZATION) * plan.capacity_bytes
-    kv_bytes = plan.kv_budget_bytes + extra
+                       min_sequence_tokens=1,
+                       memory_utilization=setup.gpu_memory_utilization)
+    kv_bytes = plan.kv_budget_bytes
     bs = setup.engine.block_size
     per_token = mem.kv_bytes_per_token(setup.model, setup.layout, setup.precision)
     window_bytes = mem.kv_window_bytes_per_sequence(setup.model, setup.layout, setup.precision)
