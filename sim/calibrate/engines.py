@@ -28,6 +28,7 @@ from sim.perf.hardware import Hardware
 from sim.perf.memory import Layout, LayoutError
 from sim.perf.offline import LengthMoments, mixed_step, offline_throughput
 from sim.perf.precision import Precision, PrecisionError
+from sim.perf.step import StepBatch, step_time
 
 LOO_MAX = 40
 KFOLD = 10
@@ -39,7 +40,9 @@ MIN_POINTS_PER_CARD = 6
 
 # parameter vector: log compute, log bandwidth, step overhead (ms), per-sequence overhead (us)
 LOWER = np.array([math.log(0.2), math.log(0.5), 0.0, 0.0])
-UPPER = np.array([math.log(1.5), math.log(1.3), 30.0, 200.0])
+UPPER = np.array([math.log(1.5), math.log(1.15), 30.0, 200.0])
+"""Bounds. Bandwidth at most 1.15x the card's STREAM figure: STREAM reaches 0.85-0.9 of the
+spec on HBM parts (reference B2), and no kernel reads faster than the spec."""
 PRIOR_CENTER = np.array([0.0, 0.0, 1.0, 0.0])
 PRIOR_SCALE = np.array([1.5, 0.3, 15.0, 150.0])
 """Weak priors (one pseudo-residual each, against a log error per point): compute and bandwidth
@@ -72,11 +75,15 @@ class Case:
     published: float
     scale: float
     """published units per (output tokens/s per card): cards counted and token definition."""
+    kind: str = "throughput"
+    """`throughput` (offline tokens/s) or `latency` (seconds for one batch of `batch` requests
+    to prefill and generate `osl` tokens, as vLLM's benchmark_latency.py measures)."""
 
     @property
     def label(self) -> str:
+        what = f" latency b{self.batch}" if self.kind == "latency" else ""
         return (f"{self.table}#{self.index} {self.card} {self.model} {self.precision} TP{self.tp} "
-                f"{self.isl}/{self.osl}")
+                f"{self.isl}/{self.osl}{what}")
 
 
 def cases_of(table: EngineTable, library: Library) -> tuple[list[Case], list[str]]:
@@ -88,7 +95,12 @@ def cases_of(table: EngineTable, library: Library) -> tuple[list[Case], list[str
         if why:
             skipped.append(f"{table.id}#{i}: {why}")
             continue
-        assert p.card and p.model and p.tp and p.tokens_per_s
+        assert p.card and p.model and p.tp
+        if p.tokens_per_s is None:  # a latency point (checked by _skip_reason)
+            assert p.latency_s and p.batch
+            out.append(Case(table.id, i, p.card, p.model, PRECISIONS[p.precision.lower()], p.tp,
+                            p.isl, p.osl, p.batch, float(p.latency_s), 1.0, "latency"))
+            continue
         cards = p.tp * p.pp
         per = {"gpu": 1.0, "tp_group": float(cards), "system": float(p.gpus or cards)}
         tok = (p.isl + p.osl) / p.osl if table.token_definition == "total" else 1.0
@@ -101,8 +113,8 @@ def cases_of(table: EngineTable, library: Library) -> tuple[list[Case], list[str
 
 
 def _skip_reason(p: TablePoint, cards: set[str], models: set[str]) -> str | None:
-    if p.tokens_per_s is None:
-        return "no throughput (a latency point)"
+    if p.tokens_per_s is None and (p.latency_s is None or p.batch is None):
+        return "neither a throughput nor a latency with its batch"
     if p.card is None or p.card not in cards:
         return f"card {p.card_name or p.card!r} not in the library"
     if p.model is None or p.model not in models:
@@ -118,8 +130,29 @@ def _skip_reason(p: TablePoint, cards: set[str], models: set[str]) -> str | None
     return None
 
 
+def batch_latency_s(case: Case, hw: Hardware, library: Library) -> float:
+    """One batch of `case.batch` requests: prefill of batch·ISL tokens (in chunks of the
+    engine's token budget), then OSL-1 decode steps whose context grows from ISL to ISL+OSL
+    (attention is linear in context, so the mean context's step times OSL-1 is exact)."""
+    model, layout = library.model(case.model), Layout(tp=case.tp)
+    prec = Precision.preset(case.precision)
+    a = model.architecture
+    window = a.sliding_window.window_tokens if a.sliding_window else None
+    b, isl, osl = float(case.batch), float(case.isl), float(case.osl)
+    budget = hw.engine.rules.max_num_tokens if hw.engine is not None else 8192
+    seqs_per_step = max(min(budget // case.isl, case.batch), 1)
+    steps = math.ceil(case.batch / seqs_per_step)
+    pre = step_time(model, hw, layout, prec,
+                    StepBatch.prefill(float(seqs_per_step), isl, None, window)).total_s * steps
+    dec = step_time(model, hw, layout, prec, StepBatch.decode(b, isl + osl / 2, window)).total_s
+    return pre + (osl - 1) * dec
+
+
 def predict(case: Case, hw: Hardware, library: Library) -> float:
-    """The case's throughput in its table's units, or NaN when it does not fit in memory."""
+    """The case's value in its table's units (tokens/s, or seconds for a latency point), or
+    NaN when it does not fit in memory."""
+    if case.kind == "latency":
+        return batch_latency_s(case, hw, library)
     prec = Precision.preset(case.precision)
     res = offline_throughput(library.model(case.model), hw, Layout(tp=case.tp), prec,
                              LengthMoments(float(case.isl), float(case.osl)), batch=case.batch)
@@ -133,6 +166,8 @@ def _predict_fast(case: Case, hw: Hardware, library: Library) -> float:
     """`predict` for the fit: the batch (which the fitted factors do not change: it is set by
     memory, the engine's rules and the table) is found once per case; each evaluation is then
     one mixed step."""
+    if case.kind == "latency":
+        return batch_latency_s(case, hw, library)
     key = (case, hw.card_id, hw.engine_id)
     if key not in _BATCH:
         prec = Precision.preset(case.precision)
@@ -354,8 +389,9 @@ def render_markdown(reports: list[EngineReport]) -> str:
                 continue
             loo = res.loo or [float("nan")] * len(res.cases)
             for c, e, h in zip(res.cases, res.residuals, loo):
-                lines.append(f"| {c.label} | {c.batch or '-'} | {c.published:,.0f} | "
-                             f"{c.published * math.exp(e):,.0f} | {math.expm1(e):+.1%} | "
+                fmt = "{:,.3f} s" if c.kind == "latency" else "{:,.0f}"
+                lines.append(f"| {c.label} | {c.batch or '-'} | {fmt.format(c.published)} | "
+                             f"{fmt.format(c.published * math.exp(e))} | {math.expm1(e):+.1%} | "
                              f"{_signed(h)} |")
         if r.skipped:
             lines += ["", "Skipped: " + "; ".join(r.skipped)]

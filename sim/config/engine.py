@@ -59,6 +59,10 @@ class EngineRules(FleetsimModel):
     static_shapes: StaticShapes | None = None
     graphs: bool = True
     custom_allreduce: bool = True
+    custom_allreduce_max_mib: PositiveFloat | None = None
+    """Largest message the engine's own all-reduce takes; above it the collective library's
+    (NCCL/RCCL) curve applies (vLLM CustomAllreduce max_size 8 MiB; TensorRT-LLM's all-reduce
+    workspace 64 MiB). None: no limit stated."""
     source: str
 
 

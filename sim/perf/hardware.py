@@ -242,8 +242,9 @@ class Hardware:
         Where a published nccl-tests/rccl-tests curve exists for this card and group size, it
         is the library's time at each size: S·2(n-1)/n / busbw(S), busbw interpolated in
         log(size) (constant time below the smallest size, the largest size's busbw above). An
-        engine with its own custom all-reduce (TensorRT-LLM, vLLM) uses whichever is faster;
-        one without (the Gaudi stack's HCCL) uses the library's curve."""
+        engine with its own custom all-reduce (TensorRT-LLM, vLLM) uses whichever is faster up
+        to its message limit and the library above it; one without (the Gaudi stack's HCCL)
+        uses the library's curve."""
         if group <= 1:
             return 0.0 * message_bytes
         S = np.asarray(message_bytes, dtype=float)
@@ -253,8 +254,12 @@ class Hardware:
         curve = self.collectives.get(group)
         if curve:
             t_lib = _curve_time(curve, S, group)
-            custom = self.engine is None or self.engine.rules.custom_allreduce
-            t = np.minimum(t, t_lib) if custom else t_lib
+            rules = self.engine.rules if self.engine is not None else None
+            if rules is None or rules.custom_allreduce:
+                limit = (rules.custom_allreduce_max_mib if rules else None) or float("inf")
+                t = np.where(S <= limit * 2**20, np.minimum(t, t_lib), t_lib)
+            else:
+                t = t_lib
         t = np.where(S > 0, t, 0.0)
         return t if isinstance(message_bytes, np.ndarray) else float(t)
 

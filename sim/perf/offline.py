@@ -166,6 +166,12 @@ def offline_throughput(model: ModelSpec, hw: Hardware, layout: Layout, prec: Pre
         return OfflineResult(False, plan.reason, layout, prec, 0, 0.0, float("nan"), float("nan"),
                              prefill_tps, plan, {})
     cap = hw.engine.rules.max_batch if hw.engine is not None else MAX_BATCH
+    if batch is not None:
+        # a stated batch is a fact about the run (the submitter's or the vendor's harness chose
+        # it, whatever the engine's default admission): memory only has to hold it, at the
+        # peak (I + O when fixed lengths grow in step, the running mean for a spread of them)
+        seq_kv = run.isl + run.osl if run.fixed else run.decode_context()
+        cap = max(cap, int(batch))
     b_max = int(min(plan.kv_tokens_capacity // seq_kv, cap))
     b_max = max(b_max, 1)
     if batch is not None:
