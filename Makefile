@@ -26,6 +26,7 @@ test: $(VENV)/.test
 	$(PY) -m pytest -n 2 -q
 
 bench: $(VENV)/.test
+	$(VENV)/bin/fleetsim calibrate engines --report benchmarks/results/engine_calibration.md
 	$(PY) benchmarks/fidelity_mlperf.py
 	$(PY) benchmarks/serving_speed.py
 	$(PY) benchmarks/mlperf_server.py

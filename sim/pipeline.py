@@ -247,8 +247,10 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
     hw = Hardware.load(card, lib, engine=engine_of(scn, card), as_of=engine_date(scn))
     prec = _precision_for(hw, w.precision)
     files = [lib.path("card", card), lib.path("model", w.model)]
-    files += [lib.path("engine", hw.engine_id)] + (
-        [lib.path("engine_fit", hw.engine_id)] if hw.engine_id in lib.ids("engine_fit") else [])
+    if hw.engine_id is not None:  # the engine record and its fit belong in the cache key
+        files.append(lib.path("engine", hw.engine_id))
+        if hw.engine_id in lib.ids("engine_fit"):
+            files.append(lib.path("engine_fit", hw.engine_id))
     if w.traffic.trace:
         trace = _resolve(base, lib, w.traffic.trace, allow_outside=True)  # run() checked it
         lengths = EmpiricalLengths.from_trace(trace)

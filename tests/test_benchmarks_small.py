@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,10 +22,28 @@ def _load(name: str):
 
 
 def test_fidelity_benchmark_runs(tmp_path):
-    _load("fidelity_mlperf").main(out_dir=tmp_path)
+    """Every MLPerf offline row with a library card is predicted with an engine of the card's
+    stack, released by the round's date unless flagged, and the summary is computed from them."""
+    from sim.config.library import Library
+
+    mod = _load("fidelity_mlperf")
+    mod.main(out_dir=tmp_path)
     data = json.loads((tmp_path / "fidelity_mlperf.json").read_text())
-    assert len(data["points"]) == 8 and len(data["leave_one_card_out"]) == 8
-    assert "Median absolute error" in (tmp_path / "fidelity_mlperf.md").read_text()
+    pts = data["points"]
+    assert len(pts) >= 30
+    assert {p["benchmark"] for p in pts} == {"llama2-70b", "mixtral-8x7b", "llama3.1-405b",
+                                             "llama3.1-8b"}
+    lib = Library.default()
+    for p in pts:
+        e = lib.engine(p["engine"])
+        assert p["card"] in e.runs_on
+        newer = e.release_date[:7] > mod.ROUND_DATE[p["round"]]
+        assert newer == ("engine newer than the round" in p["flags"]), p
+        assert p["error"] == pytest.approx(p["predicted_tok_s_per_card"]
+                                           / p["published_tok_s_per_card"] - 1, abs=1e-3)
+    s = data["summary"]
+    assert s["n"] == len(pts) and set(s["by_vendor"]) == {"NVIDIA", "AMD", "Intel"}
+    assert "offline rows: median |error|" in (tmp_path / "fidelity_mlperf.md").read_text()
 
 
 def test_serving_speed_benchmark_small(tmp_path):

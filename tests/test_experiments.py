@@ -248,7 +248,7 @@ def test_plan_includes_fidelity_prior(scn, plan):
     assert d.lognormal.median == f["median"] and d.lognormal.high == f["high"]
 
 
-def test_draw_values_within_bounds(drawn, plan):
+def test_draw_values_within_bounds(drawn, plan, scn):
     from sim.experiments import draws as D
 
     _, v = drawn

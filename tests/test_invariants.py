@@ -434,6 +434,8 @@ def test_library_rates_are_si(lib, hw_cache):
         hw = hw_cache(cid)
         c = lib.card(cid)
         assert hw.memory_bytes == c.memory.capacity_gb * 1e9
-        assert hw.mem_bandwidth_bps / hw.factors["memory_bandwidth"].value == pytest.approx(
-            c.memory.bandwidth_tbps * 1e12, rel=1e-15)
+        # spec x STREAM fraction x the engine's fitted bandwidth factor, in the code's order
+        assert hw.mem_bandwidth_bps == (c.memory.bandwidth_tbps * 1e12
+                                        * hw.factors["memory_bandwidth"].value
+                                        * hw.factors["engine_bandwidth"].value)
         assert hw.peak_flops("bf16") == c.compute.bf16_tflops * 1e12

@@ -53,9 +53,11 @@ def engines_for(card_id: str, library: Library) -> list[tuple[str, EngineSpec]]:
 
 
 def resolve_engine(card_id: str, library: Library, engine: str | None = None,
-                   as_of: str | None = None) -> str:
+                   as_of: str | None = None) -> str | None:
     """The engine id a card runs: `engine` when given (checked to run on the card), else the
-    newest release of an engine for that card released on or before `as_of` (default: today)."""
+    newest release of an engine for that card released on or before `as_of` (default: today).
+    None when no engine in the library runs on the card at all (a user's new card): it then
+    runs with neutral engine factors, each tagged `assumed` with that reason."""
     if engine is not None:
         spec = library.engine(engine)  # unknown id: one-line error with a suggestion
         if card_id not in spec.runs_on:
@@ -67,8 +69,7 @@ def resolve_engine(card_id: str, library: Library, engine: str | None = None,
     limit = _as_of_key(as_of or _dt.date.today().isoformat())
     cands = engines_for(card_id, library)
     if not cands:
-        raise ConfigError(f"no engine in the library runs on card '{card_id}' (add one under "
-                          "hardware_specs/engines/); fleetsim does not guess an engine")
+        return None
     before = [x for x in cands if _as_of_key(x[1].release_date) <= limit]
     if not before:
         first_id, first = cands[0]
@@ -159,7 +160,7 @@ class Hardware:
             if found is not None:
                 factors[name] = Factor.of(*found)
         eid = resolve_engine(card_id, lib, engine, as_of)
-        spec = lib.engine(eid)
+        spec = lib.engine(eid) if eid is not None else None
         factors.update(_engine_factors(eid, spec, card_id, lib, factors))
         missing = [n for n in REQUIRED_FACTORS if n not in factors]
         if missing:
@@ -308,13 +309,15 @@ def engine_fit_for(hw: "Hardware", lib: Library) -> tuple[CardFit, str, str] | N
     return _fit_for(hw.engine_id, hw.engine, hw.card_id, lib)
 
 
-def _engine_factors(eid: str, spec: EngineSpec, card_id: str, lib: Library,
+def _engine_factors(eid: str | None, spec: EngineSpec | None, card_id: str, lib: Library,
                     card_factors: dict[str, Factor]) -> dict[str, Factor]:
     """The engine's fitted factors for this card, with tier and source: `published` when fitted
     on the engine's own tables for this card; `assumed` when taken from its fit over other cards,
     from another release (`factors_from`), or neutral (no table at all), each said in the source."""
-    found = _fit_for(eid, spec, card_id, lib)
-    label = f"{spec.name} {spec.version} ({eid})"
+    found = _fit_for(eid, spec, card_id, lib) if eid is not None and spec is not None else None
+    label = (f"{spec.name} {spec.version} ({eid})" if spec is not None else
+             f"no engine in the library runs on card '{card_id}' (add one under "
+             "hardware_specs/engines/)")
     if found is None:
         step = card_factors.get("step_overhead_ms")
         note = (f"{label}: no published table fitted; neutral engine factors, the card "

@@ -185,16 +185,16 @@ class _ParquetRecorder(_Recorder):
             return
         c = {k: a[: self.n] for k, a in self.cols.items()}
         out = c["output_tokens"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tpot = np.where(out > 1, (c["finish_s"] - c["first_token_s"]) / (out - 1), np.nan)
+        e2e, ttft = c["finish_s"] - c["arrival_s"], c["first_token_s"] - c["arrival_s"]
+        with np.errstate(divide="ignore", invalid="ignore"):  # the same arithmetic as per_request
+            tpot = np.where(out > 1, (e2e - ttft) / (out - 1), np.nan)
         cols = {"request_id": c["rid"], "replica": c["replica"], "arrival_s": c["arrival_s"],
                 "first_scheduled_s": c["first_scheduled_s"],
                 "first_token_s": c["first_token_s"], "finish_s": c["finish_s"],
                 "input_tokens": c["input_tokens"], "output_tokens": out,
                 "preemptions": c["preemptions"],
                 "queue_s": c["first_scheduled_s"] - c["arrival_s"],
-                "ttft_s": c["first_token_s"] - c["arrival_s"],
-                "e2e_s": c["finish_s"] - c["arrival_s"], "tpot_s": tpot}
+                "ttft_s": ttft, "e2e_s": e2e, "tpot_s": tpot}
         self.writer.write_batch(pa.record_batch([cols[k] for k in PER_REQUEST_COLUMNS],
                                                 schema=self.schema))
         self.total += self.n
