@@ -54,8 +54,11 @@ def test_serving_speed_benchmark_small(tmp_path):
 
 
 def test_mlperf_server_benchmark_small(tmp_path):
-    rows = _load("mlperf_server").main(requests=300, cards=("h200-sxm",), out_dir=tmp_path)
-    assert len(rows) == 1 and rows[0]["max_rate_rps_per_replica"] > 0
+    rows = _load("mlperf_server").main(requests=300, cards=("h200-sxm",), out_dir=tmp_path,
+                                       benchmarks=("llama2-70b",))
+    assert {r["round"] for r in rows} == {"v4.0", "v4.1", "v5.0"}
+    assert all(r["max_rate_rps_per_replica"] > 0 and r["engine"].startswith("trtllm-")
+               for r in rows)
     assert (tmp_path / "mlperf_server.md").is_file()
 
 

@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sim.config.engine import EngineTable
-from sim.config.library import Library
 from sim.config.loader import ConfigError, load_file
 from sim.perf.hardware import Hardware, engines_for, resolve_engine
 from sim.perf.memory import Layout
@@ -167,3 +165,49 @@ def test_committed_fits_match_their_tables(lib):
         for f in list(fit.cards.values()) + [fit.pooled]:
             assert 0.2 <= f.factors.compute <= 1.5 and 0.5 <= f.factors.bandwidth <= 1.15
             assert f.points >= 1 and f.tables
+
+
+def test_engines_table_lists_every_release():
+    import os
+
+    r = subprocess.run([sys.executable, "-m", "sim.cli", "engines"], capture_output=True,
+                       text=True, cwd=REPO, env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    for eid in ("trtllm-0.14", "trtllm-1.2", "vllm-rocm-0.6.6", "synapseai-1.20"):
+        assert eid in r.stdout
+
+
+def test_a_card_no_engine_lists_runs_with_flagged_neutral_factors(lib, tmp_path):
+    """A user's new card (no engine names it) runs, with its engine factors tagged assumed."""
+    import shutil
+
+    from sim.config.library import Library
+
+    root = tmp_path / "lib"
+    for sub in ("cards", "calibration"):
+        (root / "hardware_specs" / sub).mkdir(parents=True)
+    shutil.copy(REPO / "hardware_specs" / "cards" / "h100-sxm.yaml",
+                root / "hardware_specs" / "cards" / "x9.yaml")
+    cal = (REPO / "hardware_specs" / "calibration" / "h100-sxm.yaml").read_text()
+    (root / "hardware_specs" / "calibration" / "x9.yaml").write_text(
+        cal.replace("card: h100-sxm", "card: x9"))
+    view = Library.default([root])
+    hw = Hardware.load("x9", view)
+    assert hw.engine is None and hw.engine_id is None
+    f = hw.factors["engine_compute"]
+    assert f.value == 1.0 and f.tier == "assumed"
+    assert "no engine in the library runs on card 'x9'" in f.source
+
+
+def test_a_committed_fit_is_reproduced_by_refitting(lib):
+    """The fit files are outputs of `fleetsim calibrate engines` on the committed tables and
+    model: refitting a small engine gives the committed factors (stale fits fail here)."""
+    from sim.calibrate.engines import fit_engine
+
+    for eid in ("vllm-rocm-0.9.0.1", "synapseai-1.19"):
+        new = fit_engine(eid, lib, loo=False).fit
+        old = lib.engine_fit(eid)
+        for card, f in old.cards.items():
+            for k, v in f.factors.model_dump().items():
+                assert getattr(new.cards[card].factors, k) == pytest.approx(v, rel=2e-3, abs=2e-3), (
+                    eid, card, k)

@@ -56,6 +56,11 @@ def _write(tmp_path, old, new):
      "options.all-h200: the option has no cards (every buy, lease and reserve count is 0)"),
     ("growth_per_year: 0.8,", "growth_per_year: 0.8, growth_by_quarter: [0.1, 0.2],",
      "workloads.chat-70b.traffic: give `growth_per_year` or `growth_by_quarter`, not both"),
+    ("\ncards:\n", "\nengines: {mi300x: trtllm-0.20}\ncards:\n",
+     "engines.mi300x: engine 'trtllm-0.20' does not run on card 'mi300x'"),
+    ("\ncards:\n", "\nengines: {h200-sxm: trtllm-9.0}\ncards:\n",
+     "engines.h200-sxm: unknown engine 'trtllm-9.0'"),
+    ("\ncards:\n", "\nengine_as_of: 2026-13\ncards:\n", "engine_as_of"),
 ])
 def test_bad_scenarios_fail_in_one_line(tmp_path, lib, old, new, needle):
     p = _write(tmp_path, old, new)

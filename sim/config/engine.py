@@ -19,10 +19,10 @@ from pydantic import Field, model_validator
 from sim.config.base import (
     DateStr,
     FleetsimModel,
+    Source,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
-    Provenance,
     Tier,
     WithSources,
 )
@@ -90,13 +90,10 @@ class EngineSpec(WithSources):
 
 # ---- published tables (calibration data) -----------------------------------------------------
 
-class TableSource(FleetsimModel):
-    citation: Annotated[str, Field(min_length=3)]
-    url: str | None = None
-    date: DateStr
-    tag: Provenance
+class TableSource(Source):
+    """A published table's source; tables under an open licence name it."""
+
     license: str | None = None
-    note: str | None = None
 
 
 class TablePoint(FleetsimModel):
@@ -187,11 +184,10 @@ class EngineFit(FleetsimModel):
 
 # ---- collective curves (all-reduce bus bandwidth by message size) ---------------------------
 
-class CollectiveSource(FleetsimModel):
-    citation: Annotated[str, Field(min_length=3)]
-    url: str | None = None
-    date: DateStr | None = None
-    tag: Provenance
+class CollectiveSource(Source):
+    """Some published sweeps carry no date (a repository's results page): it may be absent."""
+
+    date: DateStr | None = None  # type: ignore[assignment]
 
 
 class CollectivePoint(FleetsimModel):
