@@ -75,6 +75,13 @@ def test_fitted_factors_are_tagged_and_cards_without_tables_say_so(lib):
     hw = Hardware.load("h100-pcie", lib, engine="trtllm-0.17")  # no table of its own
     f = hw.factors["engine_compute"]
     assert f.tier == "assumed" and "no published table for card 'h100-pcie'" in f.source
+    assert "pooled fit" in f.source
+    # a card with its own fit on an earlier release of the engine keeps it, flagged
+    fit_021 = lib.engine_fit("trtllm-0.21").cards["h100-sxm"].factors
+    if "h100-sxm" not in lib.engine_fit("trtllm-1.2").cards:
+        f = Hardware.load("h100-sxm", lib, engine="trtllm-1.2").factors["engine_compute"]
+        assert f.value == fit_021.compute and f.tier == "assumed"
+        assert "the card's own fit on an earlier release 'trtllm-0.21'" in f.source
 
 
 def test_reserve_admission_holds_prompt_plus_max_output(lib):

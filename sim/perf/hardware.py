@@ -289,13 +289,21 @@ class Hardware:
 
 def _fit_for(eid: str, spec: EngineSpec, card_id: str, lib: Library,
              seen: tuple[str, ...] = ()) -> tuple[CardFit, str, str] | None:
-    """(fit, engine whose fit it is, how it applies) for a card, following `factors_from`."""
+    """(fit, engine whose fit it is, how it applies) for a card, in order of evidence: this
+    release's fit for the card; the card's own fit on the newest earlier release of the same
+    engine (the card's stack changes less between releases than across cards); this release's
+    pooled fit over other cards; then `factors_from`."""
     fit = lib.engine_fit(eid)
-    if fit is not None:
-        if card_id in fit.cards:
-            return fit.cards[card_id], eid, "card"
-        if fit.pooled is not None:
-            return fit.pooled, eid, "pooled"
+    if fit is not None and card_id in fit.cards:
+        return fit.cards[card_id], eid, "card"
+    earlier = [(e_id, e) for e_id, e in engines_for(card_id, lib)
+               if e.name == spec.name and _as_of_key(e.release_date) < _as_of_key(spec.release_date)]
+    for e_id, _ in reversed(earlier):
+        f = lib.engine_fit(e_id)
+        if f is not None and card_id in f.cards:
+            return f.cards[card_id], e_id, "card"
+    if fit is not None and fit.pooled is not None:
+        return fit.pooled, eid, "pooled"
     if spec.factors_from and spec.factors_from not in seen:
         src = spec.factors_from
         return _fit_for(src, lib.engine(src), card_id, lib, (*seen, eid))
@@ -333,10 +341,11 @@ def _engine_factors(eid: str | None, spec: EngineSpec | None, card_id: str, lib:
         tier, src = fit.tier, (f"{label}: least-squares fit to {fit.points} published points "
                                f"({', '.join(fit.tables)}); hardware_specs/engine_fits/{eid}.yaml")
     else:
-        whose = f"engine '{from_id}'" if from_id != eid else "this engine"
-        scope = "its fit for this card" if how == "card" else "its pooled fit over the cards of its tables"
+        whose = f"release '{from_id}'" if from_id != eid else "this release"
+        scope = ("the card's own fit on an earlier" if how == "card" and from_id != eid
+                 else "the pooled fit over the cards of the tables of")
         tier, src = "assumed", (f"{label}: no published table for card '{card_id}' on this "
-                                f"release; {scope} from {whose} "
+                                f"release; {scope} {whose} "
                                 f"(hardware_specs/engine_fits/{from_id}.yaml)")
     return {name: Factor(float(getattr(fit.factors, attr)), tier, src)
             for name, attr in ENGINE_FACTORS.items()}
