@@ -489,7 +489,9 @@ def calibrate_engines(
 
     lib = _lib(library)
     if engine:
-        reports = [r for e in engine for r in [fit_engine(lib.engine(e) and e, lib, loo)] if r]
+        for e in engine:
+            lib.engine(e)  # an unknown id is a one-line error before any fitting
+        reports = [r for r in (fit_engine(e, lib, loo) for e in engine) if r is not None]
     else:
         reports = fit_all(lib, loo)
     paths = write_fits(reports, out or packaged_root() / "hardware_specs" / "engine_fits")
