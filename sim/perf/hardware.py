@@ -188,7 +188,7 @@ class Hardware:
 
     def gemm_efficiency(self, precision: str, m_tokens: float) -> float:
         """Achieved/peak for a GEMM with `m_tokens` rows under sustained load:
-        large · sustained · maturity · m / (m + m_half)."""
+        large · sustained · engine compute · m / (m + m_half)."""
         f = self.factors.get(f"gemm_{precision}")
         if f is None:
             raise PrecisionError(
