@@ -218,3 +218,21 @@ def test_a_committed_fit_is_reproduced_by_refitting(lib):
             for k, v in f.factors.model_dump().items():
                 assert getattr(new.cards[card].factors, k) == pytest.approx(v, rel=2e-3, abs=2e-3), (
                     eid, card, k)
+
+
+def test_a_run_names_each_cards_engine_in_its_results_and_report(tmp_path, monkeypatch):
+    """The capacity frame carries each card's engine, and the report's assumptions table lists
+    it with its version, release date and files."""
+    from sim.config.scenario import load_scenario
+    from sim.pipeline import run
+    from sim.report.html import calibration_rows
+
+    monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))
+    tiny = REPO / "tests" / "data" / "tiny_scenario.yaml"
+    res = run(load_scenario(tiny), base=tiny.parent, detail=False)
+    cap = res.capacity
+    assert cap["engine"].notna().all()
+    rows = {r["path"]: r for r in calibration_rows(cap)}
+    for card, eid in zip(cap["card"], cap["engine"]):
+        r = rows[f"calibration.{card}"]
+        assert f"({eid}, released " in r["value"] and f"hardware_specs/engines/{eid}.yaml" in r["source"]
