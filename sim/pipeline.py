@@ -42,6 +42,8 @@ from sim.perf.hardware import Hardware
 from sim.perf.memory import TP_CHOICES, Layout
 from sim.perf.offline import LengthMoments
 from sim.perf.precision import Precision, PrecisionError
+from sim.perf.software import (CardSoftware, card_capacity, default_rate, history,
+                               in_force_at_start, rate_quantiles, schedule, stack_of)
 from sim.perf.training import TrainingLayout, training_throughput
 from sim.report import json_safe, md_text
 
@@ -60,6 +62,14 @@ class Result:
     analyses: dict = field(default_factory=dict)
     """Experiments run on this scenario (`sim.experiments.suite.run_analyses`): Monte Carlo,
     tornado, flip points, sweep; written to results/ and shown in the report."""
+    software: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per (option, workload, card): the engine releases it runs and from when, the projection
+    past the last one (rate, roofline ceiling) and its capacity at the start and the end."""
+    trajectory: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per (workload, card) under the scenario's engine plan, monthly: capacity per card, its
+    5-95% band from the stack's rate, and the roofline ceiling (requests/s per card)."""
+    software_history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The stacks' dated releases as each card's capacity (history points, with sources)."""
 
     @property
     def plot(self):
@@ -84,6 +94,8 @@ class Result:
             self.per_year.to_parquet(tmp / "results" / "per_year.parquet", index=False)
             self.per_hour.to_parquet(tmp / "results" / "per_hour.parquet", index=False)
             self.capacity.to_parquet(tmp / "results" / "capacity.parquet", index=False)
+            if len(self.software):
+                self.software.to_parquet(tmp / "results" / "software.parquet", index=False)
             (tmp / "summary.json").write_text(json.dumps(json_safe(self.summary), indent=2,
                                                          sort_keys=True) + "\n")
             (tmp / "scenario.resolved.yaml").write_text(resolved_yaml(self.scenario))
@@ -222,21 +234,22 @@ def _precision_for(hw: Hardware, want: str) -> Precision:
     raise ConfigError(f"card '{hw.card_id}' runs none of {want}, fp8, bf16")
 
 
-def _capacity(scn: Scenario, lib: Library, wname: str, card: str, base: Path,
-              progress: Callable[[str], None]) -> dict:
-    """Max request rate per card meeting the workload's SLOs (cached on disk and in process),
-    and its perf facts (a fresh dict each call)."""
+def _capacity(scn: Scenario, lib: Library, wname: str, card: str, engine: str | None,
+              base: Path, progress: Callable[[str], None]) -> dict:
+    """Max request rate per card meeting the workload's SLOs on one engine release (cached on
+    disk and in process), and its perf facts (a fresh dict each call)."""
     w = scn.workloads[wname]
-    key = ["capacity", card, engine_of(scn, card), engine_date(scn), w.model, w.precision,
+    key = ["capacity", card, engine, w.model, w.precision,
            w.traffic.lengths, w.traffic.trace,
            w.slo.model_dump(mode="json"),
            scn.capacity_requests, scn.seed, [str(r) for r in lib.roots], str(base),
            spec_overrides(scn)]
-    return dict(_memo(key, lambda: _capacity_uncached(scn, lib, wname, card, base, progress)))
+    return dict(_memo(key, lambda: _capacity_uncached(scn, lib, wname, card, engine, base,
+                                                      progress)))
 
 
-def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base: Path,
-                       progress: Callable[[str], None]) -> dict:
+def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, engine: str | None,
+                       base: Path, progress: Callable[[str], None]) -> dict:
     from sim.serving.capacity import cache_key, cached, max_rate
     from sim.serving.engine import EngineConfig
     from sim.serving.metrics import Slo
@@ -244,7 +257,7 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
     from sim.serving.traffic import EmpiricalLengths, LognormalLengths, PoissonTraffic
 
     w = scn.workloads[wname]
-    hw = Hardware.load(card, lib, engine=engine_of(scn, card), as_of=engine_date(scn))
+    hw = Hardware.load(card, lib, engine=engine, as_of=scn.start)
     prec = _precision_for(hw, w.precision)
     files = [lib.path("card", card), lib.path("model", w.model)]
     if hw.engine_id is not None:  # the engine record and its fit belong in the cache key
@@ -291,7 +304,8 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
     key = cache_key(setup_for(best_est), {
         "lengths": w.traffic.lengths or str(w.traffic.trace), "n": n, "seed": scn.seed,
         "slo": [slo.ttft_ms, slo.tpot_ms], "tps": [e.tp for e in ests], "run": 4}, files)
-    progress(f"capacity {wname} on {card} (TP{'/'.join(str(e.tp) for e in ests)})")
+    progress(f"capacity {wname} on {card} (TP{'/'.join(str(e.tp) for e in ests)}"
+             f"{', ' + hw.engine_id if hw.engine_id else ''})")
 
     def compute() -> dict:
         if slo.ttft_ms is None and slo.tpot_ms is None:  # throughput only: the offline optimum
@@ -312,6 +326,8 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
 
     out = cached(key, compute)
     est = next(e for e in ests if e.tp == out["tp"])
+    ideal = estimate(card, w.model, prec, moments, library=lib, hardware=hw.roofline(),
+                     tp=est.tp)
     return {"card": card, "workload": wname, "tp": est.tp, "precision": prec.label,
             "rps_per_card": out["max_rate_rps_per_replica"] / est.tp,
             "prefill_time_fraction": est.prefill_time_fraction,
@@ -321,17 +337,9 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, base:
                                                 if v == "assumed")),
             "input_tokens": moments.isl, "output_tokens": moments.osl,
             "engine": hw.engine_id, "engine_version": est.engine_version,
-            "engine_date": est.engine_date}
-
-
-def engine_date(scn: Scenario) -> str:
-    """The date whose newest engine releases a scenario's cards run."""
-    return scn.engine_as_of or scn.start
-
-
-def engine_of(scn: Scenario, card: str) -> str | None:
-    """The engine a scenario names for a card (None: the newest by `engine_date`)."""
-    return scn.engines.get(card)
+            "engine_date": est.engine_date,
+            "roofline_ratio": ideal.offline_tokens_per_s_per_card
+            / est.offline_tokens_per_s_per_card}
 
 
 def _resolve(base: Path, lib: Library, rel: str, allow_outside: bool = False) -> Path:
@@ -384,6 +392,99 @@ def card_price_usd(scn: Scenario, lib: Library, card: str) -> float:
     return _card_price(scn, lib, card, None)
 
 
+def software_rate(scn: Scenario, lib: Library, card: str) -> float:
+    """The improvement per year a card's stack projects past its last release: the
+    scenario's `software_rate_per_year.<stack>`, else the library fit floored at 0."""
+    stack = stack_of(card, lib)
+    if stack is not None and stack in scn.software_rate_per_year:
+        return scn.software_rate_per_year[stack]
+    return default_rate(stack, lib)
+
+
+def adoption_hour(scn: Scenario, lib: Library, oname: str) -> float:
+    """When an option takes up its software (porting paid, ongoing engineers start): the first
+    order of a card whose stack is not CUDA, else its first order of any card. The cards of
+    that stack run the release in force at that date (the engine plan): the port's cost and the
+    stack's maturity are both dated here, neither counted twice."""
+    o = scn.options[oname]
+    dated = [(_hours_from(scn.start, x.at), stack_of(x.card, lib))
+             for x in (*o.buy, *o.lease, *o.reserve) if x.count]
+    other = [h for h, st in dated if st not in (None, "cuda")]
+    return max(min(other or [h for h, _ in dated] or [0.0]), 0.0)
+
+
+def _trajectories(scn: Scenario, lib: Library, cap_df: pd.DataFrame, hours: np.ndarray,
+                  software: Callable) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Monthly capacity per (workload, card) under the scenario's plan with its band, and the
+    history points (the report's software-over-time figure)."""
+    if not len(cap_df):
+        return pd.DataFrame(), pd.DataFrame()
+    month = hours[:: int(HOURS_PER_YEAR // 12)].astype(int)
+    rows, hist = [], []
+    for r in cap_df.itertuples():
+        lo_rate, hi_rate = rate_quantiles(stack_of(r.card, lib), lib)
+        mid = software(r.workload, r.card, scn.engine)
+        lo = software(r.workload, r.card, scn.engine, min(lo_rate, mid.rate_per_year))
+        hi = software(r.workload, r.card, scn.engine, max(hi_rate, mid.rate_per_year))
+        top = mid.release_end_rps * mid.ceiling
+        for h in month:
+            rows.append({"workload": r.workload, "card": r.card, "hour": int(h),
+                         "capacity_rps": float(mid.capacity_rps[h]),
+                         "low_rps": float(lo.capacity_rps[h]),
+                         "high_rps": float(hi.capacity_rps[h]), "roofline_rps": float(top),
+                         "stack": stack_of(r.card, lib) or "none"})
+        hist += [{"workload": r.workload, **x} for x in
+                 history(r.card, mid.in_force[0], float(mid.capacity_rps[0]), lib)]
+    return pd.DataFrame(rows), pd.DataFrame(hist)
+
+
+def _software_row(oname: str, wname: str, card: str, sw: CardSoftware, own: bool) -> dict:
+    cap = sw.capacity_rps
+    runs = [(st.from_hour, e) for st, e in zip(sw.steps, sw.in_force)]
+    runs = [x for i, x in enumerate(runs) if i == 0 or x[1] != runs[i - 1][1]]
+    return {"option": oname, "workload": wname, "card": card,
+            "role": "own" if own else "rented",
+            "engines": " -> ".join(f"{e} from hour {h:.0f}" for h, e in runs),
+            "upgrade_hours": [float(h) for h, _ in runs[1:]],
+            "engine_at_start": sw.in_force[0], "engine_at_end": sw.in_force[-1],
+            "projected_from_hour": sw.projected_from_hour, "rate_per_year": sw.rate_per_year,
+            "roofline_ceiling": sw.ceiling, "capacity_start_rps": float(cap[0]),
+            "capacity_end_rps": float(cap[-1]), "capacity_mean_rps": float(cap.mean())}
+
+
+def _mix_capacity(workloads: list[Workload], tl) -> dict[str, np.ndarray]:
+    """Per card: requests/s one card serves at each hour's demand mix over the workloads,
+    1 / sum_w(share_w / rate_w) (the rate itself for one workload)."""
+    H = len(tl.hours)
+    total = sum(tl.demand_rps[w.name] for w in workloads)
+    cards = sorted({c for w in workloads for c in w.capacity_rps_per_card})
+    out = {}
+    for c in cards:
+        per_req = np.zeros(H)
+        for w in workloads:
+            share = np.divide(tl.demand_rps[w.name], total, out=np.full(H, 1 / len(workloads)),
+                              where=total > 0)
+            rate = w.capacity(c, H)
+            per_req += np.divide(share, rate, out=np.full(H, np.inf), where=rate > 0)
+        out[c] = np.divide(1.0, per_req, out=np.zeros(H), where=np.isfinite(per_req))
+    return out
+
+
+def _software_gain(workloads: list[Workload], tl, serving: set[str]) -> float | None:
+    """How much more an option's own serving cards could serve, on average over the hours they
+    served, than on the releases in force at the start: sum(serving x cap / cap_0) / sum(serving)
+    - 1, at each hour's demand mix. None when none of its cards served."""
+    mix = _mix_capacity(workloads, tl)
+    num = den = 0.0
+    for c in sorted(serving):
+        if c not in mix or c not in tl.per_card or mix[c][0] <= 0:
+            continue
+        busy = tl.per_card[c]["serving"]
+        num += float((busy * mix[c] / mix[c][0]).sum())
+        den += float(busy.sum())
+    return num / den - 1.0 if den > 0 else None
+
+
 def run(scenario: Scenario | str | Path, library: Library | None = None,
         progress: Callable[[str], None] | None = None, *, base: Path | None = None,
         fleet_seed: int | None = None, detail: bool = True,
@@ -422,16 +523,36 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     for wname, w in scn.workloads.items():
         if w.rent:
             serve_cards[wname].add(w.rent.card)
-    caps = [_capacity(scn, lib, w, c, base, say) for w in scn.workloads
-            for c in sorted(serve_cards[w])]
-    for c in caps:
+    H = scn.horizon_years * HOURS_PER_YEAR
+    hours = np.arange(int(round(H)), dtype=float)
+    plans = {o: scn.options[o].engine or scn.engine for o in scn.options}
+    plans[""] = scn.engine  # rented cards: the scenario's plan
+    by_engine: dict[tuple[str, str, str | None], dict] = {}
+    for wname in scn.workloads:
+        for card in sorted(serve_cards[wname]):
+            for plan in plans.values():
+                for st in schedule(card, plan, scn.start, float(len(hours)), lib):
+                    if (wname, card, st.engine) not in by_engine:
+                        by_engine[wname, card, st.engine] = _capacity(
+                            scn, lib, wname, card, st.engine, base, say)
+    for c in by_engine.values():
         c["efficiency"] = scn.efficiency.get(c["card"], 1.0) * power_cap_factor(
             scn, lib, c["card"], c["prefill_time_fraction"])
         c["rps_per_card"] = c["rps_per_card"] * c["efficiency"]
-    cap_df = pd.DataFrame(caps)
+    # the capacity frame: each (workload, card) on the release in force at the start
+    cap_df = pd.DataFrame([by_engine[w, c, in_force_at_start(c, scn.engine, scn.start, lib)]
+                           for w in scn.workloads for c in sorted(serve_cards[w])])
+
+    def software(wname: str, card: str, plan, rate: float | None = None) -> CardSoftware:
+        rows = {e: r for (w, c, e), r in by_engine.items() if w == wname and c == card}
+        return card_capacity(card, plan, scn.start, hours, lib,
+                             {e: r["rps_per_card"] for e, r in rows.items()},
+                             {e: r["roofline_ratio"] for e, r in rows.items()},
+                             software_rate(scn, lib, card) if rate is None else rate)
+
+    traj, hist = _trajectories(scn, lib, cap_df, hours, software)
 
     # ---- training campaigns --------------------------------------------------------------------
-    H = scn.horizon_years * HOURS_PER_YEAR
     camps: list[Campaign] = []
     for tname, t in scn.training.items():
         tok_s = _training_speed(lib, t.card, t.model, t.cards or 64, spec_overrides(scn))
@@ -449,6 +570,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
 
     # ---- every option: timeline and cost --------------------------------------------------------
     per_year, per_hour, summary = [], [], {"options": {}}
+    software_rows: list[dict] = []
     for oname, o in scn.options.items():
         say(f"fleet and cost: {oname}")
         cards_here = {b.card for b in (*o.buy, *o.lease, *o.reserve)}
@@ -476,8 +598,13 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
         workloads = []
         for wname, w in scn.workloads.items():
             rows = cap_df[cap_df.workload == wname]
-            cap = {r.card: r.rps_per_card for r in rows.itertuples()
-                   if r.card in serving or (w.rent and r.card == w.rent.card)}
+            cap: dict[str, float | np.ndarray] = {}
+            for r in rows.itertuples():
+                if r.card in serving or (w.rent and r.card == w.rent.card):
+                    own = r.card in serving
+                    sw_card = software(wname, r.card, plans[oname] if own else plans[""])
+                    software_rows.append(_software_row(oname, wname, r.card, sw_card, own))
+                    cap[r.card] = sw_card.capacity_rps
             for c in cards_here - set(cap):
                 cap[c] = 0.0
             own = rows[rows.card.isin(serving)]
@@ -513,9 +640,11 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                                 seed=scn.seed if fleet_seed is None else fleet_seed)
         except FleetError as exc:  # a user error found only now: located like the others
             raise ConfigError(f"{where}: {exc}") from None
+        adopt_y = adoption_hour(scn, lib, oname) / HOURS_PER_YEAR
         sw = SoftwareCost(porting_engineer_years=o.software.porting_engineer_years,
                           ongoing_engineers=o.software.ongoing_engineers,
-                          usd_per_engineer_year=o.software.usd_per_engineer_year)
+                          usd_per_engineer_year=o.software.usd_per_engineer_year,
+                          porting_time_years=adopt_y, ongoing_start_years=adopt_y)
         try:
             cost = price_timeline(tl, opt, workloads, prices, fin, sw)
         except ValueError as exc:  # the cost layer's user errors (e.g. unpriced unserved demand)
@@ -549,6 +678,9 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
         py["tokens_served"] = toks
         py["slo_attainment"] = att
         py["utilization"] = util
+        counts = by_year(np.ones(len(tl.hours)))
+        for c, rate in sorted(_mix_capacity(workloads, tl).items()):
+            py[f"capacity_req_per_s_per_card.{c}"] = by_year(rate) / counts
         per_year.append(py)
         if detail:
             per_hour.append(tl.per_hour())
@@ -564,6 +696,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
             "slo_attainment": attainment, "utilization": used_h / owned_h if owned_h else 0.0,
             "usd_per_card_hour": cost.usd_per_card_hour,
             "campaigns": tl.campaigns,
+            "software_gain": _software_gain(workloads, tl, serving),
         }
     meets = {k: v for k, v in summary["options"].items()
              if v["slo_attainment"] >= SLO_TOLERANCE}
@@ -574,7 +707,8 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     summary["scenario"] = scn.name
     return Result(scn, pd.concat(per_year, ignore_index=True),
                   pd.concat(per_hour, ignore_index=True) if per_hour else pd.DataFrame(),
-                  summary, cap_df)
+                  summary, cap_df, software=pd.DataFrame(software_rows), trajectory=traj,
+                  software_history=hist)
 
 
 def render_markdown(res: Result) -> str:

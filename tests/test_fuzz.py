@@ -232,11 +232,18 @@ _RUN_TARGETS = [
     ("options", "h100", "policy"), ("options", "h100", "software"),
     ("options", "h100+l40s", "buy", 1, "lead_time_weeks"),
     ("options", "h100+l40s", "buy", 1, "count"), ("options", "h100+l40s", "serve_on"),
+    ("engine",), ("engine", "plan"), ("engine", "upgrade_lag_months"), ("engine", "pinned"),
+    ("engine", "upgrades"), ("options", "h100", "engine"), ("options", "h100", "engine", "plan"),
+    ("software_rate_per_year",), ("software_rate_per_year", "cuda"),
 ]
 _RUN_VALUES = st.one_of(
     st.sampled_from([0, 1, -1, 0.5, 1e-9, 1e-300, 2, 7, 10, 11, 1e6, 1e12, 1e300, 10**30,
                      math.nan, math.inf, "2026-02", "2030-12-31", "2024-02-30", "9999-12",
-                     "1900", [], [0, 0], [1, 1e9], [5, 2], [3], [1, 2, 3], {}, None, True, "x"]),
+                     "1900", [], [0, 0], [1, 1e9], [5, 2], [3], [1, 2, 3], {}, None, True, "x",
+                     "pinned", "explicit", "follow-releases", "trtllm-1.2", "trtllm-9",
+                     {"h100-sxm": "trtllm-0.20"}, {"h100-sxm": "vllm-rocm-0.8.3"},
+                     [{"at": "2026-06", "engine": "trtllm-1.2"}],
+                     [{"at": "2031-06", "engine": "trtllm-1.2"}], {"plan": "pinned"}]),
     st.floats(-1e3, 1e7, allow_nan=False), st.integers(-10, 10**7))
 
 

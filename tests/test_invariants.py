@@ -39,7 +39,10 @@ KW = {"h100-sxm": 1.275, "mi300x": 1.4}
 
 @st.composite
 def fleets(draw, campaigns=True, power_cap=True):
-    """(option, workloads, campaigns, horizon_years, seed), drawn."""
+    """(option, workloads, campaigns, horizon_years, seed), drawn. A card's capacity is one
+    number or an hourly series that steps at an engine upgrade (sim.perf.software)."""
+    years = draw(st.sampled_from([0.5, 1.0, 1.6]))
+    H = int(round(years * HOURS_PER_YEAR))
     purchases = []
     for card in draw(st.lists(st.sampled_from(CARDS), min_size=1, max_size=3)):
         lead = draw(st.one_of(st.none(), st.tuples(st.floats(0, 10), st.floats(0, 10))))
@@ -64,7 +67,14 @@ def fleets(draw, campaigns=True, power_cap=True):
     n_w = draw(st.integers(1, 2))
     workloads = []
     for i in range(n_w):
-        cap = {c: draw(st.floats(0.05, 3)) for c in CARDS}
+        cap = {}
+        for c in CARDS:
+            lo = draw(st.floats(0.05, 3))
+            if draw(st.booleans()):
+                step = draw(st.integers(0, H))
+                cap[c] = np.where(np.arange(H) >= step, lo * draw(st.floats(1, 2)), lo)
+            else:
+                cap[c] = lo
         rent = draw(st.sampled_from([None, *CARDS]))
         workloads.append(Workload(
             f"w{i}", Demand(draw(st.floats(0, 200)), draw(st.floats(-0.5, 2)),
@@ -86,8 +96,7 @@ def fleets(draw, campaigns=True, power_cap=True):
             camps.append(Campaign(f"c{i}", card, draw(st.integers(1, total)),
                                   draw(st.floats(1, 2e5)), draw(st.floats(0, 8000)),
                                   draw(st.integers(-2, 2)), draw(st.floats(0.5, 1))))
-    return option, workloads, camps, draw(st.sampled_from([0.5, 1.0, 1.6])), draw(
-        st.integers(0, 3))
+    return option, workloads, camps, years, draw(st.integers(0, 3))
 
 
 @settings(max_examples=120, suppress_health_check=SLOW_OK, deadline=None)
@@ -201,8 +210,11 @@ def test_dollars_by_category_match_the_timeline(cfg, penalty):
     # unserved demand: card-hours of the reference card at the penalty (else the rent)
     short = 0.0
     for w in workloads:
-        ref = w.capacity_rps_per_card.get(w.rent_card or "", 0.0) or max(
-            w.capacity_rps_per_card.values())
+        H = len(tl.hours)
+        caps = {c: np.broadcast_to(np.asarray(v, float), (H,))
+                for c, v in w.capacity_rps_per_card.items()}
+        rent_rate = caps.get(w.rent_card or "", np.zeros(H))
+        ref = np.where(rent_rate > 0, rent_rate, np.max(list(caps.values()), axis=0))
         short += (tl.unserved_rps[w.name] / ref).sum() * (
             penalty if penalty is not None else w.rent_usd_per_card_hour)
     assert py["unserved_penalty_usd"].sum() == pytest.approx(short, rel=1e-9, abs=1e-6)

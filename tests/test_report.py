@@ -56,7 +56,7 @@ def test_report_names_winner_and_every_option(result, html):
 
 def test_report_is_self_contained(html):
     images = re.findall(r'<img src="([^"]*)"', html)
-    assert len(images) == 5 and all(i.startswith("data:image/png;base64,") for i in images)
+    assert len(images) == 6 and all(i.startswith("data:image/png;base64,") for i in images)
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
     assert "<script" not in html.lower()
     assert "url(" not in html  # no external fonts or background images in the CSS
@@ -172,7 +172,7 @@ def test_report_in_a_real_browser(result, html, tmp_path):
             assert page.title() == f"{result.scenario.name} — fleetsim report"
             sizes = page.evaluate(
                 "Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-            assert len(sizes) == 5 and all(ok and w > 0 for ok, w in sizes), sizes
+            assert len(sizes) == 6 and all(ok and w > 0 for ok, w in sizes), sizes
             summary = page.inner_text("#summary")
             assert f"{result.summary['winner']} wins" in summary
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)

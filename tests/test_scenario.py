@@ -56,11 +56,25 @@ def _write(tmp_path, old, new):
      "options.all-h200: the option has no cards (every buy, lease and reserve count is 0)"),
     ("growth_per_year: 0.8,", "growth_per_year: 0.8, growth_by_quarter: [0.1, 0.2],",
      "workloads.chat-70b.traffic: give `growth_per_year` or `growth_by_quarter`, not both"),
-    ("\ncards:\n", "\nengines: {mi300x: trtllm-0.20}\ncards:\n",
-     "engines.mi300x: engine 'trtllm-0.20' does not run on card 'mi300x'"),
-    ("\ncards:\n", "\nengines: {h200-sxm: trtllm-9.0}\ncards:\n",
-     "engines.h200-sxm: unknown engine 'trtllm-9.0'"),
-    ("\ncards:\n", "\nengine_as_of: 2026-13\ncards:\n", "engine_as_of"),
+    ("\ncards:\n", "\nengine: {plan: pinned, pinned: {mi300x: trtllm-0.20}}\ncards:\n",
+     "engine.pinned.mi300x: engine 'trtllm-0.20' does not run on card 'mi300x'"),
+    ("\ncards:\n", "\nengine: {plan: pinned, pinned: {h200-sxm: trtllm-9.0}}\ncards:\n",
+     "engine.pinned.h200-sxm: unknown engine 'trtllm-9.0'"),
+    ("    policy: elastic", "    policy: elastic\n    engine: {plan: explicit, upgrades: "
+     "[{at: 2027-01, engine: trtllm-9.0}]}",
+     "options.all-h200.engine.upgrades[0].engine: unknown engine 'trtllm-9.0'"),
+    ("    policy: elastic", "    policy: elastic\n    engine: {plan: explicit, upgrades: "
+     "[{at: 2032-01, engine: trtllm-1.2}]}",
+     "options.all-h200.engine.upgrades[0].at: 2032-01 is after the horizon"),
+    ("    policy: elastic", "    policy: elastic\n    engine: {plan: explicit, upgrades: "
+     "[{at: 2025-01, engine: trtllm-1.2}]}",
+     "options.all-h200.engine.upgrades[0].at: 2025-01 is before the scenario's start"),
+    ("\ncards:\n", "\nengine: {plan: follow-releases, upgrade_lag_months: -2}\ncards:\n",
+     "engine.upgrade_lag_months"),
+    ("\ncards:\n", "\nsoftware_rate_per_year: {rocm: -0.1}\ncards:\n",
+     "software_rate_per_year.rocm"),
+    ("\ncards:\n", "\nsoftware_rate_per_year: {roc: 0.1}\ncards:\n",
+     "software_rate_per_year.roc: unknown stack 'roc'"),
 ])
 def test_bad_scenarios_fail_in_one_line(tmp_path, lib, old, new, needle):
     p = _write(tmp_path, old, new)

@@ -182,6 +182,47 @@ class EngineFit(FleetsimModel):
     table of its own (tier `assumed`, with a note)."""
 
 
+# ---- software trends (written by `fleetsim calibrate engines`) ------------------------------
+
+class ReleaseLevel(FleetsimModel):
+    """One release's throughput level on the configurations it shares with the stack's other
+    releases: log of its speed-up over the stack's first release (two-way fixed effects)."""
+
+    engine: str
+    release_date: DateStr
+    log_level: float
+    points: PositiveInt
+
+
+class TrendCheck(FleetsimModel):
+    """Leave-last-release-out: the newest level predicted by the line through the others."""
+
+    engine: str
+    predicted_log_level: float
+    measured_log_level: float
+    interval_log: NonNegativeFloat
+    """Half-width of the 95% prediction interval (log scale)."""
+    within: bool
+
+
+class SoftwareTrend(FleetsimModel):
+    """How fast a stack made the same card faster, per year, fitted to its dated tables
+    (`sim/calibrate/software_trend.py`; tier `derived` from vendor tables)."""
+
+    stack: Stack
+    log_rate_per_year: float
+    log_rate_se: NonNegativeFloat
+    improvement_per_year: float
+    """exp(log_rate_per_year) - 1: the fractional throughput gain per year."""
+    releases: tuple[ReleaseLevel, ...] = Field(min_length=2)
+    last_release: str
+    leave_last_out: TrendCheck | None = None
+    basis: Literal["own", "pooled"] = "own"
+    """`own`: the stack's releases alone; `pooled`: too few releases, slope over all stacks."""
+    generated_by: str
+    method: str
+
+
 # ---- collective curves (all-reduce bus bandwidth by message size) ---------------------------
 
 class CollectiveSource(Source):

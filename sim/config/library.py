@@ -8,6 +8,7 @@ fleetsim. Every library folder mirrors the packaged layout:
     DIR/workloads/models/<id>.yaml            DIR/workloads/lengths/<id>.yaml
     DIR/hardware_specs/engines/<id>.yaml      DIR/hardware_specs/engine_tables/<id>.yaml
     DIR/hardware_specs/engine_fits/<id>.yaml  (written by `fleetsim calibrate engines`)
+    DIR/hardware_specs/software_trends/<stack>.yaml  (likewise)
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from pydantic import BaseModel
 
 from sim.config.calibration import Calibration
 from sim.config.card import CardSpec
-from sim.config.engine import CollectiveTable, EngineFit, EngineSpec, EngineTable
+from sim.config.engine import (
+    CollectiveTable,
+    EngineFit,
+    EngineSpec,
+    EngineTable,
+    SoftwareTrend,
+)
 from sim.config.loader import ConfigError, load_file
 from sim.config.model import ModelSpec
 from sim.config.workload import LengthMix
@@ -40,6 +47,7 @@ KINDS: dict[str, tuple[str, type[BaseModel]]] = {
     "engine_table": ("hardware_specs/engine_tables", EngineTable),
     "engine_fit": ("hardware_specs/engine_fits", EngineFit),
     "collective": ("hardware_specs/collectives", CollectiveTable),
+    "software_trend": ("hardware_specs/software_trends", SoftwareTrend),
 }
 
 
@@ -131,6 +139,12 @@ class Library:
         if ident not in self.ids("engine_fit"):
             return None
         return self._get("engine_fit", ident)  # type: ignore[return-value]
+
+    def software_trend(self, stack: str) -> SoftwareTrend | None:
+        """A stack's fitted improvement rate, or None when it has none."""
+        if stack not in self.ids("software_trend"):
+            return None
+        return self._get("software_trend", stack)  # type: ignore[return-value]
 
     def collective(self, ident: str) -> CollectiveTable:
         return self._get("collective", ident)  # type: ignore[return-value]

@@ -118,6 +118,26 @@ def with_overrides(scn: Scenario, overrides: Mapping[str, Any], library: Library
     return new
 
 
+CREATABLE_MAPS = ("efficiency", "software_rate_per_year")
+"""Scenario maps whose keys a path may create (`efficiency.<card>`, `software_rate_per_year.<stack>`)."""
+
+
+def _creatable_segs(segs: list) -> bool:
+    top = segs[0]
+    return (top in CREATABLE_MAPS and len(segs) == 2) or (
+        top in ("cards", "models") and len(segs) >= 3
+        and all(isinstance(x, str) for x in segs[1:]))
+
+
+def creatable(path: str) -> bool:
+    """Whether `path` may name a value the scenario does not hold yet (an override of a library
+    record, a per-card efficiency, a per-stack software rate)."""
+    try:
+        return _creatable_segs(parse_path(path))
+    except ValueError:
+        return False
+
+
 def _set(full: dict, doc: dict, segs: list, path: str, value: Any, where: str) -> None:
     top = segs[0]
     if top in ("cards", "models"):
@@ -128,9 +148,7 @@ def _set(full: dict, doc: dict, segs: list, path: str, value: Any, where: str) -
     # an override of a library record may be created at any depth: `cards.<id>.price_usd`,
     # `cards.<id>.memory.bandwidth_tbps`, `models.<id>.num_layers` (checked against the record
     # when the scenario is validated)
-    creatable = (top == "efficiency" and len(segs) == 2) or (
-        top in ("cards", "models") and len(segs) >= 3
-        and all(isinstance(x, str) for x in segs[1:]))
+    creatable = _creatable_segs(segs)
     if creatable and top in ("cards", "models"):
         node = full[top].setdefault(segs[1], {"source": EXPERIMENT_SOURCE})
         for seg in segs[2:-1]:

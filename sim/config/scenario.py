@@ -242,7 +242,40 @@ class Software(FleetsimModel):
     usd_per_engineer_year: PositiveFloat = 300_000.0
 
 
+class Upgrade(FleetsimModel):
+    at: DateStr
+    engine: str
+
+
+class EnginePlan(FleetsimModel):
+    """Which serving-engine release each card runs over the horizon (the software it gets).
+
+    - `follow-releases` (default): each card runs the newest release of its stack that came out
+      `upgrade_lag_months` or more before the hour; past the stack's last release in the library
+      its capacity grows at the stack's improvement rate (`software_rate_per_year`), never past
+      the card's roofline. Cards bought later start at the release in force at their date.
+    - `pinned`: one release for the whole horizon: `pinned: {card: engine id}`; a card not named
+      keeps the release in force at the start.
+    - `explicit`: the release in force at the start, then each of `upgrades` from its date
+      (no projection past the last one)."""
+
+    plan: Literal["follow-releases", "pinned", "explicit"] = "follow-releases"
+    upgrade_lag_months: Annotated[float, Field(ge=0, le=60)] = 3.0
+    pinned: dict[str, str] = {}
+    upgrades: tuple[Upgrade, ...] = ()
+
+    @model_validator(mode="after")
+    def _fields_fit_plan(self) -> "EnginePlan":
+        if self.pinned and self.plan != "pinned":
+            raise ValueError(f"pinned: only with plan: pinned (plan is {self.plan})")
+        if self.upgrades and self.plan != "explicit":
+            raise ValueError(f"upgrades: only with plan: explicit (plan is {self.plan})")
+        return self
+
+
 class FleetOptionSpec(FleetsimModel):
+    engine: EnginePlan | None = None
+    """This option's engine plan (default: the scenario's `engine:`)."""
     buy: tuple[Buy, ...] = ()
     lease: tuple[LeaseSpec, ...] = ()
     reserve: tuple[ReservedSpec, ...] = ()
@@ -366,11 +399,12 @@ class Scenario(FleetsimModel):
     cards: dict[str, Override] = {}
     models: dict[str, Override] = {}
     options: dict[str, FleetOptionSpec]
-    engines: dict[str, str] = {}
-    """Per card: the serving-engine release it runs (`hardware_specs/engines/<id>.yaml`); a card
-    not named runs the newest release for it by `engine_as_of`."""
-    engine_as_of: DateStr | None = None
-    """The date whose newest engine releases the cards run (default: the scenario's start)."""
+    engine: EnginePlan = EnginePlan()
+    """The engine plan of every option that does not give its own (`options.<name>.engine`)."""
+    software_rate_per_year: dict[str, NonNegativeFloat] = {}
+    """Per stack (cuda, rocm, synapseai): the fractional throughput gain per year past the
+    stack's last release in the library (default: its fit, `hardware_specs/software_trends/`,
+    floored at 0). Monte Carlo draws it; `fleetsim flip` can solve for it."""
     efficiency: dict[str, PositiveFloat] = {}
     """Per card: a multiplier on its modelled throughput (serving capacity and training speed),
     e.g. a software-maturity haircut or the model's own fidelity error in a Monte Carlo draw."""
@@ -424,13 +458,19 @@ def check_references(scn: Scenario, library: Library, where: str) -> None:
                 need(f"options.{oname}.{kind_name}[{i}].card", "card", b.card)
         for i, c in enumerate(o.serve_on):
             need(f"options.{oname}.serve_on[{i}]", "card", c)
-    for cid, eid in scn.engines.items():
-        need(f"engines.{cid}", "card", cid)
-        need(f"engines.{cid}", "engine", eid)
-        runs = library.engine(eid).runs_on
-        if cid not in runs:
-            raise ConfigError(f"{where}: engines.{cid}: engine '{eid}' does not run on card "
-                              f"'{cid}' (it runs on: {', '.join(runs)})")
+    plans = [("engine", scn.engine)] + [(f"options.{n}.engine", o.engine)
+                                         for n, o in scn.options.items() if o.engine]
+    for path, plan in plans:
+        for cid, eid in plan.pinned.items():
+            need(f"{path}.pinned.{cid}", "card", cid)
+            _check_runs(library, where, f"{path}.pinned.{cid}", eid, [cid], need)
+        for i, up in enumerate(plan.upgrades):
+            _check_runs(library, where, f"{path}.upgrades[{i}].engine", up.engine, [], need)
+    known_stacks = sorted({library.engine(e).stack for e in library.ids("engine")})
+    for st in scn.software_rate_per_year:
+        if st not in known_stacks:
+            raise ConfigError(f"{where}: software_rate_per_year.{st}: unknown stack '{st}' "
+                              f"(known: {', '.join(known_stacks)})")
     for cid, ov in scn.cards.items():
         need(f"cards.{cid}", "card", cid)
         _check_override_fields(where, f"cards.{cid}", ov, CARD_OVERRIDES, library.card(cid))
@@ -442,6 +482,16 @@ def check_references(scn: Scenario, library: Library, where: str) -> None:
     _check_site(scn, library, where)
     _check_dates(scn, where)
     _check_experiment_paths(scn, library, where)
+
+
+def _check_runs(library: Library, where: str, path: str, eid: str, cards: list[str],
+                need) -> None:
+    need(path, "engine", eid)
+    runs = library.engine(eid).runs_on
+    for cid in cards:
+        if cid not in runs:
+            raise ConfigError(f"{where}: {path}: engine '{eid}' does not run on card '{cid}' "
+                              f"(it runs on: {', '.join(runs)})")
 
 
 def hours_after_start(start: str, date: str) -> float:
@@ -462,6 +512,10 @@ def _check_dates(scn: Scenario, where: str) -> None:
         for kind_name, items in (("buy", o.buy), ("lease", o.lease), ("reserve", o.reserve)):
             dated += [(f"options.{oname}.{kind_name}[{i}].at", b.at) for i, b in enumerate(items)]
     dated += [(f"training.{n}.start", t.start) for n, t in scn.training.items() if t.start]
+    plans = [("engine", scn.engine)] + [(f"options.{n}.engine", o.engine)
+                                         for n, o in scn.options.items() if o.engine]
+    dated += [(f"{path}.upgrades[{i}].at", u.at) for path, p in plans
+              for i, u in enumerate(p.upgrades)]
     for wname, w in scn.workloads.items():
         dated += [(f"workloads.{wname}.traffic.events.{e}.at", ev.at)
                   for e, ev in w.traffic.events.items()]

@@ -102,9 +102,9 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
                              "between input and output tokens (sim.perf reports it)")
         rented_ch += tl.rented_card_hours[w.name]
         rent_usd += tl.rented_card_hours[w.name] * w.rent_usd_per_card_hour
-        ref = w.capacity_rps_per_card.get(w.rent_card or "", 0.0) or max(
-            w.capacity_rps_per_card.values())
-        short_ch = tl.unserved_rps[w.name] / ref
+        rent_rate = w.capacity(w.rent_card, H)
+        ref = np.where(rent_rate > 0, rent_rate, w.best_capacity(H))
+        short_ch = np.divide(tl.unserved_rps[w.name], ref, out=np.zeros(H), where=ref > 0)
         unserved_ch += short_ch
         # unserved demand is priced per workload: the finance penalty, else its on-demand rent
         pen = finance.unserved_penalty_usd_per_card_hour
@@ -118,7 +118,8 @@ def price_timeline(tl: Timeline, option: FleetOption, workloads: list[Workload],
         done_rps = tl.served_rps[w.name] + tl.rented_rps[w.name]
         tokens_in += done_rps * 3600.0 * w.input_tokens
         tokens_out += done_rps * 3600.0 * w.output_tokens
-        need[w.name] = tl.served_rps[w.name] / max(w.capacity_rps_per_card.values())
+        best = w.best_capacity(H)
+        need[w.name] = np.divide(tl.served_rps[w.name], best, out=np.zeros(H), where=best > 0)
     # serving card-hours split among workloads by the cards each keeps busy, then between
     # prefill (input tokens) and decode (output tokens) by each workload's prefill time share
     total_need = sum(need.values()) if need else np.zeros(H)

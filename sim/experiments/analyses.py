@@ -35,7 +35,7 @@ from sim.config.scenario import Scenario
 from sim.experiments import draws as D
 from sim.experiments.engine import Timer, execute
 from sim.experiments.executors import Executor
-from sim.config.paths import get_value, with_overrides
+from sim.config.paths import creatable, get_value, with_overrides
 from sim.experiments.runner import Point
 
 Progress = Callable[[int, int], None] | None
@@ -261,7 +261,7 @@ def flip(scn: Scenario, param: str, between: tuple[float, float],
     lo, hi = float(between[0]), float(between[1])
     if not lo < hi:
         raise ConfigError(f"flip: --between: low {lo:g} must be below high {hi:g}")
-    get_value(scn, param) if not _creatable(param) else None
+    get_value(scn, param) if not creatable(param) else None
     _check_paths(scn, {param: lo}, "flip")
     _check_paths(scn, {param: hi}, "flip")
     if options is None:
@@ -305,10 +305,6 @@ def flip(scn: Scenario, param: str, between: tuple[float, float],
     others = tuple((float(xs[j]), float(xs[j + 1])) for j in sign_changes[1:])
     return FlipResult(param, (a, b), (lo, hi), value, cheaper(d[i]),
                       cheaper(d[min(i + 1, len(d) - 1)]), diff, others)
-
-
-def _creatable(path: str) -> bool:
-    return path.startswith("efficiency.") or path.startswith("cards.")
 
 
 def _diff_frame(df: pd.DataFrame, param: str, a: str, b: str) -> pd.DataFrame:

@@ -14,6 +14,9 @@ serves, lognormal with median 1 and the held-out log spread of the card's engine
 vendor's published tables (`hardware_specs/engine_fits/`, `fleetsim calibrate engines`; the
 engine in force at the scenario's start), unless the scenario gives its own
 `uncertain.efficiency.<card>`. MLPerf results only validate; they set no part of it.
+Likewise each serving stack's software improvement rate past its last release,
+`software_rate_per_year.<stack>` (normal around its fit to the dated tables, truncated to
+[0, 1]; one draw per stack, shared by its cards), unless the scenario fixes it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from scipy import stats
 
 from sim.config.loader import ConfigError
-from sim.config.scenario import Distribution, LogNormal, Scenario
+from sim.config.scenario import Distribution, LogNormal, Normal, Scenario
 
 FIDELITY_BOUNDS = (0.5, 1.5)
 """Truncation of the efficiency draws (assumed: a card delivers between half and 1.5x the
@@ -76,7 +79,31 @@ def uncertain_inputs(scn: Scenario, fidelity: bool = True) -> dict[str, Distribu
             f = fidelity_prior(card, scn.start)
             out.setdefault(f"efficiency.{card}", Distribution(lognormal=LogNormal(
                 median=f["median"], sigma=f["sigma"], low=f["low"], high=f["high"])))
+        for stack, p in software_priors(scn).items():
+            out.setdefault(f"software_rate_per_year.{stack}", Distribution(normal=Normal(
+                mean=p["mean"], sd=p["sd"], low=p["low"], high=p["high"])))
     return out
+
+
+def software_priors(scn: Scenario, library=None) -> dict[str, dict]:
+    """Per stack whose cards serve under a follow-releases plan and whose rate the scenario
+    does not fix: the improvement-rate prior (`sim.perf.software.rate_prior`). One input per
+    stack, so every card of a stack draws the same rate (correlated within the stack)."""
+    from sim.config.library import Library
+    from sim.perf.software import rate_prior, stack_of
+
+    lib = library or Library.default()
+    follow = any((o.engine or scn.engine).plan == "follow-releases"
+                 for o in scn.options.values())
+    out = {}
+    for card in serving_cards(scn) if follow else []:
+        stack = stack_of(card, lib)
+        if stack is None or stack in scn.software_rate_per_year or stack in out:
+            continue
+        p = rate_prior(stack, lib)
+        if p is not None:
+            out[stack] = p
+    return dict(sorted(out.items()))
 
 
 def ppf(d: Distribution, u: np.ndarray) -> np.ndarray:

@@ -91,13 +91,26 @@ class Workload:
     demand: Demand
     input_tokens: float
     output_tokens: float
-    capacity_rps_per_card: dict[str, float]
+    capacity_rps_per_card: dict[str, float | np.ndarray]
+    """Per card: requests/s one card sustains within the SLOs, one number for the horizon or
+    one per hour (the engine release in force and its projection, `sim.perf.software`)."""
     rent_usd_per_card_hour: float = 0.0
     rent_card: str | None = None
     rent_cap_cards: float = math.inf
     prefill_time_fraction: float | None = None
     """Share of this workload's GPU time spent on prefill (sim.perf reports it); the cost layer
     splits $/M tokens between input and output with it."""
+
+    def capacity(self, card: str | None, num_hours: int) -> np.ndarray:
+        """Requests/s per card of `card` at each hour (0 for a card it does not name)."""
+        v = self.capacity_rps_per_card.get(card or "", 0.0)
+        return np.broadcast_to(np.asarray(v, dtype=float), (num_hours,))
+
+    def best_capacity(self, num_hours: int) -> np.ndarray:
+        """The highest requests/s per card of any card it names, hour by hour."""
+        if not self.capacity_rps_per_card:
+            return np.zeros(num_hours)
+        return np.max([self.capacity(c, num_hours) for c in self.capacity_rps_per_card], axis=0)
 
 
 @dataclass(frozen=True)
@@ -485,19 +498,21 @@ def simulate_fleet(option: FleetOption, workloads: list[Workload], campaigns: li
     used_cards = {c: np.zeros(H) for c in serve_cards}
     for w in workloads:
         left = demand[w.name].copy()
-        for c in sorted(serve_cards, key=lambda c: -w.capacity_rps_per_card.get(c, 0.0)):
-            cap = w.capacity_rps_per_card.get(c, 0.0)
+        caps = {c: w.capacity(c, H) for c in serve_cards}
+        # the card with the higher capacity over the horizon serves first (ties by id)
+        for c in sorted(serve_cards, key=lambda c: (-float(caps[c].mean()), c)):
+            cap = caps[c]
             free_cards = np.maximum(serve_cap[c] - used_cards[c], 0.0)
-            take = np.minimum(left / cap, free_cards) if cap > 0 else np.zeros(H)
+            take = np.minimum(np.divide(left, cap, out=np.zeros(H), where=cap > 0), free_cards)
             used_cards[c] += take
             left = np.maximum(left - take * cap, 0.0)  # rounding must not go below 0
         left = np.maximum(left, 0.0)
         served[w.name] = demand[w.name] - left
-        rent_cap_rps = w.rent_cap_cards * w.capacity_rps_per_card.get(w.rent_card or "", 0.0) \
-            if w.rent_card else 0.0
+        rent_rate = w.capacity(w.rent_card, H)
+        rent_cap_rps = w.rent_cap_cards * rent_rate if w.rent_card else 0.0
         rented[w.name] = np.minimum(left, rent_cap_rps) if w.rent_card else np.zeros(H)
-        rented_ch[w.name] = rented[w.name] / w.capacity_rps_per_card[w.rent_card] \
-            if w.rent_card else np.zeros(H)
+        rented_ch[w.name] = np.divide(rented[w.name], rent_rate, out=np.zeros(H),
+                                      where=rent_rate > 0) if w.rent_card else np.zeros(H)
         unserved[w.name] = left - rented[w.name]
     for c in serve_cards:
         pc = per_card.setdefault(c, {k: np.zeros(H) for k in (

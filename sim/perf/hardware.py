@@ -179,6 +179,20 @@ class Hardware:
         return Hardware(self.card_id, self.card, f, self.engine_id, self.engine,
                         self.collectives)
 
+    def roofline(self) -> "Hardware":
+        """The card as physics bounds it: datasheet compute and memory bandwidth fully used,
+        no kernel, layer, step or per-sequence overheads (the ceiling no software release
+        passes; `sim.perf.software` caps projected throughput with it)."""
+        ideal = {k: 1.0 for k in ("gemm_bf16", "gemm_fp8", "gemm_fp4", "gemm_int8",
+                                  "gemm_sustained", "engine_compute", "memory_bandwidth",
+                                  "engine_bandwidth", "attention_prefill", "attention_decode_bw",
+                                  "allreduce_busbw") if k in self.factors}
+        ideal.update({k: 0.0 for k in ("gemm_kernel_latency_us", "step_overhead_ms",
+                                       "layer_fixed_us", "engine_seq_overhead_us",
+                                       "allreduce_latency_us")})
+        ideal["gemm_m_half_tokens"] = 1e-9
+        return self.with_overrides(**ideal)
+
     # ---- rates (SI) -----------------------------------------------------------------------
     def peak_flops(self, precision: str) -> float:
         t = self.card.compute.peak_tflops(precision)

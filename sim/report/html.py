@@ -13,6 +13,7 @@ import math
 import re
 from pathlib import Path
 
+import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel
 
@@ -306,10 +307,14 @@ def _context(result) -> dict:
         "demand": _png_uri(plots.demand_vs_served(result.per_hour, shown, scn.start)),
         "states": _png_uri(plots.utilisation(result.per_hour, scn, shown, scn.start)),
         "slo": _png_uri(plots.slo_attainment(result.per_hour, names, scn.start, tolerance)),
+        "software": _png_uri(plots.software_trajectory(
+            getattr(result, "trajectory", None), getattr(result, "software_history", None),
+            scn.start)),
     }
     return {
         "title": f"{scn.name} — fleetsim report", "name": scn.name, "headline": headline,
         "rows": rows, "per_year": per_year, "capacity": capacity, "campaigns": camp_rows,
+        "software": software_lines(result),
         "images": images, "shown": shown, "hidden": names[plots.MAX_TIMELINE_OPTIONS:],
         "period": plots.PERIOD[plots.bucket_days(result.per_hour)],
         "assumptions": assumption_rows(scn) + calibration_rows(result.capacity),
@@ -324,6 +329,34 @@ def _context(result) -> dict:
                   "electricity": f"${site['electricity_usd_per_kwh']:.4g}/kWh",
                   "pue": f"{site['pue']:.3g}", "n_uncertain": len(scn.uncertain)},
     }
+
+
+def software_lines(result) -> list[str]:
+    """One sentence per option: how much of its serving capacity came from software updates
+    (engine upgrades under its plan, and the projection past each stack's last release)."""
+    sw = getattr(result, "software", None)
+    if sw is None or not len(sw):
+        return []
+    t0 = plots.start_date(result.scenario.start)
+    out = []
+    for o, v in result.summary["options"].items():
+        rows = sw[(sw.option == o) & (sw.role == "own")]
+        gain = v.get("software_gain")
+        if not len(rows) or gain is None:
+            continue
+        parts = []
+        for r in rows.drop_duplicates("card").itertuples():
+            ups = ", ".join(f"{e} from {t0 + int(h // 24)}" for h, e in
+                            zip(r.upgrade_hours, r.engines.split(" -> ")[1:]))
+            proj = (f"then +{r.rate_per_year:.1%} a year projected past its last release "
+                    f"(roofline at {r.roofline_ceiling:.2f}x)" if pd.notna(r.projected_from_hour)
+                    and r.rate_per_year > 0 else "no projection")
+            parts.append(f"{r.card} starts on {r.engine_at_start}"
+                         f"{' (' + ups + ')' if ups else ''}, {proj}")
+        out.append(f"{o}: software updates give its serving cards {gain:+.1%} capacity on "
+                   f"average over the hours they serve, against the releases in force at the "
+                   f"start; " + "; ".join(parts) + ".")
+    return out
 
 
 def _analysis_context(result) -> dict | None:

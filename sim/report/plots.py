@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import matplotlib
 import matplotlib.dates as mdates
+import matplotlib.patches
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -644,6 +645,68 @@ def tornado(frame: pd.DataFrame, options: list[str] | str | None = None,
         return fig
 
 
+STACK_COLOURS = {"cuda": "#009E73", "rocm": "#D55E00", "synapseai": "#0072B2",
+                 "none": "#999999"}
+CARD_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def software_trajectory_figure(trajectory: pd.DataFrame, history: pd.DataFrame,
+                               start: str) -> Figure | None:
+    """Throughput per card over the horizon by stack, one panel per workload: the capacity in
+    force (solid; steps at engine upgrades, then the projection past the stack's last release),
+    its 5-95% band from the stack's improvement rate, the roofline ceiling (dotted), and the
+    stack's dated releases as this card's capacity (markers; levels fitted to the vendors'
+    tables). None without inference workloads."""
+    if trajectory is None or not len(trajectory):
+        return None
+    t0 = start_date(start)
+    wls = list(dict.fromkeys(trajectory["workload"]))
+    with matplotlib.rc_context(RC):
+        fig, axes = _grid(len(wls), 3.2, sharey=False)
+        handles: dict[str, object] = {}
+        for ax, w in zip(axes, wls):
+            tw = trajectory[trajectory.workload == w]
+            cards = list(dict.fromkeys(tw["card"]))
+            for i, c in enumerate(cards):
+                tc = tw[tw.card == c]
+                colour = STACK_COLOURS.get(str(tc["stack"].iloc[0]), "#999999")
+                mk = CARD_MARKERS[i % len(CARD_MARKERS)]
+                x = t0 + (tc["hour"].to_numpy() // 24).astype("timedelta64[D]")
+                ax.fill_between(x, tc["low_rps"], tc["high_rps"], color=colour, alpha=0.15,
+                                linewidth=0)
+                handles[f"{c} ({tc['stack'].iloc[0]})"] = ax.plot(
+                    x, tc["capacity_rps"], color=colour, linewidth=1.6, marker=mk,
+                    markevery=[0], label=c)[0]
+                roof = tc["roofline_rps"].to_numpy()
+                if np.isfinite(roof).all():
+                    handles["roofline ceiling"] = ax.plot(x, roof, color=colour, linewidth=1.0,
+                                                          linestyle=":")[0]
+                if history is not None and len(history):
+                    hc = history[(history.workload == w) & (history.card == c)]
+                    if len(hc):
+                        hx = np.array([np.datetime64(d if len(d) > 7 else d + "-01", "D")
+                                       for d in hc["release_date"]])
+                        handles["past releases (vendor tables)"] = ax.plot(
+                            hx, hc["capacity_rps"], linestyle="none", marker=mk,
+                            markerfacecolor="white", color=colour)[0]
+            handles["5-95% band of the improvement rate"] = matplotlib.patches.Patch(
+                color="#999999", alpha=0.3)
+            ax.axvline(t0, color="black", linewidth=0.8, linestyle="--")
+            ax.xaxis.set_major_locator(mdates.YearLocator())
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
+            ax.set_ylim(bottom=0)
+            ax.set_ylabel("req/s per card at the SLOs")
+            ax.set_title(short(w))
+        _figure_legend(fig, list(handles.values()), list(handles), ncol=3)
+        return fig
+
+
+def software_trajectory(trajectory: pd.DataFrame, history: pd.DataFrame,
+                        start: str) -> bytes | None:
+    fig = software_trajectory_figure(trajectory, history, start)
+    return None if fig is None else to_png(fig)
+
+
 class ResultPlots:
     """`result.plot`: a `Result`'s figures as matplotlib Figures, shown inline in Jupyter.
 
@@ -656,7 +719,7 @@ class ResultPlots:
 
     def __repr__(self) -> str:
         return ("<plots of a fleetsim Result: cost_per_year, usd_per_m_tokens, demand_vs_served, "
-                "capacity_vs_demand, card_states, slo_attainment>")
+                "capacity_vs_demand, card_states, slo_attainment, software_trajectory>")
 
     def _options(self, options) -> list[str]:
         names = list(self._result.summary["options"])
@@ -705,6 +768,13 @@ class ResultPlots:
                                   r.scenario.start)
 
     utilisation = card_states
+
+    def software_trajectory(self) -> Figure:
+        """Capacity per card over the horizon by stack: upgrades, projection, band, roofline."""
+        r = self._result
+        return self._need(software_trajectory_figure(r.trajectory, r.software_history,
+                                                     r.scenario.start),
+                          "the scenario has no inference workloads")
 
     def slo_attainment(self, options=None) -> Figure:
         """Share of demand served within the SLOs per month, per option, and the target."""
