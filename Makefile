@@ -21,6 +21,8 @@ install: $(VENV)/.base
 demo: $(VENV)/.base
 	$(VENV)/bin/fleetsim perf --compare --model llama-2-70b --precision fp8 --workload mlperf-llama2-70b
 	$(VENV)/bin/fleetsim run scenarios/flagship.yaml --out out/flagship --force --workers 2
+	@echo "fleetsim is installed in $(VENV); to type 'fleetsim' yourself, activate it first:"
+	@echo "  . $(VENV)/bin/activate"
 
 test: $(VENV)/.test
 	$(PY) -m pytest -n 2 -q

@@ -1,7 +1,8 @@
 """`fleetsim` command line: library tables, performance estimates, JSON Schema.
 
 User errors (bad YAML, unknown ids, impossible precision or layout) print one line to stderr and
-exit with code 2; `--debug` shows the traceback instead.
+exit with code 2; `--debug` (anywhere on the command line) shows the traceback instead, after the
+full list of what a file got wrong where the one line says "(and N more)".
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +38,11 @@ AsOfOpt = Annotated[Optional[str], typer.Option(
     "--as-of", help="YYYY-MM: use the newest engine release of each card's stack by this date "
     "(default: today)")]
 
+ScaleOutTpOpt = Annotated[bool, typer.Option(
+    "--allow-scale-out-tp", help="allow a tensor-parallel degree beyond the card's scale-up "
+    "domain (or one 8-card server over PCIe): its all-reduces cross servers; flagged in the "
+    "output")]
+
 OutsidePathsOpt = Annotated[bool, typer.Option(
     "--allow-outside-paths", help="accept trace paths that are absolute or lead outside "
     "the scenario's folder and the library folders")]
@@ -58,6 +66,138 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sim.serving.simulate import ServingError
 
     return (ConfigError, LayoutError, PrecisionError, ServingError)
+
+
+def _print_table(t: Table, ids: tuple[str, ...] = ("id",)) -> None:
+    """Print `t` without cutting what a user types: the `ids` columns never wrap or shrink, and
+    no column is narrower than its longest word (cells wrap at spaces). Where the terminal is too
+    narrow for that, other columns are left out from the right and named in a note."""
+    from rich.cells import cell_len
+
+    def texts(col) -> list[str]:
+        return [str(col.header), *(str(c) for c in col.cells)]
+
+    def least(col) -> int:
+        if col.header in ids:
+            return max(cell_len(x) for x in texts(col))
+        return max((cell_len(w) for x in texts(col) for w in x.split()), default=1)
+
+    def most(col) -> int:
+        return max(cell_len(line) for x in texts(col) for line in x.splitlines() or [""])
+
+    def room() -> int:
+        pad = t.padding[1] + t.padding[3]
+        borders = (len(t.columns) + 1 if t.show_edge else len(t.columns) - 1) if t.box else 0
+        return console.width - borders - pad * len(t.columns)
+
+    left_out: list[str] = []
+    while sum(least(c) for c in t.columns) > room():
+        others = [i for i, c in enumerate(t.columns) if c.header not in ids]
+        if len(others) <= 1:
+            break
+        left_out.insert(0, str(t.columns.pop(others[-1]).header))
+    widths = [least(c) for c in t.columns]
+    wants = [most(c) for c in t.columns]
+    if sum(wants) > room():  # rich would shrink columns below their words: give widths
+        spare = room() - sum(widths)
+        while spare > 0:
+            k = max(range(len(widths)), key=lambda n: wants[n] - widths[n])
+            if wants[k] <= widths[k]:
+                break
+            widths[k] += 1
+            spare -= 1
+        for col, w in zip(t.columns, widths):
+            col.width = w
+    for col in t.columns:
+        col.no_wrap = col.header in ids
+        col.overflow = "fold"
+    console.print(t)
+    if left_out:
+        n = len(left_out)
+        console.print(f"({n} column{'s' if n > 1 else ''} left out at {console.width} columns: "
+                      f"{', '.join(left_out)}; widen the terminal or set COLUMNS=200)")
+
+
+class _PlainProgress:
+    """Progress for output that is not a terminal (a log, CI, a pipe): plain timed lines on
+    stderr. Counted work (`count(done, total)`, in `unit`) prints the first and last call and
+    one line per tenth of the work or per 10 s, with an ETA. Stages (`stage(msg)`) print as they
+    start, except within the first `quiet_s` seconds: a run that ends (or fails on its input)
+    that soon prints nothing but its result or its one-line error; a stage still running then is
+    printed at `quiet_s`, and the current stage again after each `HEARTBEAT_S` of silence."""
+
+    HEARTBEAT_S = 30.0
+
+    def __init__(self, label: str, unit: str = "points", quiet_s: float = 0.0) -> None:
+        import threading
+
+        self.label, self.unit, self.quiet_s = label, unit, quiet_s
+        self.t0 = time.perf_counter()
+        self.last_s = -math.inf
+        self.last_tenth = -1
+        self.first_done: int | None = None
+        self.first_s = 0.0
+        self.current: str | None = None
+        self.printed = True
+        self.said_s = self.t0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if quiet_s > 0:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _say(self, msg: str) -> None:
+        with self._lock:
+            self.said_s = time.perf_counter()
+            print(f"[{self.said_s - self.t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    def _watch(self) -> None:
+        if self._stop.wait(self.quiet_s):
+            return
+        if not self.printed and self.current is not None:
+            self.printed = True
+            self._say(self.current)
+        while not self._stop.wait(1.0):
+            if self.current and time.perf_counter() - self.said_s >= self.HEARTBEAT_S:
+                self._say(f"{self.current} (still running)")
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def stage(self, msg: str) -> None:
+        self.current = msg
+        self.printed = time.perf_counter() - self.t0 >= self.quiet_s
+        if self.printed:
+            self._say(msg)
+
+    def count(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.first_done is None:  # a resumed run starts with finished work: not in the rate
+            self.first_done, self.first_s = done, now
+        tenth = 10 * done // max(total, 1)
+        if done < total and tenth == self.last_tenth and now - self.last_s < 10.0:
+            return
+        self.last_s, self.last_tenth = now, tenth
+        fresh = done - self.first_done
+        if done >= total:
+            eta = ""
+        elif fresh > 0:
+            eta = f", ETA {(now - self.first_s) / fresh * (total - done):.0f} s"
+        else:
+            eta = ", ETA -"
+        self._say(f"{self.label}: {done}/{total} {self.unit} done{eta}")
+
+
+def _refuse_misfit(est) -> None:
+    """A layout that does not fit is a user error (exit 2), named in one line."""
+    from sim.perf.memory import LayoutError
+
+    if not est.fits:
+        raise LayoutError(f"{est.model} on {est.card} ({est.precision}): {est.reason}")
+
+
+def _warn(line: str | None) -> None:
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _engine_fields(hw) -> dict:
@@ -92,7 +232,7 @@ def engines(library: LibraryOpt = None) -> None:
             f"from {e.factors_from}" if e.factors_from else "-")
         t.add_row(eid, e.name, e.version, e.release_date, e.stack, e.rules.kv_admission,
                   fitted or "pooled only", ", ".join(e.runs_on))
-    console.print(t)
+    _print_table(t)
 
 
 @app.command()
@@ -111,7 +251,7 @@ def cards(library: LibraryOpt = None) -> None:
                   f"{c.memory.bandwidth_tbps:g}",
                   f"{su.topology} {su.domain_size}x {su.per_direction_gbytes_per_s:g} GB/s",
                   f"{c.power.tdp_w:g}", c.launch)
-    console.print(t)
+    _print_table(t)
 
 
 @app.command()
@@ -132,7 +272,7 @@ def models(library: LibraryOpt = None) -> None:
                   f"{a.num_attention_heads}/{a.num_kv_heads}", a.attention, ex,
                   f"{total_params(a) / 1e9:.1f}", f"{active_params(a) / 1e9:.1f}",
                   f"{m.published_params.total_b:g}")
-    console.print(t)
+    _print_table(t)
 
 
 @app.command()
@@ -151,24 +291,33 @@ def perf(
     compare: Annotated[bool, typer.Option(help="compare every card in the library")] = False,
     engine: EngineOpt = None,
     as_of: AsOfOpt = None,
+    allow_scale_out_tp: ScaleOutTpOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     library: LibraryOpt = None,
 ) -> None:
-    """Memory fit, step times and offline throughput of a model on a card."""
-    from sim.perf.estimate import estimate, lengths_for
+    """Memory fit, step times and offline throughput of a model on a card. A layout that does not
+    fit, or a TP beyond the card's scale-up domain without --allow-scale-out-tp, is refused
+    (exit 2)."""
+    from sim.perf.estimate import check_serving_tp, estimate, lengths_for
+    from sim.perf.hardware import Hardware
     from sim.perf.precision import Precision
 
     lib = _lib(library)
     lengths = lengths_for(lib, workload, isl, osl)
     if compare:
-        _compare(lib, model, precision, lengths, as_json, weights, activations, kv, as_of)
+        _compare(lib, model, precision, lengths, as_json, weights, activations, kv, as_of,
+                 allow_scale_out_tp)
         return
     if card is None:
         raise typer.BadParameter("give --card ID (or --compare)")
     prec = Precision.preset(precision, weights, activations, kv)
     lib.model(model)  # unknown model -> clear error before anything else
-    est = estimate(card, model, prec, lengths, tp=tp, library=lib, ep=ep, engine=engine,
-                   as_of=as_of)
+    hw = Hardware.load(card, lib, engine=engine, as_of=as_of)
+    est = estimate(card, model, prec, lengths, tp=tp, library=lib, ep=ep, hardware=hw,
+                   allow_scale_out_tp=allow_scale_out_tp)
+    warning = check_serving_tp(card, hw, est.tp, allow_scale_out_tp)
+    _refuse_misfit(est)
+    _warn(warning)
     if as_json:
         print(json.dumps(json_safe(est.to_dict()), sort_keys=True))
         return
@@ -176,7 +325,8 @@ def perf(
     rows = [
         ("fits", f"{est.fits}" + ("" if est.fits else f" - {est.reason}")),
         ("smallest TP that fits", str(est.min_tp)),
-        ("TP used", str(est.tp)),
+        ("TP used", str(est.tp) + (f" (beyond the {est.tp_limit}-card limit: across servers)"
+                                   if est.scale_out_tp else "")),
         ("batch (sequences)", str(est.batch_size)),
         ("offline tokens/s per card", f"{est.offline_tokens_per_s_per_card:,.0f}"),
         ("prefill tokens/s per card", f"{est.prefill_tokens_per_s_per_card:,.0f}"),
@@ -199,7 +349,7 @@ def perf(
 
 
 def _compare(lib, model, precision, lengths, as_json, weights, activations, kv,
-             as_of=None) -> None:
+             as_of=None, allow_scale_out_tp=False) -> None:
     from sim.perf.estimate import estimate
     from sim.perf.hardware import Hardware
     from sim.perf.precision import Precision, PrecisionError
@@ -219,7 +369,8 @@ def _compare(lib, model, precision, lengths, as_json, weights, activations, kv,
             break
         if chosen is None:
             continue
-        rows.append(estimate(cid, model, chosen, lengths, library=lib, hardware=hw))
+        rows.append(estimate(cid, model, chosen, lengths, library=lib, hardware=hw,
+                             allow_scale_out_tp=allow_scale_out_tp))
     if as_json:
         print(json.dumps([json_safe(r.to_dict()) for r in rows], sort_keys=True))
         return
@@ -231,11 +382,12 @@ def _compare(lib, model, precision, lengths, as_json, weights, activations, kv,
     for r in sorted(rows, key=lambda r: -r.offline_tokens_per_s_per_card):
         gemm_tier = next((v for k, v in r.calibration_tiers.items() if k.startswith("gemm_")
                           and k != "gemm_m_half_tokens"), "-")
-        t.add_row(r.card, r.precision, "yes" if r.fits else "no", str(r.tp), str(r.batch_size),
+        t.add_row(r.card, r.precision, "yes" if r.fits else "no",
+                  f"{r.tp}{' (across servers)' if r.scale_out_tp else ''}", str(r.batch_size),
                   f"{r.offline_tokens_per_s_per_card:,.0f}" if r.fits else "-",
                   f"{r.prefill_tokens_per_s_per_card:,.0f}",
                   f"{r.decode_step_s * 1e3:.1f}" if r.fits else "-", gemm_tier, r.engine or "-")
-    console.print(t)
+    _print_table(t, ids=("card", "engine"))
 
 
 @app.command()
@@ -272,12 +424,14 @@ def serve(
     spec_acceptance_rate: Annotated[float, typer.Option(help="per-token draft acceptance rate")] = 0.0,
     long_prompt_policy: Annotated[str, typer.Option(help="clip or reject prompts beyond the context window")] = "clip",
     seed: Annotated[int, typer.Option(help="seed for synthetic traffic and routing")] = 0,
+    allow_scale_out_tp: ScaleOutTpOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     library: LibraryOpt = None,
 ) -> None:
     """Replay traffic through replicas of a model on a card (vLLM V1 scheduler, 0.15 line)."""
+    from sim.perf.estimate import check_serving_tp, serving_tp_limit, tp_limit_words
     from sim.perf.hardware import Hardware
-    from sim.perf.memory import Layout, min_tp
+    from sim.perf.memory import TP_CHOICES, Layout, min_tp, plan_memory
     from sim.perf.precision import Precision
     from sim.serving.engine import engine_config
     from sim.serving.metrics import Slo, summarize
@@ -323,10 +477,19 @@ def serve(
     smallest = min_tp(spec, hw, prec)
     use_tp = tp or smallest
     if use_tp is None:
-        raise ServingError(f"{spec.name} does not fit on {hw.card.name} at any TP up to 64")
+        raise ServingError(f"{model} ({prec.label}) does not fit on {card} at any TP up to 64")
     if tp is not None and smallest is not None and tp < smallest:
-        raise ServingError(f"{spec.name} does not fit on {hw.card.name} at TP {tp}; the "
-                           f"smallest TP that fits is {smallest}")
+        mem = plan_memory(spec, hw, Layout(tp=tp), prec)
+        raise ServingError(f"{model} on {card} ({prec.label}): does not fit at TP {tp} "
+                           f"({mem.reason}); the smallest TP that fits is {smallest}")
+    if tp is None and use_tp > serving_tp_limit(hw) and not allow_scale_out_tp:
+        widest = max(t for t in TP_CHOICES if t <= serving_tp_limit(hw)
+                     and spec.architecture.num_attention_heads % t == 0)
+        mem = plan_memory(spec, hw, Layout(tp=widest), prec)
+        raise ServingError(f"{model} on {card} ({prec.label}): does not fit within "
+                           f"{tp_limit_words(hw)} at TP {widest} ({mem.reason}); the smallest "
+                           f"TP that fits is {use_tp}, across servers (--allow-scale-out-tp)")
+    warning = check_serving_tp(card, hw, use_tp, allow_scale_out_tp)
     setup = ServeSetup(spec, hw, prec, Layout(tp=use_tp), replicas, engine, router, mode, seed,
                        gpu_memory_utilization)
     if prefill_replicas is not None or decode_replicas is not None:
@@ -340,7 +503,9 @@ def serve(
         res = simulate(setup, source)
     out = summarize(res, slo, hw.card.power.tdp_w, use_tp)
     out.update(card=card, model=model, precision=prec.label, tp=use_tp, replicas=replicas,
-               scheduler=f"{engine.name} {engine.version}", router=router, **_engine_fields(hw))
+               scheduler=f"{engine.name} {engine.version}", router=router, **_engine_fields(hw),
+               tp_limit=serving_tp_limit(hw), scale_out_tp=warning is not None)
+    _warn(warning)
     if as_json:
         print(json.dumps(json_safe(out), sort_keys=True))
         return
@@ -376,11 +541,12 @@ def capacity(
     seed: Annotated[int, typer.Option(help="seed of the common random numbers")] = 0,
     engine: EngineOpt = None,
     as_of: AsOfOpt = None,
+    allow_scale_out_tp: ScaleOutTpOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     library: LibraryOpt = None,
 ) -> None:
     """Highest request rate per replica that meets p99 TTFT and TPOT SLOs (cached on disk)."""
-    from sim.perf.estimate import estimate, lengths_for
+    from sim.perf.estimate import check_serving_tp, estimate, lengths_for
     from sim.perf.hardware import Hardware
     from sim.perf.memory import Layout
     from sim.perf.precision import Precision
@@ -415,12 +581,15 @@ def capacity(
         mix = lib.lengths(workload)
         lengths = LognormalLengths.from_mix(mix)
         moments = lengths_for(lib, workload, None, None)
-    if tp is None:
-        from sim.perf.offline import LengthMoments
+    from sim.perf.offline import LengthMoments
 
-        m = moments or LengthMoments(float(lengths.input_tokens.mean()),
-                                     float(lengths.output_tokens.mean()))
-        tp = estimate(card, model, prec, m, library=lib, hardware=hw).tp
+    m = moments or LengthMoments(float(lengths.input_tokens.mean()),
+                                 float(lengths.output_tokens.mean()))
+    est = estimate(card, model, prec, m, tp=tp, library=lib, hardware=hw,
+                   allow_scale_out_tp=allow_scale_out_tp)
+    tp = est.tp
+    warning = check_serving_tp(card, hw, tp, allow_scale_out_tp)
+    _refuse_misfit(est)
     setup = ServeSetup(spec, hw, prec, Layout(tp=tp), 1, engine)
     if traffic == "trace":
         base = collect(TraceTraffic(trace, max_requests=requests))
@@ -460,7 +629,8 @@ def capacity(
     out = cached(key, compute)
     out.update(card=card, model=model, precision=prec.label, tp=tp, traffic=traffic,
                slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, cache_key=key,
-               **_engine_fields(hw))
+               **_engine_fields(hw), tp_limit=est.tp_limit, scale_out_tp=est.scale_out_tp)
+    _warn(warning)
     if as_json:
         print(json.dumps(json_safe(out), sort_keys=True))
         return
@@ -631,18 +801,14 @@ def run_cmd(
 ) -> None:
     """Run a scenario through every layer and write results, summary and report (and the
     analyses its `analysis:` section asks for: Monte Carlo, tornado, flip points, sweep)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     import sim.pipeline as runner
 
     lib = _lib(library)
     if out.exists() and not force:
         raise runner.ConfigError(f"{out}: already exists (use --force to replace it)")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err_console, transient=True) as prog:
-        task = prog.add_task("loading scenario", total=None)
-        res = runner.run(scenario, lib, progress=lambda msg: prog.update(task, description=msg),
-                         allow_outside_paths=allow_outside_paths)
+    with _stages() as say:
+        say("loading scenario")
+        res = runner.run(scenario, lib, progress=say, allow_outside_paths=allow_outside_paths)
         if not skip_analysis and res.scenario.analysis != type(res.scenario.analysis)():
             from sim.experiments.executors import make_executor
             from sim.experiments.suite import run_analyses
@@ -650,13 +816,14 @@ def run_cmd(
             with make_executor(dask, workers) as ex:
                 res.analyses = run_analyses(
                     res.scenario, base=scenario.resolve().parent, library=lib, executor=ex,
-                    say=lambda msg: prog.update(task, description=msg),
-                    allow_outside_paths=allow_outside_paths)
-        prog.update(task, description="writing results")
+                    say=say, allow_outside_paths=allow_outside_paths)
+        say("writing results")
         res.to_dir(out, force=force)
     w = res.summary["winner"]
-    console.print(f"winner: [bold]{w or 'none (no option meets the SLOs)'}[/bold]; "
-                  f"report: {out / 'report.md'}")
+    console.print(f"winner: [bold]{w or 'none (no option meets the SLOs)'}[/bold]; results, "
+                  f"summary.json and report.md in {out}")
+    console.print(f"report: {out / 'report.html'}", soft_wrap=True, markup=False,
+                  highlight=False)
 
 
 @app.command()
@@ -678,6 +845,30 @@ def schema(out: Annotated[Path, typer.Option(help="folder for the *.schema.json 
         console.print(f"wrote {path}")
 
 
+RUN_QUIET_S = 3.0
+"""`fleetsim run` prints no stage line in its first seconds (not a terminal): a bad scenario
+stays one line."""
+
+
+@contextmanager
+def _stages():
+    """A `say(stage)` callback: a spinner with the elapsed time on a terminal, plain timed lines
+    on stderr otherwise (a log, CI, a pipe)."""
+    if not err_console.is_terminal:
+        plain = _PlainProgress("run", quiet_s=RUN_QUIET_S)
+        try:
+            yield plain.stage
+        finally:
+            plain.close()
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as prog:
+        task = prog.add_task("starting", total=None)
+        yield lambda msg: prog.update(task, description=msg)
+
+
 def _opt(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
 
@@ -691,15 +882,20 @@ def main(argv: list[str] | None = None) -> None:
     _register_experiments()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if debug:  # accepted anywhere: the root option goes before the subcommand
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
         app(args, standalone_mode=False)
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:  # noqa: BLE001 - classify below
         if debug:
+            for line in getattr(exc, "details", ())[1:]:  # what "(and N more)" counted
+                print(f"also: {line}", file=sys.stderr)
             raise
         if isinstance(exc, _user_errors()):
-            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            more = "; --debug lists them all" if len(getattr(exc, "details", ())) > 1 else ""
+            print(f"error: {str(exc).splitlines()[0]}{more}", file=sys.stderr)
             raise SystemExit(2) from None
         name = type(exc).__name__
         if name == "Abort":

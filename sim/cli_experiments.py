@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sim.cli import LibraryOpt, OutsidePathsOpt, _lib, app, console, err_console
+from sim.cli import LibraryOpt, OutsidePathsOpt, _lib, _PlainProgress, app, console, err_console
 
 WorkersOpt = Annotated[int, typer.Option(help="local worker processes (1: in this process)")]
 DaskOpt = Annotated[Optional[str], typer.Option(
@@ -58,15 +58,35 @@ def _executor(workers: int, dask: str | None, quiet: bool):
 
 
 @contextmanager
-def _progress(label: str, quiet: bool):
+def _progress(label: str, quiet: bool, unit: str = "batches", items: int | None = None):
+    """A `progress(done, total)` callback for `execute`'s batches: a bar with the ETA on a
+    terminal, plain lines on stderr otherwise (a log, CI, a pipe); nothing when `quiet` (--json).
+    With `items` (the points run, e.g. Monte Carlo draws), batches done are shown as items."""
+    with _progress_bar(label, quiet, unit) as update:
+        if update is None or items is None:
+            yield update
+            return
+        from sim.experiments.engine import DEFAULT_BATCH
+
+        def in_items(done: int, total: int) -> None:
+            update(items if done >= total else min(done * DEFAULT_BATCH, items), items)
+        yield in_items
+
+
+@contextmanager
+def _progress_bar(label: str, quiet: bool, unit: str):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
+                               TimeElapsedColumn, TimeRemainingColumn)
 
     if quiet:
         yield None
         return
+    if not err_console.is_terminal:
+        yield _PlainProgress(label, unit).count
+        return
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as prog:
+                  TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
+                  transient=True) as prog:
         task = prog.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -169,7 +189,8 @@ def mc(scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
         raise ConfigError(f"--draws: must be >= 1 (got {draws})")
     scn, lib, base = _load(scenario, library)
     folder = _out(out, scenario, "mc")
-    with _executor(workers, dask, as_json) as ex, _progress("Monte Carlo", as_json) as prog:
+    with (_executor(workers, dask, as_json) as ex,
+          _progress("Monte Carlo", as_json, "draws", draws) as prog):
         res = monte_carlo(scn, draws, fidelity=fidelity, base=base, library=lib, executor=ex,
                           out=folder, progress=prog, allow_outside_paths=allow_outside_paths)
     _write_section({"monte_carlo": res}, folder, "mc", scn)

@@ -52,12 +52,12 @@ def test_perf_picks_best_tp_and_reads_workload():
 
 
 def test_model_that_does_not_fit_names_the_tp():
+    """A layout that does not fit is refused (exit 2, one line), even with --json."""
     r = run("perf", "--card", "h100-sxm", "--model", "llama-2-70b", "--precision", "bf16",
             "--tp", "1", "--isl", "500", "--osl", "100", "--json")
-    assert r.returncode == 0
-    out = json.loads(r.stdout)
-    assert out["fits"] is False and out["min_tp"] == 2
-    assert "smallest TP that fits is 2" in out["reason"]
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "smallest TP that fits is 2" in lines[0], r.stderr
 
 
 @pytest.mark.parametrize("args,needle", [

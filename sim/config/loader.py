@@ -147,33 +147,63 @@ def _fmt_value(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the (sub)model reached by following `loc` from `model`, for suggestions."""
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    """The BaseModel classes an annotation holds directly (through Optional, unions and
+    Annotated), not inside containers."""
     import typing
 
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field = current.model_fields.get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        # unwrap Optional / tuple[...] / dict[str, X] to the first BaseModel inside
-        candidates = [ann]
-        found = None
-        while candidates:
-            a = candidates.pop(0)
-            if isinstance(a, type) and issubclass(a, BaseModel):
-                found = a
-                break
-            candidates.extend(typing.get_args(a))
-        current = found
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(ann)[0])
+    if origin is typing.Union or type(ann).__name__ == "UnionType":
+        return [m for a in typing.get_args(ann) for m in _models_in(a)]
     return []
+
+
+def _step(ann: Any, part: Any) -> list[Any]:
+    """Annotations reached from `ann` by one step of a data path: a field of a model, a value
+    of a mapping (`dict[str, X]`: any key), an item of a list or tuple."""
+    import typing
+
+    out: list[Any] = []
+    for m in _models_in(ann):
+        field = m.model_fields.get(part) if isinstance(part, str) else None
+        if field is not None:
+            out.append(field.annotation)
+    todo = [ann]
+    while todo:
+        a = todo.pop()
+        origin = typing.get_origin(a)
+        args = typing.get_args(a)
+        if origin is typing.Annotated:
+            todo.append(args[0])
+        elif origin is typing.Union or type(a).__name__ == "UnionType":
+            todo.extend(args)
+        elif origin in (dict, typing.Mapping) or (isinstance(origin, type)
+                                                   and issubclass(origin, dict)):
+            if len(args) == 2:
+                out.append(args[1])
+        elif origin in (list, tuple, set, frozenset) and isinstance(part, int):
+            out.extend(x for x in args if x is not Ellipsis)
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (sub)models reached by following the data path `loc` from `model`
+    (through nested models, mapping values such as `options.<name>`, and list items), for
+    suggestions."""
+    current: list[Any] = [model]
+    for part in loc:
+        current = [nxt for ann in current for nxt in _step(ann, part)]
+        if not current:
+            return []
+    names: list[str] = []
+    for ann in current:
+        for m in _models_in(ann):
+            names += [n for n in m.model_fields if n not in names]
+    return names
 
 
 def _data_loc(loc: tuple, data: Any) -> tuple:
@@ -259,9 +289,11 @@ def validate(model: type[T], data: Any, where: str) -> T:
         errors = exc.errors(include_url=False)
         # an unknown key is most often a misspelling of a "missing" one: report it first
         errors.sort(key=lambda e: e.get("type") != "extra_forbidden")
-        first = format_error(errors[0], model, data)
+        lines = [format_error(e, model, data) for e in errors]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{where}: {first}{more}") from None
+        err = ConfigError(f"{where}: {lines[0]}{more}")
+        err.details = tuple(one_line(f"{where}: {ln}") for ln in lines)  # `--debug` prints them
+        raise err from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply") from None
 
