@@ -653,7 +653,8 @@ def calibrate_engines(
     loo: Annotated[bool, typer.Option(help="leave-one-out residuals (slower)")] = True,
     library: LibraryOpt = None,
 ) -> None:
-    """Fit each engine release's factors to its vendor's published tables."""
+    """Fit each engine release's factors to its vendor's published tables, and each stack's
+    improvement rate to its dated releases (hardware_specs/software_trends/)."""
     from sim.calibrate.engines import fit_all, fit_engine, render_markdown, write_fits
     from sim.config.library import packaged_root
 
@@ -664,7 +665,12 @@ def calibrate_engines(
         reports = [r for r in (fit_engine(e, lib, loo) for e in engine) if r is not None]
     else:
         reports = fit_all(lib, loo)
+    from sim.calibrate.software_trend import fit_trends, write_trends
+
     paths = write_fits(reports, out or packaged_root() / "hardware_specs" / "engine_fits")
+    if not engine:  # the stacks' improvement rates need every release: only on a full refit
+        paths += write_trends(fit_trends(lib), (out.parent / "software_trends") if out else
+                              packaged_root() / "hardware_specs" / "software_trends")
     md = render_markdown(reports)
     if report is not None:
         report.write_text(md)
