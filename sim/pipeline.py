@@ -683,7 +683,12 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
             py[f"capacity_req_per_s_per_card.{c}"] = by_year(rate) / counts
         per_year.append(py)
         if detail:
-            per_hour.append(tl.per_hour())
+            ph = tl.per_hour()
+            H_ = len(tl.hours)
+            ph = pd.concat([ph, pd.DataFrame({
+                f"{w.name}.{c}.capacity_rps_per_card": w.capacity(c, H_)
+                for w in workloads for c in sorted(w.capacity_rps_per_card)})], axis=1)
+            per_hour.append(ph)
         lev = cost.levelized
         attainment = served / demand if demand else 1.0
         summary["options"][oname] = {

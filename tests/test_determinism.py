@@ -20,7 +20,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny_scenario.yaml"
 FILES = ("summary.json", "results/per_year.parquet", "results/per_hour.parquet",
-         "results/capacity.parquet", "report.md", "report.html", "scenario.resolved.yaml")
+         "results/capacity.parquet", "results/software.parquet", "report.md", "report.html",
+         "scenario.resolved.yaml")
 
 
 def _cli(scenario: Path, out: Path, cache: Path, hash_seed: str):

@@ -27,6 +27,7 @@ TINY = DATA / "tiny_experiments.yaml"
 PRICE = "cards.l40s.price_usd"
 GROWTH = "workloads.chat-8b.traffic.growth_per_year"
 RATE = "finance.discount_rate"
+SW = "software_rate_per_year.cuda"
 ELEC = "site.electricity_usd_per_kwh"
 OPTS = ("h100", "h100+l40s")
 N_DRAWS = 2000  # draw values only (no pipeline runs)
@@ -238,14 +239,22 @@ def test_draw_i_uses_child_i_of_spawn(scn, plan, monkeypatch):
         D.draw(plan, scn.seed, 10, 10)
 
 
-def test_plan_includes_fidelity_prior(scn, plan):
+def test_plan_includes_fidelity_prior(scn, plan, lib):
     from sim.experiments import draws as D
 
-    assert set(plan.paths) == {PRICE, GROWTH, RATE, "efficiency.h100-sxm", "efficiency.l40s"}
+    from sim.perf.software import rate_prior
+
+    assert set(plan.paths) == {PRICE, GROWTH, RATE, "efficiency.h100-sxm", "efficiency.l40s",
+                               SW}
     assert set(D.plan(scn, fidelity=False).paths) == {PRICE, GROWTH, RATE}
     f = D.fidelity_prior("l40s", scn.start)
     d = plan.dists[plan.paths.index("efficiency.l40s")]
     assert d.lognormal.median == f["median"] and d.lognormal.high == f["high"]
+    # both cards run CUDA: one software-rate input, drawn from the stack's fit
+    p = rate_prior("cuda", lib)
+    d = plan.dists[plan.paths.index(SW)]
+    assert (d.normal.mean, d.normal.sd, d.normal.low, d.normal.high) == (
+        p["mean"], p["sd"], p["low"], p["high"])
 
 
 def test_draw_values_within_bounds(drawn, plan, scn):
@@ -255,6 +264,12 @@ def test_draw_values_within_bounds(drawn, plan, scn):
     assert min(v[PRICE]) >= 10000 and max(v[PRICE]) <= 40000
     assert min(v[GROWTH]) >= 0.2 and max(v[GROWTH]) <= 1.0
     assert set(v[RATE]) == {0.05, 0.08, 0.12}
+    sw = np.array(v[SW])  # the software rate: within its bounds, its median the default
+    assert sw.min() >= 0 and sw.max() <= 1
+    from sim.perf.software import default_rate
+    from sim.config.library import Library
+
+    assert abs(np.median(sw) - default_rate("cuda", Library.default())) < 0.01
     for card in ("h100-sxm", "l40s"):
         f = D.fidelity_prior(card, scn.start)
         x = np.array(v[f"efficiency.{card}"])
@@ -626,8 +641,8 @@ def test_tornado_columns_and_percentiles(tornado_df, scn, lib, drawn):
     t = tornado_df
     assert list(t.columns) == ["input", "option", "low_value", "high_value", "npv_low_usd",
                                "npv_high_usd", "base_npv_usd", "swing_usd"]
-    assert set(t.input) == {PRICE, GROWTH, RATE, "efficiency.h100-sxm", "efficiency.l40s"}
-    assert len(t) == 5 * 2
+    assert set(t.input) == {PRICE, GROWTH, RATE, "efficiency.h100-sxm", "efficiency.l40s", SW}
+    assert len(t) == 6 * 2
     ends = t.groupby("input")[["low_value", "high_value"]].first()
     assert tuple(ends.loc[PRICE]) == pytest.approx((13000, 37000))  # uniform [10000, 40000]
     a, c, b = 0.2, 0.5, 1.0  # triangular: closed-form quantiles

@@ -164,10 +164,13 @@ def fit_trends(library: Library) -> list[SoftwareTrend]:
         own = len(lv) >= MIN_RELEASES
         slope, se = (_line(lv)[0], _line(lv)[2]) if own else pooled
         span = years_of(lv[-1].release_date) - years_of(lv[0].release_date)
+        used = {x.engine for x in lv}
+        tables = tuple(t for t in library.ids("engine_table")
+                       if library.engine_table(t).engine in used)
         out.append(SoftwareTrend(
             stack=st, log_rate_per_year=round(slope, 6), log_rate_se=round(se, 6),
             improvement_per_year=round(math.expm1(slope), 6), releases=tuple(lv),
-            last_release=lv[-1].engine, leave_last_out=leave_last_out(lv),
+            last_release=lv[-1].engine, leave_last_out=leave_last_out(lv), tables=tables,
             basis="own" if own else "pooled",
             generated_by="fleetsim calibrate engines (sim/calibrate/software_trend.py)",
             method=("two-way fixed effects (configuration, release) on log per-card output "

@@ -217,6 +217,9 @@ class SoftwareTrend(FleetsimModel):
     releases: tuple[ReleaseLevel, ...] = Field(min_length=2)
     last_release: str
     leave_last_out: TrendCheck | None = None
+    tables: tuple[str, ...] = Field(min_length=1)
+    """The published tables (`hardware_specs/engine_tables/`) the levels come from: the rate's
+    sources (it is `derived` from them)."""
     basis: Literal["own", "pooled"] = "own"
     """`own`: the stack's releases alone; `pooled`: too few releases, slope over all stacks."""
     generated_by: str

@@ -385,8 +385,9 @@ def capacity_vs_demand_figure(per_hour: pd.DataFrame, capacity: pd.DataFrame, sc
                               options: list[str], start: str) -> Figure | None:
     """Per option: demand (requests/s, summed over workloads) against the capacity of the
     option's serving cards at the SLOs, period means. Capacity counts the cards serving or idle
-    (not training, failed, spare or unpowered) times each card's max rate at the SLOs
-    (`Result.capacity`), at the period's demand mix: cards / sum_w(share_w / rate_w,card).
+    (not training, failed, spare or unpowered) times each card's max rate at the SLOs in force
+    that hour (per_hour `<workload>.<card>.capacity_rps_per_card`: engine upgrades and their
+    projection; else `Result.capacity`), at the period's demand mix: cards / sum_w(share_w / rate_w,card).
     Rented cards are not counted in the capacity; the demand they served shows as a band.
     None without inference workloads."""
     wls = _workloads(per_hour)
@@ -407,6 +408,9 @@ def capacity_vs_demand_figure(per_hour: pd.DataFrame, capacity: pd.DataFrame, sc
                 cols[c] = sum(ph[f"{c}.{k}"].fillna(0.0) for k in
                               ("serving", "idle", "reserved_serving", "reserved_idle")
                               if f"{c}.{k}" in ph)
+                for w in wls:  # the capacity in force each hour (engine upgrades), when given
+                    if f"{w}.{c}.capacity_rps_per_card" in ph:
+                        cols[f"{w}.{c}.rate"] = ph[f"{w}.{c}.capacity_rps_per_card"]
             d = period_mean(pd.DataFrame(cols), [k for k in cols if k != "hour"], days)
             demand = sum(d[f"{w}.demand"] for w in wls)
             rented = sum(d[f"{w}.rented"] for w in wls)
@@ -415,9 +419,12 @@ def capacity_vs_demand_figure(per_hour: pd.DataFrame, capacity: pd.DataFrame, sc
             for c in cards:
                 per_req = np.zeros(len(d))  # card-seconds per request at the period's mix
                 for w in wls:
-                    row = capacity[(capacity.workload == w) & (capacity.card == c)]
-                    rate = float(row.rps_per_card.iloc[0]) if len(row) else 0.0
-                    per_req += np.where(share[w] > 0, share[w] / max(rate, 1e-12), 0.0)
+                    if f"{w}.{c}.rate" in d:
+                        rate = d[f"{w}.{c}.rate"].to_numpy()
+                    else:
+                        row = capacity[(capacity.workload == w) & (capacity.card == c)]
+                        rate = float(row.rps_per_card.iloc[0]) if len(row) else 0.0
+                    per_req += np.where(share[w] > 0, share[w] / np.maximum(rate, 1e-12), 0.0)
                 cap += np.where(per_req > 0, d[c].to_numpy() / np.maximum(per_req, 1e-300), 0.0)
             x = _date_axis(ax, d.index.to_numpy(), t0)
             handles["capacity of own serving cards at the SLOs"] = ax.plot(
