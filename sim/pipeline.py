@@ -244,17 +244,30 @@ def _capacity(scn: Scenario, lib: Library, wname: str, card: str, engine: str | 
            w.slo.model_dump(mode="json"),
            scn.capacity_requests, scn.seed, [str(r) for r in lib.roots], str(base),
            spec_overrides(scn)]
-    return dict(_memo(key, lambda: _capacity_uncached(scn, lib, wname, card, engine, base,
-                                                      progress)))
+    row = _memo(key, lambda: _capacity_uncached(scn, lib, wname, card, engine, base, progress))
+    # the row is shared by every workload with the same inputs (memo and disk cache): its
+    # names are this call's
+    return {**row, "workload": wname, "card": card}
 
 
 def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, engine: str | None,
                        base: Path, progress: Callable[[str], None]) -> dict:
-    from sim.serving.capacity import cache_key, cached, max_rate
-    from sim.serving.engine import EngineConfig
-    from sim.serving.metrics import Slo
+    """The capacity row from the disk cache, keyed by everything it is computed from (the card
+    with its factors, the model, the precision, the files' bytes, the workload, the search's
+    size and seed): a warm run reads it without rebuilding the estimates."""
+    from sim.serving.capacity import cached
+
+    key, hw, prec, files, trace = _row_key(scn, lib, wname, card, engine, base)
+    return cached(key, lambda: _capacity_row(scn, lib, wname, card, hw, prec, files, trace,
+                                             progress))
+
+
+def _row_key(scn: Scenario, lib: Library, wname: str, card: str, engine: str | None,
+             base: Path) -> tuple:
+    """(disk-cache key of a capacity row, hardware, precision, library files, trace path)."""
+    from sim.serving import traffic
+    from sim.serving.capacity import cache_key
     from sim.serving.simulate import ServeSetup
-    from sim.serving.traffic import EmpiricalLengths, LognormalLengths, PoissonTraffic
 
     w = scn.workloads[wname]
     hw = Hardware.load(card, lib, engine=engine, as_of=scn.start)
@@ -264,8 +277,60 @@ def _capacity_uncached(scn: Scenario, lib: Library, wname: str, card: str, engin
         files.append(lib.path("engine", hw.engine_id))
         if hw.engine_id in lib.ids("engine_fit"):
             files.append(lib.path("engine_fit", hw.engine_id))
-    if w.traffic.trace:
-        trace = _resolve(base, lib, w.traffic.trace, allow_outside=True)  # run() checked it
+    trace = _resolve(base, lib, w.traffic.trace, allow_outside=True) if w.traffic.trace else None
+    src = [trace] if trace else [lib.path("workload", w.traffic.lengths)]
+    cals = [lib.path("calibration", i) for i in lib.ids("calibration")
+            if i == card or i.startswith(card + "@")]
+    key = cache_key(ServeSetup(lib.model(w.model), hw, prec), {
+        "row": 1, "workload": w.model_dump(mode="json", include={"model", "precision", "slo"}),
+        "n": scn.capacity_requests, "seed": scn.seed,
+        "max_trace_rows": traffic.DEFAULT_MAX_TRACE_ROWS}, [*files, *src, *cals])
+    return key, hw, prec, files, trace
+
+
+def _search_one(args: tuple) -> None:
+    """One capacity search on a worker process (it writes the disk cache)."""
+    scn, lib, wname, card, engine, base = args
+    _capacity(scn, lib, wname, card, engine, base, lambda msg: None)
+
+
+def _prefetch(scn: Scenario, lib: Library, needed: list[tuple[str, str, str | None]],
+              base: Path, say: Callable[[str], None]) -> None:
+    """Run the capacity searches the disk cache lacks side by side on worker processes (spawned:
+    nothing is inherited but the arguments), up to `FLEETSIM_WORKERS` or the CPU count; the run
+    then reads them back in order, so the results do not depend on who computed what."""
+    from sim.serving.capacity import cache_dir
+
+    workers = int(os.environ.get("FLEETSIM_WORKERS", os.cpu_count() or 1))
+    misses = [x for x in needed
+              if not (cache_dir() / f"{_row_key(scn, lib, *x, base)[0]}.json").is_file()]
+    if workers < 2 or len(misses) < 2:
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    n = min(workers, len(misses))
+    say(f"capacity searches: {len(misses)} on {n} processes")
+    with cf.ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as ex:
+        futures = {ex.submit(_search_one, (scn, lib, *x, base)): x for x in misses}
+        for f in cf.as_completed(futures):
+            f.result()  # a search's error surfaces here, as it would in process
+            w, c, e = futures[f]
+            say(f"capacity {w} on {c}{', ' + e if e else ''}: done")
+
+
+def _capacity_row(scn: Scenario, lib: Library, wname: str, card: str, hw: Hardware,
+                  prec: Precision, files: list[Path], trace: Path | None,
+                  progress: Callable[[str], None]) -> dict:
+    from sim.serving.capacity import cache_key, cached, max_rate
+    from sim.serving.engine import EngineConfig
+    from sim.serving.metrics import Slo
+    from sim.serving.simulate import ServeSetup
+    from sim.serving.traffic import EmpiricalLengths, LognormalLengths, PoissonTraffic
+
+    w = scn.workloads[wname]
+    files = list(files)
+    if trace is not None:
         lengths = EmpiricalLengths.from_trace(trace)
         moments = LengthMoments(float(lengths.input_tokens.mean()),
                                 float(lengths.output_tokens.mean()),
@@ -527,14 +592,12 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     hours = np.arange(int(round(H)), dtype=float)
     plans = {o: scn.options[o].engine or scn.engine for o in scn.options}
     plans[""] = scn.engine  # rented cards: the scenario's plan
-    by_engine: dict[tuple[str, str, str | None], dict] = {}
-    for wname in scn.workloads:
-        for card in sorted(serve_cards[wname]):
-            for plan in plans.values():
-                for st in schedule(card, plan, scn.start, float(len(hours)), lib):
-                    if (wname, card, st.engine) not in by_engine:
-                        by_engine[wname, card, st.engine] = _capacity(
-                            scn, lib, wname, card, st.engine, base, say)
+    needed = list(dict.fromkeys(
+        (wname, card, st.engine) for wname in scn.workloads
+        for card in sorted(serve_cards[wname]) for plan in plans.values()
+        for st in schedule(card, plan, scn.start, float(len(hours)), lib)))
+    _prefetch(scn, lib, needed, base, say)
+    by_engine = {x: _capacity(scn, lib, *x, base, say) for x in needed}
     for c in by_engine.values():
         c["efficiency"] = scn.efficiency.get(c["card"], 1.0) * power_cap_factor(
             scn, lib, c["card"], c["prefill_time_fraction"])

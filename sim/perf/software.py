@@ -160,14 +160,7 @@ def rate_prior(stack: str | None, library: Library) -> dict | None:
 def default_rate(stack: str | None, library: Library) -> float:
     """A stack's improvement per year past its last release: the median of `rate_prior`
     (0 for a stack with no fit)."""
-    p = rate_prior(stack, library)
-    if p is None:
-        return 0.0
-    from scipy import stats
-
-    d = stats.norm(p["mean"], p["sd"])
-    a, b = d.cdf(p["low"]), d.cdf(p["high"])
-    return float(np.clip(d.ppf(a + 0.5 * (b - a)), p["low"], p["high"]))
+    return rate_quantiles(stack, library, (0.5,))[0]
 
 
 @dataclass(frozen=True)
@@ -205,11 +198,13 @@ def rate_quantiles(stack: str | None, library: Library, qs=(0.05, 0.95)) -> tupl
     p = rate_prior(stack, library)
     if p is None:
         return tuple(0.0 for _ in qs)
-    from scipy import stats
+    from scipy.special import ndtr, ndtri  # the normal CDF and its inverse (scipy.stats is slow
+    #                                       to import for a warm run)
 
-    d = stats.norm(p["mean"], p["sd"])
-    a, b = d.cdf(p["low"]), d.cdf(p["high"])
-    return tuple(float(np.clip(d.ppf(a + q * (b - a)), p["low"], p["high"])) for q in qs)
+    m, sd = p["mean"], p["sd"]
+    a, b = ndtr((p["low"] - m) / sd), ndtr((p["high"] - m) / sd)
+    return tuple(float(np.clip(m + sd * ndtri(a + q * (b - a)), p["low"], p["high"]))
+                 for q in qs)
 
 
 def history(card: str, start_engine: str | None, capacity_at_start: float,
