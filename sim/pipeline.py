@@ -511,6 +511,7 @@ def _software_row(oname: str, wname: str, card: str, sw: CardSoftware, own: bool
             "role": "own" if own else "rented",
             "engines": " -> ".join(f"{e} from hour {h:.0f}" for h, e in runs),
             "upgrade_hours": [float(h) for h, _ in runs[1:]],
+            "upgrade_engines": [e or "" for _, e in runs[1:]],
             "engine_at_start": sw.in_force[0], "engine_at_end": sw.in_force[-1],
             "projected_from_hour": sw.projected_from_hour, "rate_per_year": sw.rate_per_year,
             "roofline_ceiling": sw.ceiling, "capacity_start_rps": float(cap[0]),

@@ -347,7 +347,7 @@ def software_lines(result) -> list[str]:
         parts = []
         for r in rows.drop_duplicates("card").itertuples():
             ups = ", ".join(f"{e} from {t0 + int(h // 24)}" for h, e in
-                            zip(r.upgrade_hours, r.engines.split(" -> ")[1:]))
+                            zip(r.upgrade_hours, r.upgrade_engines))
             proj = (f"then +{r.rate_per_year:.1%} a year projected past its last release "
                     f"(roofline at {r.roofline_ceiling:.2f}x)" if pd.notna(r.projected_from_hour)
                     and r.rate_per_year > 0 else "no projection")
