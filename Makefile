@@ -30,6 +30,8 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(VENV)/bin/fleetsim calibrate engines --report benchmarks/results/engine_calibration.md
 	$(PY) benchmarks/fidelity_mlperf.py
+	$(VENV)/bin/fleetsim calibrate training --report benchmarks/results/training_calibration.md
+	$(PY) benchmarks/fidelity_training.py
 	$(PY) benchmarks/serving_speed.py
 	$(PY) benchmarks/mlperf_server.py
 	$(PY) benchmarks/fleet_speed.py

@@ -65,7 +65,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sim.perf.precision import PrecisionError
     from sim.serving.simulate import ServingError
 
-    return (ConfigError, LayoutError, PrecisionError, ServingError)
+    from sim.perf.training import TrainingLayoutError
+
+    return (ConfigError, LayoutError, PrecisionError, ServingError, TrainingLayoutError)
 
 
 def _print_table(t: Table, ids: tuple[str, ...] = ("id",)) -> None:
@@ -881,6 +883,7 @@ def _opt(v: float | None) -> str:
 
 def _register_experiments() -> None:
     import sim.cli_experiments  # noqa: F401  (registers validate/sweep/mc/tornado/flip)
+    import sim.cli_train  # noqa: F401  (registers train, calibrate training)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,7 +44,6 @@ from sim.perf.offline import LengthMoments
 from sim.perf.precision import Precision, PrecisionError
 from sim.perf.software import (CardSoftware, card_capacity, default_rate, history,
                                in_force_at_start, rate_quantiles, schedule, stack_of)
-from sim.perf.training import TrainingLayout, training_throughput
 from sim.report import json_safe, md_text
 
 SERVER_POWER_PER_TDP = SERVER_KW_PER_CARD_KW  # DGX H100: 10.2 kW for 8 x 700 W GPUs (E4)
@@ -198,15 +197,31 @@ def _memo(key: list, compute: Callable[[], object]):
     return _MEMO[k]
 
 
-def _training_speed(lib: Library, card: str, model_id: str, n_cards: int,
-                    overrides: dict | None = None) -> float:
-    def compute() -> float:
-        hw = Hardware.load(card, lib)  # training speed is the card's MFU: no engine factor
-        tr = training_throughput(lib.model(model_id), hw,
-                                 TrainingLayout(dp=max(n_cards // 8, 1), tp=8))
-        return tr.tokens_per_s_per_card
-    return _memo(["training", card, model_id, n_cards, [str(r) for r in lib.roots],
-                  overrides or {}], compute)
+CAMPAIGN_SEQ_TOKENS = 8192
+CAMPAIGN_BATCH_TOKENS = 16 * 2**20
+"""A scenario's campaign trains Llama-3-style: 8K sequences, 16M-token batches (reference-data
+B4: the Llama 3 405B run), BF16, on the fastest layout that fits its cards."""
+
+
+def _training_plan(lib: Library, card: str, model_id: str, n_cards: int,
+                   failures_per_card_year: float, overrides: dict | None = None) -> dict:
+    """Tokens/s per card of a campaign's fastest layout, its layout and MFU, and its goodput
+    under interruptions (sim.perf.training)."""
+    from sim.perf.training import TrainingLayoutError, TrainJob, plan_training
+
+    def compute() -> dict:
+        job = TrainJob(lib.model(model_id), CAMPAIGN_SEQ_TOKENS,
+                       CAMPAIGN_BATCH_TOKENS // CAMPAIGN_SEQ_TOKENS)
+        try:
+            p = plan_training(job, card, n_cards, lib, tokens=1.0,
+                              failures_per_card_year=failures_per_card_year)
+        except TrainingLayoutError as exc:
+            raise ConfigError(str(exc)) from None
+        return {"tokens_per_s_per_card": p.step.tokens_per_s_per_card,
+                "goodput": p.interruptions.goodput, "layout": p.step.layout.label(),
+                "mfu": p.step.mfu, "calibration": p.calibration}
+    return dict(_memo(["training", card, model_id, n_cards, failures_per_card_year,
+                       [str(r) for r in lib.roots], overrides or {}], compute))
 
 
 def _card_price(scn: Scenario, lib: Library, card: str, given: float | None) -> float:
@@ -619,7 +634,12 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
     # ---- training campaigns --------------------------------------------------------------------
     camps: list[Campaign] = []
     for tname, t in scn.training.items():
-        tok_s = _training_speed(lib, t.card, t.model, t.cards or 64, spec_overrides(scn))
+        try:
+            tp_ = _training_plan(lib, t.card, t.model, t.cards or 64,
+                                 scn.reliability.failures_per_card_year, spec_overrides(scn))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: training.{tname}: {exc}") from None
+        tok_s = tp_["tokens_per_s_per_card"]
         card_hours = t.tokens / (tok_s * scn.efficiency.get(t.card, 1.0)
                                  * power_cap_factor(scn, lib, t.card, 1.0)) / 3600.0
         start = _hours_from(scn.start, t.start)
@@ -628,7 +648,8 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
         while start + k * step < H and (k == 0 or step > 0):
             s0 = start + k * step
             camps.append(Campaign(f"{tname}#{k + 1}", t.card, t.cards, card_hours, s0,
-                                  t.priority, deadline_hour=None if t.deadline_days is None
+                                  t.priority, ettr=tp_["goodput"],
+                                  deadline_hour=None if t.deadline_days is None
                                   else s0 + t.deadline_days * 24))
             k += 1
 

@@ -19,7 +19,7 @@ from sim.perf.offline import kv_tokens_per_sequence, LengthMoments, offline_thro
 from sim.perf.params import active_params, embedding_params
 from sim.perf.precision import Precision, PrecisionError
 from sim.perf.step import StepBatch, expected_distinct_experts, step_time
-from sim.perf.training import TrainingLayout, training_flops_per_token, training_throughput
+from sim.perf.training import training_flops_per_token
 
 BF16 = Precision.preset("bf16")
 FP8 = Precision.preset("fp8")
@@ -158,13 +158,9 @@ def test_moe_decode_reads_more_than_active_but_computes_active(lib, hw_cache):
     assert 3.0 < large / small < 4.5
 
 
-def test_training_uses_mfu_alone(lib, hw_cache):
+def test_training_flops_per_token(lib):
     m = lib.model("llama-3.1-70b")
-    hw = hw_cache("h100-sxm")
-    res = training_throughput(m, hw, TrainingLayout(dp=64, tp=8, pp=1), seq_tokens=8192)
     fpt = training_flops_per_token(m, 8192)
-    assert res.tokens_per_s_per_card == pytest.approx(989.4e12 * 0.41 / fpt, rel=1e-9)
-    assert res.exposed_comm_fraction == 0.0
     assert 6 * 70e9 < fpt < 6 * 80e9
 
 

@@ -226,6 +226,33 @@ class SoftwareTrend(FleetsimModel):
     method: str
 
 
+# ---- training fits (written by `fleetsim calibrate training`) --------------------------------
+
+class TrainingFactors(FleetsimModel):
+    """What a training framework achieves on a card beyond its microbenchmarks: a compute factor
+    on GEMM and attention efficiency, and the share of tensor-parallel communication it hides
+    under compute (Transformer Engine's communication overlap)."""
+
+    compute: PositiveFloat
+    tp_overlap: Annotated[float, Field(ge=0, le=1)]
+
+
+class TrainingFit(FleetsimModel):
+    """Per card (or `pooled` over every card), fitted to published non-MLPerf training tables
+    (`hardware_specs/training_tables/`); tier `published` for a card's own fit."""
+
+    card: str
+    factors: TrainingFactors
+    points: PositiveInt
+    residual_median_abs: NonNegativeFloat
+    loo_median_abs: NonNegativeFloat | None = None
+    log_sigma: NonNegativeFloat | None = None
+    tables: tuple[str, ...] = Field(min_length=1)
+    tier: Tier
+    generated_by: str
+    note: str = ""
+
+
 # ---- collective curves (all-reduce bus bandwidth by message size) ---------------------------
 
 class CollectiveSource(Source):

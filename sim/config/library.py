@@ -31,9 +31,11 @@ from sim.config.engine import (
     EngineSpec,
     EngineTable,
     SoftwareTrend,
+    TrainingFit,
 )
 from sim.config.loader import ConfigError, load_file
 from sim.config.model import ModelSpec
+from sim.config.training import TrainingBenchmark
 from sim.config.workload import LengthMix
 
 T = TypeVar("T", bound=BaseModel)
@@ -48,6 +50,8 @@ KINDS: dict[str, tuple[str, type[BaseModel]]] = {
     "engine_fit": ("hardware_specs/engine_fits", EngineFit),
     "collective": ("hardware_specs/collectives", CollectiveTable),
     "software_trend": ("hardware_specs/software_trends", SoftwareTrend),
+    "training_fit": ("hardware_specs/training_fits", TrainingFit),
+    "training_benchmark": ("workloads/training", TrainingBenchmark),
 }
 
 
@@ -145,6 +149,16 @@ class Library:
         if stack not in self.ids("software_trend"):
             return None
         return self._get("software_trend", stack)  # type: ignore[return-value]
+
+    def training_fit(self, card: str) -> TrainingFit | None:
+        """A card's fitted training factors, else the pooled fit, else None."""
+        for ident in (card, "pooled"):
+            if ident in self.ids("training_fit"):
+                return self._get("training_fit", ident)  # type: ignore[return-value]
+        return None
+
+    def training_benchmark(self, ident: str) -> TrainingBenchmark:
+        return self._get("training_benchmark", ident)  # type: ignore[return-value]
 
     def collective(self, ident: str) -> CollectiveTable:
         return self._get("collective", ident)  # type: ignore[return-value]

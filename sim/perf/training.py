@@ -1,58 +1,141 @@
-"""Training speed of a parallel layout.
+"""Training from physics: a parallel layout's step time, memory per card and MFU.
 
-    FLOPs per token = 6 · P_matmul_active + 6 · layers · seq · d_attn   (causal attention: half
-                      of 12·L·d, as in the Llama 3 / Megatron accounting)
-    step_s           = FLOPs(global batch) / (cards · peak_bf16 · MFU)  + exposed TP comm
+One optimizer step of a job (a model, sequence length, global batch in sequences, precision,
+task) on a layout (tensor, pipeline, data, context and expert parallel degrees; micro-batch;
+virtual pipeline stages; activation recomputation; ZeRO stage):
 
-MFU is calibrated against published runs, which already contain communication and pipeline
-bubbles (modeling-notes.md): it is used alone, never together with a separately computed
-communication time. The one exception is a layout the calibration runs did not have: a tensor-
-parallel group larger than the card's scale-up domain (TP over PCIe or the scale-out network);
-its all-reduce time is then computed explicitly and added. The pipeline bubble of the layout,
-(pp-1)/(microbatches+pp-1), is reported for information, not added. MoE and FP8 runs are
-counted against the BF16 peak. Failures and restarts (ETTR) are applied by the fleet layer.
+    F          forward of one micro-batch on the slowest pipeline stage: the serving step model
+               (`sim.perf.step.StepModel`: GEMMs, attention, MoE, elementwise, TP all-reduces)
+               on micro_batch x seq / cp tokens, plus the LM head over every token
+    B          backward = 2 (F - attention) + 2.5 attention (activation and weight gradients;
+               FlashAttention's backward recomputes the scores); a LoRA job's frozen weights need
+               only activation gradients: B = (F - attention) + 2.5 attention
+    R          recomputation: full = F again, selective = the attention core, none = 0
+    compute    (m + (pp - 1) / vp) (F + B + R), m = global_batch / (dp x micro_batch): 1F1B with
+               its pipeline bubble (interleaved by vp)
+    pp p2p     2 m sends of one micro-batch's activations per stage boundary (not overlapped)
+    dp         gradient reduce-scatter + parameter all-gather of the stage's weights over dp
+               (ring volume 2 (dp-1)/dp), on the scale-out NIC when the job spans more than one
+               scale-up domain; overlapped with one micro-batch's backward and forward, the rest
+               exposed
+    moe        4 all-to-alls per MoE layer and micro-batch (dispatch and combine, both passes)
+    optimizer  28 bytes per local parameter (Adam: read master, m, v, grad; write master, m, v,
+               param) at the achieved memory bandwidth
+
+Memory per card: bf16 weights (2 B/param), bf16 gradients reduced in bf16 (2 B, NeMo's default;
+ZeRO >= 2 shards them),
+fp32 master weights and Adam moments (12 B; ZeRO >= 1 shards them over dp), ZeRO-3 shards the
+weights too; a LoRA job keeps only its frozen bf16 weights. Activations per layer and token
+follow Korthikanti et al. 2022 (sequence parallel, FlashAttention: no s^2 term), with the FFN
+width in place of 4h; full recomputation keeps only each layer's input; the first stage holds
+min(m, pp) micro-batches in flight; the last stage also holds fp32 logits; FP8 runs keep the
+GEMM inputs in FP8. `USABLE_FRACTION` of
+the card's memory is usable.
+
+What the framework achieves beyond the card's microbenchmarks (one compute factor per card) is
+fitted to published, non-MLPerf training tables (`hardware_specs/training_tables/`,
+`sim.calibrate.training`); MLPerf Training results only validate. MFU is an output.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
 
 from sim.config.model import ModelSpec
 from sim.perf.hardware import Hardware
-from sim.perf.memory import Layout, check_layout
-from sim.perf.params import active_params
+from sim.perf.memory import Layout
+from sim.perf.params import active_params, layer_params, total_params
+from sim.perf.precision import Precision
+from sim.perf.step import StepBatch, StepModel
 
 SECONDS_PER_DAY = 86400.0
+USABLE_FRACTION = 0.90
+"""Share of device memory a training job can hold (CUDA/ROCm context, NCCL buffers, allocator
+fragmentation take the rest; assumed, the common 10% headroom)."""
+OPTIMIZER_BYTES_PER_PARAM = 28.0
+NIC_EFFICIENCY = 0.8
+"""Achieved share of the NIC's line rate in ring collectives over the scale-out network
+(assumed; NCCL over InfiniBand/RoCE reaches 80-90%)."""
+
+Recompute = Literal["none", "selective", "full"]
+Task = Literal["pretrain", "finetune", "lora"]
+
+
+class TrainingLayoutError(ValueError):
+    """A layout that cannot run (does not divide, does not fit): one line naming it."""
 
 
 @dataclass(frozen=True)
-class TrainingLayout:
-    dp: int = 1
-    tp: int = 8
+class TrainLayout:
+    tp: int = 1
     pp: int = 1
-    microbatches: int = 8
+    dp: int = 1
+    cp: int = 1
+    ep: int = 1
+    micro_batch: int = 1
+    vp: int = 1
+    recompute: Recompute = "none"
+    zero: int = 1
 
     @property
     def cards(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.tp * self.pp * self.dp * self.cp
+
+    def label(self) -> str:
+        extra = [f"CP{self.cp}"] * (self.cp > 1) + [f"EP{self.ep}"] * (self.ep > 1) + [
+            f"VP{self.vp}"] * (self.vp > 1)
+        return " ".join([f"TP{self.tp} PP{self.pp} DP{self.dp}", *extra,
+                         f"mb{self.micro_batch}", f"recompute {self.recompute}",
+                         f"ZeRO-{self.zero}"])
 
 
 @dataclass(frozen=True)
-class TrainingResult:
-    cards: int
-    tokens_per_s_per_card: float
-    tokens_per_s: float
-    flops_per_token: float
-    mfu: float
-    mfu_tier: str
-    exposed_comm_fraction: float
-    pipeline_bubble_fraction: float
+class TrainJob:
+    model: ModelSpec
+    seq_tokens: int
+    global_batch: int
+    """Sequences per optimizer step."""
+    precision: Literal["bf16", "fp8"] = "bf16"
+    task: Task = "pretrain"
+
+
+@dataclass(frozen=True)
+class TrainMemory:
+    params_gb: float
+    grads_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    logits_gb: float
+    usable_gb: float
+
+    @property
+    def total_gb(self) -> float:
+        return (self.params_gb + self.grads_gb + self.optimizer_gb + self.activations_gb
+                + self.logits_gb)
+
+    @property
+    def fits(self) -> bool:
+        return self.total_gb <= self.usable_gb
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    layout: TrainLayout
+    step_s: float
+    parts: dict[str, float] = field(hash=False)
+    tokens_per_s_per_card: float = 0.0
+    mfu: float = 0.0
+    memory: TrainMemory | None = None
 
 
 def training_flops_per_token(model: ModelSpec, seq_tokens: int) -> float:
+    """Model FLOPs per trained token: 6 x matmul parameters a token uses (the input embedding
+    is a lookup) + causal attention 6 x layers x seq x d_attn (half of 12 L s d)."""
     a = model.architecture
-    # every parameter a token uses is a matmul except the input embedding lookup (tied or not,
-    # the LM head matmul remains)
     matmul_active = active_params(a) - a.vocab_size * a.hidden_size
     if a.attention == "mla":
         assert a.mla is not None
@@ -63,31 +146,377 @@ def training_flops_per_token(model: ModelSpec, seq_tokens: int) -> float:
     return 6.0 * matmul_active + 6.0 * a.num_layers * seq_tokens * d_attn
 
 
-def training_throughput(model: ModelSpec, hw: Hardware, layout: TrainingLayout,
-                        seq_tokens: int = 8192, global_batch_tokens: float = 16e6) -> TrainingResult:
-    check_layout(model, Layout(tp=layout.tp, pp=layout.pp))
-    mfu_f = hw.factors["training_mfu"]
-    peak = hw.peak_flops("bf16")
-    fpt = training_flops_per_token(model, seq_tokens)
-    compute_s = global_batch_tokens * fpt / (layout.cards * peak * mfu_f.value)
-    exposed = 0.0
-    if layout.tp > hw.card.scale_up.domain_size:
-        # 4 all-reduces per layer per microbatch pass (2 forward, 2 backward) of the local
-        # activations, on the slower path
-        a = model.architecture
-        tokens_per_replica = global_batch_tokens / layout.dp
-        msg = tokens_per_replica * a.hidden_size * 2.0
-        n_ar = 4 * a.num_layers / layout.pp
-        exposed = n_ar * hw.allreduce_s(msg, layout.tp)
-    step_s = compute_s + exposed
-    tps = global_batch_tokens / step_s
-    bubble = (layout.pp - 1) / (layout.microbatches + layout.pp - 1)
-    return TrainingResult(layout.cards, tps / layout.cards, tps, fpt,
-                          mfu_f.value, mfu_f.tier, exposed / step_s, bubble)
+# ---- checks ----------------------------------------------------------------------------------
+
+def check_train_layout(job: TrainJob, lay: TrainLayout, cards: int | None = None) -> None:
+    """Divisibility rules of Megatron-style layouts; one-line `TrainingLayoutError`."""
+    a = job.model.architecture
+    name = lay.label()
+    if cards is not None and lay.cards != cards:
+        raise TrainingLayoutError(f"layout {name} uses {lay.cards} cards, not {cards} "
+                                  "(tp x pp x dp x cp must equal the cards)")
+    if lay.tp > a.num_attention_heads or a.num_attention_heads % lay.tp:
+        raise TrainingLayoutError(f"layout {name}: TP {lay.tp} does not divide the "
+                                  f"{a.num_attention_heads} attention heads")
+    if lay.pp > a.num_layers:
+        raise TrainingLayoutError(f"layout {name}: PP {lay.pp} exceeds the {a.num_layers} layers")
+    if lay.vp > 1 and a.num_layers % (lay.pp * lay.vp):
+        raise TrainingLayoutError(f"layout {name}: {a.num_layers} layers do not split into "
+                                  f"PP {lay.pp} x VP {lay.vp} stages")
+    if job.global_batch % (lay.dp * lay.micro_batch):
+        raise TrainingLayoutError(f"layout {name}: global batch {job.global_batch} is not a "
+                                  f"multiple of DP {lay.dp} x micro-batch {lay.micro_batch}")
+    if job.seq_tokens % lay.cp:
+        raise TrainingLayoutError(f"layout {name}: CP {lay.cp} does not divide the sequence "
+                                  f"of {job.seq_tokens} tokens")
+    moe = a.moe
+    if lay.ep > 1 and (moe is None or moe.num_experts % lay.ep or lay.ep > lay.dp * lay.cp):
+        raise TrainingLayoutError(f"layout {name}: EP {lay.ep} needs an MoE model whose experts "
+                                  "it divides, within DP x CP")
+    if lay.zero not in (0, 1, 2, 3):
+        raise TrainingLayoutError(f"layout {name}: ZeRO stage must be 0-3")
 
 
-def days_to_train(model: ModelSpec, hw: Hardware, tokens: float, cards: int, tp: int = 8,
-                  pp: int = 1, seq_tokens: int = 8192) -> float:
-    dp = max(cards // (tp * pp), 1)
-    res = training_throughput(model, hw, TrainingLayout(dp=dp, tp=tp, pp=pp), seq_tokens)
-    return tokens / res.tokens_per_s / SECONDS_PER_DAY
+# ---- memory ----------------------------------------------------------------------------------
+
+def _local_params(job: TrainJob, lay: TrainLayout) -> float:
+    a = job.model.architecture
+    experts = sum(layer_params(a, i).experts for i in range(a.num_layers))
+    return (total_params(a) - experts) / (lay.tp * lay.pp) + experts / (lay.tp * lay.pp * lay.ep)
+
+
+def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout) -> float:
+    a = job.model.architecture
+    h = a.hidden_size
+    moe = a.moe
+    f = float(moe.expert_ffn_size * moe.experts_per_token if moe else a.ffn_size)
+    if lay.recompute == "full":
+        return 2.0 * h / lay.tp
+    mlp = 2 * h + (6 * f if a.ffn_kind == "swiglu" else 4 * f) + h
+    total = 15 * h + mlp  # Korthikanti: attention 15 sbh; MLP with width f
+    if job.precision == "fp8":  # GEMM inputs are kept in FP8 (Transformer Engine): 1 byte
+        total -= 3 * h + f
+    return total / lay.tp
+
+
+def memory_per_card(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainMemory:
+    a = job.model.architecture
+    p = _local_params(job, lay)
+    d = lay.dp
+    lora = job.task == "lora"
+    params = 2.0 * p / (d if lay.zero >= 3 else 1)
+    grads = 0.0 if lora else 2.0 * p / (d if lay.zero >= 2 else 1)
+    opt = 0.0 if lora else 12.0 * p / (d if lay.zero >= 1 else 1)
+    m = job.global_batch // (lay.dp * lay.micro_batch)
+    tokens = lay.micro_batch * job.seq_tokens / lay.cp
+    layers = math.ceil(a.num_layers / lay.pp)
+    one = tokens * _act_bytes_per_token_layer(job, lay) * layers
+    acts = one * max(1, min(m, lay.pp))  # the first stage: micro-batches in flight
+    logits = tokens * a.vocab_size / lay.tp * 4.0  # fp32, on the last stage
+    if lay.pp > 1:  # the last stage holds one micro-batch and the logits: whichever is more
+        logits = max(0.0, one + logits - acts)
+    gb = 1e9
+    return TrainMemory(params / gb, grads / gb, opt / gb, acts / gb, logits / gb,
+                       hw.memory_bytes * USABLE_FRACTION / gb)
+
+
+# ---- time ------------------------------------------------------------------------------------
+
+def _scale_out_bps(hw: Hardware) -> float:
+    so = hw.card.scale_out
+    return max(so.nic_gbit_per_s, 1e-9) * 1e9 / 8.0 * NIC_EFFICIENCY
+
+
+def _group_bps(hw: Hardware, group: int, span_cards: int) -> float:
+    """Per-card bandwidth of a collective over `group` ranks whose members lie `span_cards`
+    apart in card order: inside the scale-up domain when they fit in it, else the NIC."""
+    if group <= 1:
+        return math.inf
+    if group * span_cards <= hw.card.scale_up.domain_size:
+        return hw.link_bandwidth_bps(min(group, hw.card.scale_up.domain_size)) * \
+            hw.factors["allreduce_busbw"].value
+    return _scale_out_bps(hw)
+
+
+TRAIN_NEUTRAL = {"engine_bandwidth": 1.0, "step_overhead_ms": 0.0, "engine_seq_overhead_us": 0.0}
+"""A serving engine's factors that do not apply to a training step (batching overheads)."""
+
+
+@dataclass(frozen=True)
+class TrainingHardware:
+    hw: Hardware
+    tp_overlap: float
+    tier: str
+    source: str
+
+
+def training_hardware(card: str, library, compute: float | None = None,
+                      tp_overlap: float | None = None) -> TrainingHardware:
+    """The card as a training framework runs it: the card's microbenchmark factors with the
+    training fit's compute factor in place of a serving engine's (its own fit, tier
+    `published`; else the pooled fit over every card, `assumed`; else neutral, `assumed`).
+    `compute` / `tp_overlap` override the fit (calibration)."""
+    base = Hardware.load(card, library)
+    fit = library.training_fit(card)
+    if fit is None:
+        c, o, tier, src = 1.0, 0.5, "assumed", "no training fit: neutral compute, half overlap"
+    else:
+        c, o = fit.factors.compute, fit.factors.tp_overlap
+        tier = fit.tier if fit.card == card else "assumed"
+        src = f"hardware_specs/training_fits/{fit.card}.yaml ({fit.points} points)"
+    c = c if compute is None else compute
+    o = o if tp_overlap is None else tp_overlap
+    return TrainingHardware(base.with_overrides(engine_compute=c, **TRAIN_NEUTRAL), o, tier, src)
+
+
+def _forward(job: TrainJob, lay: TrainLayout, hw: Hardware) -> tuple[float, float, float]:
+    """(forward s of one micro-batch on the slowest stage, its attention part, its TP part)."""
+    prec = Precision.preset(job.precision)
+    sm = StepModel(job.model, hw, Layout(tp=lay.tp, pp=lay.pp), prec)
+    T = lay.micro_batch * job.seq_tokens / lay.cp
+    parts = {k: float(v[0]) for k, v in sm.token_parts(np.array([T])).items()}
+    if lay.tp > hw.card.scale_up.domain_size:  # TP across servers: the NIC carries it
+        a = job.model.architecture
+        msg = T * a.hidden_size * 2.0
+        parts["allreduce"] = 2 * a.num_layers / lay.pp * (
+            msg * 2 * (lay.tp - 1) / lay.tp / _scale_out_bps(hw))
+    b = StepBatch.prefill(lay.micro_batch, job.seq_tokens)
+    b = replace(b, prefill_tokens=T, prefill_pairs=b.prefill_pairs / lay.cp,
+                prefill_kv_tokens=b.prefill_kv_tokens / lay.cp)
+    attn = sm.attention(b)
+    head = float(sm.lm_head(np.array([T]))[0])
+    return sum(parts.values()) + attn + head, attn, parts["allreduce"]
+
+
+def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
+               tp_overlap: float = 0.0) -> TrainStep:
+    """Time of one optimizer step on `lay`, its parts, throughput, MFU and memory;
+    `tp_overlap` of the tensor-parallel communication is hidden under compute."""
+    check_train_layout(job, lay)
+    a = job.model.architecture
+    fwd, attn, tp_s = _forward(job, lay, hw)
+    fwd -= tp_overlap * tp_s
+    # backward: GEMMs twice the forward (activation and weight gradients; once for LoRA's frozen
+    # weights), attention 2.5x (FlashAttention's backward recomputes the scores: 5 matmuls to 2)
+    bwd = (1.0 if job.task == "lora" else 2.0) * (fwd - attn) + 2.5 * attn
+    rec = {"full": fwd, "selective": attn, "none": 0.0}[lay.recompute]
+    m = job.global_batch // (lay.dp * lay.micro_batch)
+    per_mb = fwd + bwd + rec
+    compute = m * per_mb
+    bubble = (lay.pp - 1) / lay.vp * per_mb
+    T = lay.micro_batch * job.seq_tokens / lay.cp
+    p2p = 0.0
+    if lay.pp > 1:
+        p2p = 2 * m * T * a.hidden_size * 2.0 / _group_bps(hw, lay.pp, lay.tp)
+    p_local = _local_params(job, lay)
+    dp_ranks = lay.dp * lay.cp
+    dp_s, window = 0.0, fwd + bwd
+    if dp_ranks > 1 and (job.task != "lora" or lay.zero >= 3):
+        # ZeRO-1/2: one reduce-scatter of the gradients and one all-gather of the parameters
+        # per step, overlapped with the last micro-batch's backward and the first's forward;
+        # ZeRO-3 also gathers the weights for every micro-batch's forward and backward,
+        # prefetched layer by layer under the whole step's compute
+        passes = (2 * m + 1) if lay.zero >= 3 else 2
+        if job.task == "lora":
+            passes = 2 * m
+        vol = passes * (2.0 * p_local) * (dp_ranks - 1) / dp_ranks
+        dp_s = vol / _group_bps(hw, dp_ranks, lay.tp * lay.pp)
+        window = compute if lay.zero >= 3 else fwd + bwd
+    dp_exposed = max(0.0, dp_s - window)
+    moe_s = 0.0
+    if a.moe is not None and lay.ep > 1:
+        n_moe = (a.num_layers - a.moe.num_dense_layers) / lay.pp
+        msg = T * a.moe.experts_per_token * a.hidden_size * 2.0 * (lay.ep - 1) / lay.ep
+        moe_s = 4 * n_moe * m * msg / _group_bps(hw, lay.ep, lay.tp)
+    opt_params = 0.0 if job.task == "lora" else p_local / (dp_ranks if lay.zero >= 1 else 1)
+    optimizer = opt_params * OPTIMIZER_BYTES_PER_PARAM / hw.mem_bandwidth_bps
+    parts = {"forward": m * fwd, "backward": m * bwd, "recompute": m * rec,
+             "pipeline_bubble": bubble, "pipeline_p2p": p2p, "dp_exposed": dp_exposed,
+             "moe_all_to_all": moe_s, "optimizer": optimizer}
+    step = compute + bubble + p2p + dp_exposed + moe_s + optimizer
+    tok_card = job.global_batch * job.seq_tokens / step / lay.cards
+    fpt = training_flops_per_token(job.model, job.seq_tokens) * (4 / 6 if job.task == "lora"
+                                                                  else 1.0)
+    mfu = tok_card * fpt / hw.peak_flops("bf16")  # LoRA: forward + activation gradients only
+    return TrainStep(lay, step, parts, tok_card, mfu, memory_per_card(job, lay, hw))
+
+
+# ---- layout search ---------------------------------------------------------------------------
+
+def _divisors(n: int, cap: int) -> list[int]:
+    return [d for d in range(1, min(n, cap) + 1) if n % d == 0]
+
+
+def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayout]:
+    """The search space of Megatron-LM / NeMo recipes: TP within the scale-up domain (1-8),
+    PP dividing the layers (up to 16), CP 1-4 for sequences of 8K or more, EP for MoE, micro-
+    batches 1-4, virtual stages, recomputation none/selective/full, ZeRO-1 (distributed
+    optimizer) or ZeRO-3."""
+    a = job.model.architecture
+    dom = hw.card.scale_up.domain_size
+    out = []
+    tps = [t for t in (1, 2, 4, 8) if t <= max(dom, 1) and a.num_attention_heads % t == 0]
+    cps = [c for c in (1, 2, 4) if job.seq_tokens >= 8192 * c / 2 and job.seq_tokens % c == 0]
+    eps = [1] if a.moe is None else [e for e in (1, 2, 4, 8, 16, 32, 64)
+                                     if a.moe.num_experts % e == 0]
+    for tp in tps:
+        for pp in [p for p in _divisors(a.num_layers, 16) if p in (1, 2, 4, 8, 16)]:
+            for cp in cps:
+                if cards % (tp * pp * cp):
+                    continue
+                dp = cards // (tp * pp * cp)
+                for ep in [e for e in eps if e <= dp * cp]:
+                    for mb in (1, 2, 4):
+                        if job.global_batch % (dp * mb):
+                            continue
+                        vps = [1] + [v for v in (2, 4) if pp > 1
+                                     and a.num_layers % (pp * v) == 0]
+                        for vp in vps:
+                            for rc in ("none", "selective", "full"):
+                                for z in (1, 3):
+                                    out.append(TrainLayout(tp, pp, dp, cp, ep, mb, vp, rc, z))
+    return out
+
+
+def search_layout(job: TrainJob, hw: Hardware, cards: int, tp_overlap: float = 0.0) -> TrainStep:
+    """The fastest layout that fits (ties: fewer model-parallel cards, then the listed order).
+    `TrainingLayoutError` naming the smallest memory need when none fits."""
+    best: TrainStep | None = None
+    smallest: TrainStep | None = None
+    for lay in candidate_layouts(job, hw, cards):
+        mem = memory_per_card(job, lay, hw)
+        if not mem.fits:
+            if smallest is None or mem.total_gb < smallest.memory.total_gb:
+                smallest = TrainStep(lay, math.inf, {}, memory=mem)
+            continue
+        st = train_step(job, lay, hw, tp_overlap)
+        if best is None or st.step_s < best.step_s * (1 - 1e-9):
+            best = st
+    if best is None:
+        if smallest is None:
+            raise TrainingLayoutError(f"{job.model.name}: no layout of {cards} cards divides "
+                                      f"a global batch of {job.global_batch} sequences")
+        mm = smallest.memory
+        raise TrainingLayoutError(
+            f"{job.model.name} on {cards} x {hw.card_id}: no layout fits; the smallest, "
+            f"{smallest.layout.label()}, needs {mm.total_gb:.1f} GB per card of "
+            f"{mm.usable_gb:.1f} GB usable")
+    return best
+
+
+# ---- interruptions ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Interruptions:
+    failures_per_day: float
+    checkpoint_interval_s: float
+    checkpoint_write_s: float
+    restart_s: float
+    goodput: float
+    """Share of wall time that advances training (1 - checkpoint time - lost work - restarts)."""
+
+    def lost_fraction(self) -> float:
+        return 1.0 - self.goodput
+
+
+RESTART_S = 11 * 60.0
+"""Automated restart from a checkpoint: median retry 11 minutes (reference-data D2, the B200
+cluster report)."""
+CHECKPOINT_BYTES_PER_PARAM = 14.0
+"""bf16 weights + fp32 master weights and Adam moments (2 + 12 bytes per parameter)."""
+CHECKPOINT_WRITE_BPS_PER_CARD = 1e9
+"""Checkpoint write bandwidth per card to shared storage (assumed 1 GB/s; synchronous)."""
+
+
+def lost_fraction(interval_s: float, mtbf_s: float, write_s: float, restart_s: float) -> float:
+    """First-order share of wall time lost: writing checkpoints (write / interval), the work
+    since the last checkpoint at each failure (interval / 2 on average) and the restart."""
+    return write_s / interval_s + (interval_s / 2.0 + restart_s) / mtbf_s
+
+
+def young_daly_interval(mtbf_s: float, write_s: float) -> float:
+    """sqrt(2 x write x MTBF): the checkpoint interval that minimises `lost_fraction`."""
+    return math.sqrt(2.0 * write_s * mtbf_s)
+
+
+def interruptions(model: ModelSpec, cards: int, failures_per_card_year: float,
+                  interval_s: float | None = None, restart_s: float = RESTART_S) -> Interruptions:
+    """Expected interruptions of a job on `cards` cards (failures in proportion to cards, the
+    reliability section's rate), checkpointing at `interval_s` (default Young/Daly)."""
+    rate_s = failures_per_card_year * cards / (365.0 * SECONDS_PER_DAY)
+    write = total_params(model.architecture) * CHECKPOINT_BYTES_PER_PARAM / (
+        cards * CHECKPOINT_WRITE_BPS_PER_CARD) + 10.0
+    if rate_s <= 0:
+        return Interruptions(0.0, math.inf, write, restart_s, 1.0)
+    mtbf = 1.0 / rate_s
+    tau = interval_s or young_daly_interval(mtbf, write)
+    lost = min(lost_fraction(tau, mtbf, write, restart_s), 0.99)
+    return Interruptions(rate_s * SECONDS_PER_DAY, tau, write, restart_s, 1.0 - lost)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A job on `cards` cards of one type: the step on its layout, the time to train, the
+    interruptions it meets and the calibration it used."""
+
+    card: str
+    cards: int
+    step: TrainStep
+    tokens: float
+    time_to_train_days: float
+    """Wall time with interruptions (goodput)."""
+    interruptions: Interruptions
+    time_to_train_minutes: float | None = None
+    """A benchmark's time to train (samples to its target + evaluations; no failures)."""
+    calibration: str = ""
+
+    def to_dict(self) -> dict:
+        st = self.step
+        return {"card": self.card, "cards": self.cards, "layout": st.layout.__dict__ | {
+                    "label": st.layout.label()},
+                "step_time_s": st.step_s, "step_parts_s": st.parts,
+                "tokens_per_s_per_card": st.tokens_per_s_per_card, "mfu": st.mfu,
+                "memory_gb_per_card": st.memory.total_gb if st.memory else None,
+                "memory_parts_gb": None if st.memory is None else {
+                    "params": st.memory.params_gb, "grads": st.memory.grads_gb,
+                    "optimizer": st.memory.optimizer_gb, "activations": st.memory.activations_gb,
+                    "logits": st.memory.logits_gb, "usable": st.memory.usable_gb},
+                "tokens": self.tokens, "time_to_train_days": self.time_to_train_days,
+                "goodput": self.interruptions.goodput,
+                "checkpoint_interval_s": self.interruptions.checkpoint_interval_s,
+                "failures_per_day": self.interruptions.failures_per_day,
+                "time_to_train_minutes": self.time_to_train_minutes,
+                "calibration": self.calibration}
+
+
+def plan_training(job: TrainJob, card: str, cards: int, library, tokens: float | None = None,
+                  layout: TrainLayout | None = None, failures_per_card_year: float = 0.17,
+                  benchmark=None) -> TrainPlan:
+    """The fastest layout that fits (or `layout`, checked), the time to train `tokens` (or the
+    benchmark's samples to its target at the job's global batch, plus its evaluations) and the
+    interruptions of `cards` cards for that long (failures per card-year: reference-data D1)."""
+    th = training_hardware(card, library)
+    if layout is not None:
+        check_train_layout(job, layout, cards)
+        step = train_step(job, layout, th.hw, th.tp_overlap)
+        if not step.memory.fits:
+            raise TrainingLayoutError(
+                f"layout {layout.label()} does not fit on {card}: {step.memory.total_gb:.1f} GB "
+                f"per card of {step.memory.usable_gb:.1f} GB usable")
+    else:
+        step = search_layout(job, th.hw, cards, th.tp_overlap)
+    rate = step.tokens_per_s_per_card * cards
+    minutes = None
+    if benchmark is not None:
+        samples = benchmark.samples_to_train(job.global_batch)
+        tokens = samples * job.seq_tokens
+        fwd_share = step.parts["forward"] / step.step_s
+        evals = benchmark.evaluations(samples)
+        eval_s = evals * benchmark.evaluation.eval_samples * job.seq_tokens / rate * fwd_share
+        minutes = (tokens / rate + eval_s) / 60.0
+    if tokens is None:
+        raise TrainingLayoutError("give the tokens to train or a benchmark workload")
+    ideal_s = tokens / rate
+    inter = interruptions(job.model, cards, failures_per_card_year)
+    return TrainPlan(card, cards, step, tokens, ideal_s / inter.goodput / SECONDS_PER_DAY, inter,
+                     minutes, f"{th.source} (tier {th.tier})")

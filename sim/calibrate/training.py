@@ -1,0 +1,223 @@
+"""Fit each card's training factors to published, non-MLPerf training tables.
+
+Calibration data: `hardware_specs/training_tables/*.yaml` (NeMo / Megatron-Bridge performance
+summaries per release, AMD's ROCm PyTorch training guide, Intel's Gaudi tables, the Llama 3
+paper's Table 4). Each point names its card, model, layout and global batch; the step model
+(`sim.perf.training.train_step`) predicts its tokens/s per card at that layout (recomputation:
+the least that fits in memory), and two factors per card are fitted by least squares on
+log(predicted / published) with weak priors: the compute factor on GEMM and attention
+efficiency (log 0 +- 0.5) and the share of tensor-parallel communication hidden (0.5 +- 0.5).
+A pooled fit over every card serves cards without points (tier `assumed`). Leave-one-out
+residuals measure how well a fit predicts a point it has not seen. MLPerf Training results are
+never among the points (they validate: `benchmarks/fidelity_training.py`).
+
+    fleetsim calibrate training     # writes hardware_specs/training_fits/<card>.yaml
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from sim.config.engine import TrainingFactors, TrainingFit
+from sim.config.library import Library
+from sim.config.loader import read_yaml
+from sim.perf.training import (TrainingLayoutError, TrainJob, TrainLayout, memory_per_card,
+                               train_step, training_flops_per_token, training_hardware)
+
+MIN_POINTS = 4
+PRIOR = np.array([0.0, 0.5])
+PRIOR_SCALE = np.array([0.5, 0.5])
+LOWER, UPPER = np.array([math.log(0.3), 0.0]), np.array([math.log(1.5), 1.0])
+PRECISION = {"bf16": "bf16", "fp8": "fp8", "fp8-cs": "fp8", "mxfp8": "fp8"}
+"""Table precisions the model runs: FP8 recipes (delayed/current scaling, MX block scaling)
+run as FP8 GEMMs; NVFP4 rows are skipped (no FP4 training GEMM efficiency in the library)."""
+
+
+@dataclass(frozen=True)
+class TrainCase:
+    table: str
+    index: int
+    card: str
+    job: TrainJob
+    layout: TrainLayout
+    published: float
+    """Tokens/s per card."""
+    basis: str
+
+    @property
+    def label(self) -> str:
+        return (f"{self.table}#{self.index} {self.card} {self.job.model.name} "
+                f"{self.layout.label()} {self.job.precision}")
+
+
+def tables_dir(library: Library) -> list[Path]:
+    return sorted(p for root in library.roots
+                  for p in (Path(root) / "hardware_specs" / "training_tables").glob("*.yaml"))
+
+
+def _layout(job: TrainJob, p: dict, card: str, library: Library) -> TrainLayout:
+    tp, pp, cp = int(p.get("tp") or 1), int(p.get("pp") or 1), int(p.get("cp") or 1)
+    gpus = int(p["gpus"])
+    dp = gpus // (tp * pp * cp)
+    mb = int(p.get("micro_batch") or 1)
+    ep = int(p.get("ep") or 1)
+    base = TrainLayout(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=mb,
+                       vp=int(p.get("vp") or 1), zero=3 if p.get("fsdp") else 1)
+    hw = training_hardware(card, library, compute=1.0).hw
+    for rc in ("none", "selective", "full"):  # the least recomputation that fits
+        lay = TrainLayout(**{**base.__dict__, "recompute": rc})
+        if memory_per_card(job, lay, hw).fits:
+            return lay
+    return TrainLayout(**{**base.__dict__, "recompute": "full"})
+
+
+def cases(library: Library) -> tuple[list[TrainCase], list[str]]:
+    """Every point the model can predict, and why each other one is skipped."""
+    out, skipped = [], []
+    for path in tables_dir(library):
+        doc = read_yaml(path)
+        for i, p in enumerate(doc.get("points") or []):
+            where = f"{path.stem}#{i}"
+            card, model = p.get("card"), p.get("model")
+            if card not in library.ids("card") or model not in library.ids("model"):
+                skipped.append(f"{where}: card or model not in the library")
+                continue
+            prec = PRECISION.get(str(p.get("precision")).lower())
+            if prec is None:
+                skipped.append(f"{where}: precision {p.get('precision')} not modelled")
+                continue
+            if not (p.get("seq_len") and p.get("global_batch") and p.get("gpus")):
+                skipped.append(f"{where}: sequence length, global batch or GPU count not stated")
+                continue
+            m = library.model(model)
+            task = {"pretrain": "pretrain", "finetune": "finetune", "lora": "lora"}.get(
+                p.get("task"), "pretrain")
+            job = TrainJob(m, int(p["seq_len"]), int(p["global_batch"]), prec, task)
+            tok = p.get("tokens_per_s_per_gpu")
+            basis = "tokens/s per GPU"
+            if not tok and p.get("model_tflops_per_gpu"):
+                tok = p["model_tflops_per_gpu"] * 1e12 / training_flops_per_token(m, job.seq_tokens)
+                basis = "model TFLOP/s per GPU / fleetsim's FLOPs per token"
+            if not tok:
+                skipped.append(f"{where}: no throughput")
+                continue
+            try:
+                lay = _layout(job, p, card, library)
+                from sim.perf.training import check_train_layout
+                check_train_layout(job, lay, int(p["gpus"]))
+            except (TrainingLayoutError, KeyError, ValueError, ZeroDivisionError) as exc:
+                skipped.append(f"{where}: {exc}")
+                continue
+            out.append(TrainCase(path.stem, i, card, job, lay, float(tok), basis))
+    return out, skipped
+
+
+def predict(case: TrainCase, library: Library, compute: float, overlap: float) -> float:
+    th = training_hardware(case.card, library, compute=compute, tp_overlap=overlap)
+    return train_step(case.job, case.layout, th.hw, th.tp_overlap).tokens_per_s_per_card
+
+
+def _fit(cs: list[TrainCase], library: Library) -> np.ndarray:
+    def resid(x):
+        r = [math.log(predict(c, library, math.exp(x[0]), x[1]) / c.published) for c in cs]
+        return np.concatenate([np.array(r), (x - PRIOR) / PRIOR_SCALE])
+    sol = least_squares(resid, PRIOR.copy(), bounds=(LOWER, UPPER), loss="soft_l1",
+                        f_scale=0.15)
+    return sol.x
+
+
+def fit_card(card: str, cs: list[TrainCase], library: Library, loo: bool = True,
+             tier: str = "published", note: str = "") -> tuple[TrainingFit, list[dict]]:
+    x = _fit(cs, library)
+    rows = []
+    for c in cs:
+        pred = predict(c, library, math.exp(x[0]), x[1])
+        held = None
+        if loo and len(cs) > 1:
+            xi = _fit([o for o in cs if o is not c], library)
+            held = predict(c, library, math.exp(xi[0]), xi[1]) / c.published - 1
+        rows.append({"case": c.label, "published": c.published, "predicted": pred,
+                     "error": pred / c.published - 1, "held_out_error": held, "basis": c.basis})
+    err = [abs(r["error"]) for r in rows]
+    held = [abs(r["held_out_error"]) for r in rows if r["held_out_error"] is not None]
+    logs = [math.log1p(r["held_out_error"]) for r in rows if r["held_out_error"] is not None]
+    fit = TrainingFit(
+        card=card, factors=TrainingFactors(compute=round(math.exp(x[0]), 4),
+                                           tp_overlap=round(float(x[1]), 4)),
+        points=len(cs), residual_median_abs=round(statistics.median(err), 4),
+        loo_median_abs=round(statistics.median(held), 4) if held else None,
+        log_sigma=round(statistics.pstdev(logs), 4) if len(logs) > 1 else None,
+        tables=tuple(sorted({c.table for c in cs})), tier=tier,
+        generated_by="fleetsim calibrate training (sim/calibrate/training.py)", note=note)
+    return fit, rows
+
+
+def fit_all(library: Library, loo: bool = True) -> tuple[list[TrainingFit], list[dict], list[str]]:
+    cs, skipped = cases(library)
+    by_card: dict[str, list[TrainCase]] = {}
+    for c in cs:
+        by_card.setdefault(c.card, []).append(c)
+    fits, rows = [], []
+    for card in sorted(by_card):
+        if len(by_card[card]) < MIN_POINTS:
+            skipped.append(f"{card}: {len(by_card[card])} points, fewer than {MIN_POINTS}: pooled")
+            continue
+        f, r = fit_card(card, by_card[card], library, loo)
+        fits.append(f)
+        rows += r
+    pooled, _ = fit_card("pooled", cs, library, loo=False, tier="assumed",
+                         note="one factor pair over every card's points; for cards without "
+                              "their own")
+    fits.append(pooled)
+    return fits, rows, skipped
+
+
+def write_fits(fits: list[TrainingFit], out_dir) -> list[Path]:
+    import os
+
+    import yaml
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for f in fits:
+        p = out / f"{f.card}.yaml"
+        body = yaml.safe_dump(f.model_dump(mode="json", exclude_none=True), sort_keys=True,
+                              width=100)
+        head = (f"# Written by `fleetsim calibrate training`: {f.card}'s training factors fitted "
+                "to published\n# non-MLPerf tables (hardware_specs/training_tables). Do not edit "
+                "by hand: refit.\n")
+        tmp = p.with_suffix(".yaml.tmp")
+        tmp.write_text(head + body)
+        os.replace(tmp, p)
+        paths.append(p)
+    return paths
+
+
+def render_markdown(fits: list[TrainingFit], rows: list[dict], skipped: list[str]) -> str:
+    lines = ["# Training calibration: fitted to published non-MLPerf tables", "",
+             "Generated by `fleetsim calibrate training`. Per card: the compute factor and the "
+             "share of tensor-parallel communication hidden, fitted by least squares to "
+             "`hardware_specs/training_tables/`; held-out: each point predicted by a fit made "
+             "without it.", "",
+             "| card | points | compute | TP overlap | median error | held-out median | tier |",
+             "|---|---|---|---|---|---|---|"]
+    for f in fits:
+        held = "-" if f.loo_median_abs is None else f"{f.loo_median_abs:.1%}"
+        lines.append(f"| {f.card} | {f.points} | {f.factors.compute:.3f} | "
+                     f"{f.factors.tp_overlap:.2f} | {f.residual_median_abs:.1%} | {held} | "
+                     f"{f.tier} |")
+    lines += ["", "| point | published tok/s/card | predicted | error | held-out |",
+              "|---|---|---|---|---|"]
+    for r in rows:
+        held = "-" if r["held_out_error"] is None else f"{r['held_out_error']:+.1%}"
+        lines.append(f"| {r['case']} | {r['published']:,.0f} | {r['predicted']:,.0f} | "
+                     f"{r['error']:+.1%} | {held} |")
+    lines += ["", f"Skipped ({len(skipped)}):", ""] + [f"- {s}" for s in skipped]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,144 @@
+"""Training from physics (issue 15): memory, step time, layouts, interruptions, the CLI."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.perf.params import total_params
+from sim.perf.training import (TrainingLayoutError, TrainJob, TrainLayout, check_train_layout,
+                               interruptions, lost_fraction, memory_per_card, search_layout,
+                               train_step, training_hardware, young_daly_interval)
+
+
+@pytest.fixture(scope="module")
+def h100(lib):
+    return training_hardware("h100-sxm", lib)
+
+
+def test_memory_of_a_70b_model_by_hand(lib, h100):
+    """Llama 3.1 70B, BF16, 8,192-token sequences, TP8 PP4 DP8, full recomputation."""
+    m = lib.model("llama-3.1-70b")
+    a = m.architecture
+    job = TrainJob(m, 8192, 256)
+    lay = TrainLayout(tp=8, pp=4, dp=8, recompute="full", zero=1)
+    mem = memory_per_card(job, lay, h100.hw)
+    p = total_params(a) / 32  # dense: every parameter split over TP x PP
+    assert mem.params_gb == pytest.approx(2 * p / 1e9)
+    assert mem.grads_gb == pytest.approx(2 * p / 1e9)
+    assert mem.optimizer_gb == pytest.approx(12 * p / 8 / 1e9)  # ZeRO-1: over DP
+    # full recomputation keeps each layer's 16-bit input, per TP rank, for the micro-batches in
+    # flight on the first stage (min(m, pp) = 4; m = 256 / 8 = 32)
+    assert mem.activations_gb == pytest.approx(8192 * 2 * a.hidden_size / 8 * 20 * 4 / 1e9)
+    z3 = memory_per_card(job, TrainLayout(tp=8, pp=4, dp=8, recompute="full", zero=3), h100.hw)
+    assert z3.params_gb == pytest.approx(2 * p / 8 / 1e9)
+    assert z3.grads_gb == pytest.approx(2 * p / 8 / 1e9)
+    assert z3.optimizer_gb == pytest.approx(mem.optimizer_gb)
+    none = memory_per_card(job, TrainLayout(tp=8, pp=4, dp=8, recompute="none"), h100.hw)
+    assert none.activations_gb > 5 * mem.activations_gb
+
+
+def test_lora_keeps_no_gradients_or_optimizer_states(lib, h100):
+    job = TrainJob(lib.model("llama-2-70b"), 8192, 8, "fp8", "lora")
+    mem = memory_per_card(job, TrainLayout(tp=4, dp=2), h100.hw)
+    assert mem.grads_gb == 0 and mem.optimizer_gb == 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.sampled_from([64, 128, 256, 512]))
+def test_more_cards_never_lengthen_the_ideal_step(lib, h100, n):
+    """Twice the cards train the same job at least as fast in total (the search may keep the
+    smaller layout's parallelism and add data-parallel replicas)."""
+    job = TrainJob(lib.model("llama-3.1-8b"), 8192, 1024)
+    a = search_layout(job, h100.hw, n, h100.tp_overlap)
+    b = search_layout(job, h100.hw, 2 * n, h100.tp_overlap)
+    assert b.tokens_per_s_per_card * 2 * n >= a.tokens_per_s_per_card * n * (1 - 1e-9)
+
+
+def test_tp_beyond_the_scale_up_domain_pays_scale_out_bandwidth(lib, h100):
+    job = TrainJob(lib.model("llama-3.1-70b"), 8192, 64)
+    inside = train_step(job, TrainLayout(tp=8, dp=8, recompute="selective"), h100.hw)
+    across = train_step(job, TrainLayout(tp=16, dp=4, recompute="selective"), h100.hw)
+    # per card the TP16 layout computes half the GEMM work of TP8 but pays the NIC
+    assert across.step_s > inside.step_s
+    nic_bps = h100.hw.card.scale_out.nic_gbit_per_s * 1e9 / 8
+    assert nic_bps < h100.hw.link_bandwidth_bps(8) / 4
+
+
+def test_interruptions_grow_with_cards_and_days(lib):
+    m = lib.model("llama-3.1-70b")
+    small, big = interruptions(m, 512, 0.17), interruptions(m, 8192, 0.17)
+    assert big.failures_per_day > small.failures_per_day * 15
+    assert big.goodput < small.goodput < 1
+    assert interruptions(m, 8192, 0.0).goodput == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(mtbf_h=st.floats(0.5, 500), write_s=st.floats(5, 3600), restart_s=st.floats(0, 3600),
+       factor=st.floats(0.2, 5))
+def test_young_daly_interval_minimises_lost_time(mtbf_h, write_s, restart_s, factor):
+    mtbf = mtbf_h * 3600
+    tau = young_daly_interval(mtbf, write_s)
+    best = lost_fraction(tau, mtbf, write_s, restart_s)
+    assert best <= lost_fraction(tau * factor, mtbf, write_s, restart_s) + 1e-12
+
+
+def test_layouts_that_cannot_run_are_one_line_errors(lib):
+    job = TrainJob(lib.model("llama-3.1-70b"), 8192, 64)
+    with pytest.raises(TrainingLayoutError, match="does not divide the 64 attention heads"):
+        check_train_layout(job, TrainLayout(tp=3, dp=1))
+    with pytest.raises(TrainingLayoutError, match="uses 16 cards, not 64"):
+        check_train_layout(job, TrainLayout(tp=8, dp=2), 64)
+    with pytest.raises(TrainingLayoutError, match="global batch 64 is not a multiple"):
+        check_train_layout(job, TrainLayout(tp=1, dp=3))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "llama-3.1-70b", "--card", "h100-sxm", "--cards", "64", "--tokens", "1e9",
+      "--tp", "3"], "uses 63 cards, not 64"),
+    (["--workload", "mlperf-nope", "--card", "h100-sxm", "--cards", "8"],
+     "unknown training_benchmark 'mlperf-nope'"),
+    (["--model", "llama-3.1-405b", "--card", "l4", "--cards", "8", "--tokens", "1e9"],
+     "no layout fits"),
+])
+def test_cli_train_refuses_in_one_line(args, needle):
+    r = subprocess.run([sys.executable, "-m", "sim.cli", "train", *args], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+
+
+def test_cli_train_json_names_the_benchmark_time(lib):
+    import json
+
+    r = subprocess.run([sys.executable, "-m", "sim.cli", "train", "--workload",
+                        "mlperf-llama2-70b-lora", "--card", "h100-sxm", "--cards", "8", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    for k in ("layout", "step_time_s", "tokens_per_s_per_card", "mfu", "memory_gb_per_card",
+              "time_to_train_days", "goodput", "time_to_train_minutes"):
+        assert d[k] is not None, k
+    assert 0 < d["mfu"] < 1 and 0 < d["goodput"] <= 1
+    assert d["memory_gb_per_card"] <= d["memory_parts_gb"]["usable"]
+    b = lib.training_benchmark("mlperf-llama2-70b-lora")
+    # at least the samples to the target at the measured rate
+    floor = b.samples_to_train(8) * 8192 / (d["tokens_per_s_per_card"] * 8) / 60
+    assert d["time_to_train_minutes"] >= floor and not math.isnan(d["time_to_train_minutes"])
+
+
+def test_fits_are_what_the_calibration_writes(lib):
+    """The committed training fits equal a refit (no-LOO parts) of the published tables."""
+    from sim.calibrate.training import fit_all
+
+    fits, _, _ = fit_all(lib, loo=False)
+    for f in fits:
+        got = lib.training_fit(f.card)
+        assert got.card == f.card
+        assert got.factors == f.factors, f.card
