@@ -16,6 +16,7 @@ from sim.perf.precision import Precision
 from sim.perf.step import StepBatch, StepCostTable, StepModel
 from sim.serving.engine import EngineConfig
 from sim.serving.metrics import Slo, per_request, summarize
+from sim.serving.overheads import Overheads
 from sim.serving.simulate import ServeSetup, simulate
 from sim.serving.traffic import LognormalLengths, PoissonTraffic, RequestChunk, TraceTraffic
 
@@ -40,6 +41,13 @@ def _setup(lib, hw_cache, **kw):
     return ServeSetup(**base)
 
 
+_OV = Overheads(api_request_s=2e-3, api_tokenize_s_per_input_token=5e-6,
+                scheduler_s_per_running_request=2e-5, detokenize_s_per_output_token=1e-5,
+                sampling_s_per_sequence=5e-6, cuda_graph_max_tokens=512,
+                cuda_graph_layer_fixed_scale=0.3)
+"""Test inputs (not library values), large enough to change every latency."""
+
+
 def _by_rid(res, col):
     return getattr(res, col)[np.argsort(res.rid)]
 
@@ -49,6 +57,8 @@ def _by_rid(res, col):
     {"gpu_memory_utilization": 0.15, "replicas": 1},  # tiny KV cache: preemptions happen
     {"engine": EngineConfig(enable_chunked_prefill=False, max_num_seqs=64), "replicas": 3,
      "router": "round_robin"},
+    {"overheads": _OV, "gpu_memory_utilization": 0.15, "replicas": 1},  # overheads + preemption
+    {"overheads": _OV, "max_concurrency": 24},  # client-side cap (vLLM --max-concurrency)
 ])
 def test_fast_mode_equals_token_mode_per_request(lib, hw_cache, conv_head, kw):
     fast = simulate(_setup(lib, hw_cache, mode="fast", **kw), [conv_head])
@@ -295,3 +305,19 @@ def test_pipeline_parallel_serving_is_refused(lib, hw_cache):
     with pytest.raises(ServingError, match="pipeline"):
         simulate(ServeSetup(lib.model("llama-3.1-8b"), hw_cache("h100-sxm"), FP8,
                             Layout(tp=1, pp=2)), [])
+
+
+def test_overheads_and_concurrency_cap_change_latencies(lib, hw_cache, conv_head):
+    """The API server delays every first token; a concurrency cap keeps at most that many
+    requests in flight, each timed from its send."""
+    plain = summarize(simulate(_setup(lib, hw_cache, replicas=1), [conv_head]))
+    ov = summarize(simulate(_setup(lib, hw_cache, replicas=1, overheads=_OV), [conv_head]))
+    assert ov["ttft_ms"]["mean"] > plain["ttft_ms"]["mean"]
+    burst = RequestChunk(np.zeros(60), np.full(60, 500), np.full(60, 50))
+    res = simulate(_setup(lib, hw_cache, replicas=1, max_concurrency=4), [burst])
+    sends = np.sort(res.arrival_s)
+    assert sends[3] == 0.0 and sends[4] > 0.0  # the fifth waits for a slot
+    ends = np.sort(res.finish_s)
+    for t in sends[4:]:  # never more than 4 in flight when one is sent
+        assert np.sum((res.arrival_s <= t) & (res.finish_s > t)) <= 4
+    assert ends[0] <= sends[4]

@@ -322,10 +322,17 @@ class StepCostTable:
     token count up to `max_tokens` and the LM head for every logits count up to `max_seqs`, so a
     step costs a few additions. Values equal `StepModel.step` (same arithmetic)."""
 
-    def __init__(self, sm: StepModel, max_tokens: int, max_seqs: int):
+    def __init__(self, sm: StepModel, max_tokens: int, max_seqs: int,
+                 graph_max_tokens: int = 0, graph_layer_fixed_scale: float = 1.0):
+        """`graph_max_tokens` > 0: steps of 1..that many tokens replay a CUDA graph, their
+        fixed per-layer time (eager microbenchmarks) scaled by `graph_layer_fixed_scale`."""
         self.sm = sm
         T = np.arange(max_tokens + 1, dtype=float)
         parts = sm.token_parts(T)
+        if graph_max_tokens > 0:
+            graphed = (T >= 1) & (T <= graph_max_tokens)
+            parts["layer_fixed"] = np.where(graphed, parts["layer_fixed"]
+                                            * graph_layer_fixed_scale, parts["layer_fixed"])
         self.token_s = sum(parts[k] for k in ("gemm", "moe", "elementwise", "layer_fixed",
                                               "allreduce")).tolist()
         self.lm_s = sm.lm_head(np.arange(max_seqs + 1, dtype=float)).tolist()

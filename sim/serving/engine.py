@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sim.perf.step import StepBatch, StepCostTable
+from sim.serving.overheads import Overheads
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,10 @@ class Replica:
     """State of one replica: queues, KV blocks, and the scheduling rules above."""
 
     def __init__(self, idx: int, cfg: EngineConfig, costs: StepCostTable, num_blocks: int,
-                 window: int | None = None, seq_blocks: int = 0):
+                 window: int | None = None, seq_blocks: int = 0,
+                 overheads: Overheads | None = None):
         self.idx = idx
+        self.ov = overheads or Overheads()
         self.cfg = cfg
         self.costs = costs
         self.total_blocks = num_blocks
@@ -285,7 +288,12 @@ class Replica:
         return StepBatch.of_sequences(new, ctx, self.window, emits)
 
     def step_cost(self, plan: StepPlan) -> float:
-        return self.costs.cost(plan.batch)
+        """GPU step (StepCostTable) plus the engine's CPU work: the scheduler over the running
+        requests, detokenisation of the emitted tokens, sampling of the step's sequences."""
+        b = plan.batch
+        seqs = int(round(b.decode_seqs + b.prefill_seqs))
+        return self.costs.cost(b) + self.ov.step_cpu_s(len(self.running),
+                                                       int(round(b.logits_tokens)), seqs)
 
     def apply(self, plan: StepPlan, start_s: float, end_s: float, finished: list[Req]) -> None:
         """Advance the state by one executed step ending at `end_s`."""
@@ -393,7 +401,8 @@ class Replica:
         n = len(run)
         c = self.costs
         ctx = sum(r.computed for r in run) + n
-        a = c.token_cost(n) + c.lm_cost(n) + c.overhead_s + c.seq_s * n + c.dec_coef_full * ctx
+        a = (c.token_cost(n) + c.lm_cost(n) + c.overhead_s + c.seq_s * n
+             + c.dec_coef_full * ctx + self.ov.step_cpu_s(n, n, n))
         b = c.dec_coef_full * n
         if self.window:
             w = self.window

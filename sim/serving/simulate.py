@@ -23,6 +23,7 @@ from sim.perf.memory import Layout, check_layout, plan_memory
 from sim.perf.precision import Precision
 from sim.perf.step import StepCostTable, StepModel
 from sim.serving.engine import EngineConfig, Replica, Req, steps_until
+from sim.serving.overheads import Overheads
 
 ROUTERS = ("round_robin", "least_outstanding", "power_of_two")
 
@@ -44,6 +45,11 @@ class ServeSetup:
     seed: int = 0
     gpu_memory_utilization: float | None = None
     """vLLM's gpu_memory_utilization; None: the engine's own memory rule."""
+    overheads: Overheads | None = None
+    """API-server and engine CPU overheads (`sim.serving.overheads`); None: none."""
+    max_concurrency: int | None = None
+    """Client-side cap on requests in flight (vLLM benchmark's --max-concurrency): a request
+    is sent at max(its arrival, the time a slot frees); latencies count from the send."""
 
 
 @dataclass
@@ -282,24 +288,62 @@ def pick_replica(router: str, first: int, count: int, outstanding: list[int], st
 
 def arrival_process(env: simpy.Environment, traffic, max_len: int, cfg: EngineConfig,
                     max_req_tokens: int, state: dict,
-                    on_request: Callable[[int, float, int, int], None]):
+                    on_request: Callable[[int, float, int, int], None],
+                    overheads: Overheads | None = None, max_concurrency: int | None = None):
     """The simpy process that releases each request at its arrival time, applies the context
     policy (counting clipped and rejected ones in `state`) and hands the rest to `on_request(
-    request id, arrival s, prompt tokens, output tokens)`."""
+    request id, arrival s, prompt tokens, output tokens)`.
+
+    `max_concurrency`: a request is sent only when fewer are in flight (`state["in_flight"]`,
+    decremented by `release_slot`); `overheads`: the request reaches the engine after the
+    FIFO API server (`Overheads.api_entry_s`), its arrival time staying the send time."""
     rid = 0
+    api = overheads if overheads and (overheads.api_request_s
+                                      or overheads.api_tokenize_s_per_input_token) else None
+    state.setdefault("in_flight", 0)
+    state["api_free_s"] = 0.0
     for ch in iter_traffic(traffic):
         arr, inp, out = ch.arrival_s, ch.input_tokens, ch.output_tokens
         for j in range(len(arr)):
             t = float(arr[j])
             if t > env.now:
                 yield env.timeout(t - env.now)
+            while max_concurrency and state["in_flight"] >= max_concurrency:
+                state["slot"] = env.event()
+                yield state["slot"]
+            t = max(t, env.now)
             state["arrived"] += 1
             p, o, status = admit_lengths(int(inp[j]), int(out[j]), max_len, cfg, max_req_tokens)
             if status != "ok":
                 state[status] += 1
-            if status != "rejected":
-                on_request(rid, t, p, o)
+            if status == "rejected":
+                rid += 1
+                continue
+            state["in_flight"] += 1
+            if api is not None:
+                entry = api.api_entry_s(t, state["api_free_s"], p)
+                state["api_free_s"] = entry
+                if entry > env.now:
+                    env.process(_enter_later(env, entry, on_request, rid, t, p, o))
+                    rid += 1
+                    continue
+            on_request(rid, t, p, o)
             rid += 1
+
+
+def _enter_later(env: simpy.Environment, entry_s: float, on_request, rid: int, t: float,
+                 p: int, o: int):
+    """Hand a request to the engine at `entry_s` (after the API server)."""
+    yield env.timeout(entry_s - env.now)
+    on_request(rid, t, p, o)
+
+
+def release_slot(state: dict, count: int) -> None:
+    """`count` requests finished: free their client slots (wakes a waiting sender)."""
+    state["in_flight"] = state.get("in_flight", 0) - count
+    ev = state.get("slot")
+    if ev is not None and not ev.triggered:
+        ev.succeed()
 
 
 def notify_replica(i: int, admit_now: bool, fast: bool, wake: list, interrupt: list) -> None:
@@ -402,9 +446,12 @@ def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> Serv
         # default is max(max_model_len, 2048)); apply it rather than stall on long prompts
         cfg = dataclasses.replace(cfg, max_num_batched_tokens=max(max_len, 2048))
     sm = StepModel(setup.model, setup.hardware, setup.layout, setup.precision)
-    costs = StepCostTable(sm, cfg.max_num_batched_tokens + cfg.max_num_seqs, cfg.max_num_seqs)
+    ov = setup.overheads or Overheads()
+    costs = StepCostTable(sm, cfg.max_num_batched_tokens + cfg.max_num_seqs, cfg.max_num_seqs,
+                          ov.graph_max_tokens(cfg.max_num_seqs, cfg.max_num_batched_tokens),
+                          ov.cuda_graph_layer_fixed_scale)
     window = arch.sliding_window.window_tokens if arch.sliding_window else None
-    reps = [Replica(i, cfg, costs, num_blocks, window, seq_blocks)
+    reps = [Replica(i, cfg, costs, num_blocks, window, seq_blocks, ov)
             for i in range(setup.replicas)]
     rng = np.random.default_rng(np.random.SeedSequence(setup.seed).spawn(1)[0])
     env = simpy.Environment()
@@ -429,9 +476,12 @@ def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> Serv
         for r in finished:
             rec.add(r, end_s, rep.idx)
             outstanding[rep.idx] -= r.prompt + r.output
+        if finished:
+            release_slot(state, len(finished))
 
     wall0 = time.perf_counter()
-    env.process(arrival_process(env, traffic, max_len, cfg, max_req_tokens, state, on_request))
+    env.process(arrival_process(env, traffic, max_len, cfg, max_req_tokens, state, on_request,
+                                ov, setup.max_concurrency))
     for rep in reps:
         env.process(replica_process(env, rep, fast, wake, interrupt, state, tl, finish))
     if per_request_out is None:
