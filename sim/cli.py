@@ -428,9 +428,21 @@ def serve(
     seed: Annotated[int, typer.Option(help="seed for synthetic traffic and routing")] = 0,
     allow_scale_out_tp: ScaleOutTpOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "--dataset-name", help="vLLM benchmark mode: 'random' (with --random-input-len/--random-output-len)")] = None,
+    random_input_len: Annotated[int, typer.Option("--random-input-len")] = 1024,
+    random_output_len: Annotated[int, typer.Option("--random-output-len")] = 128,
+    num_prompts: Annotated[int, typer.Option("--num-prompts")] = 1000,
+    request_rate: Annotated[float, typer.Option("--request-rate", help="req/s (default inf: all at once)")] = float("inf"),
+    burstiness: Annotated[float, typer.Option("--burstiness", help="Gamma shape of inter-arrival gaps (1 = Poisson)")] = 1.0,
+    max_concurrency: Annotated[Optional[int], typer.Option("--max-concurrency", help="client-side cap on requests in flight")] = None,
+    result_json: Annotated[Optional[Path], typer.Option("--result-json", help="write vLLM benchmark_serving's result JSON keys to FILE")] = None,
+    overheads: Annotated[Optional[str], typer.Option("--overheads", help="serving-overheads record id or 'none' (default: vllm-v1 with --dataset, none otherwise)")] = None,
     library: LibraryOpt = None,
 ) -> None:
-    """Replay traffic through replicas of a model on a card (vLLM V1 scheduler, 0.15 line)."""
+    """Replay traffic through replicas of a model on a card (vLLM V1 scheduler, 0.15 line).
+
+    With --dataset random it takes vLLM benchmark_serving's load flags and --result-json
+    writes its result keys (mean_ttft_ms, p99_tpot_ms, output_throughput, ...)."""
     from sim.perf.estimate import check_serving_tp, serving_tp_limit, tp_limit_words
     from sim.perf.hardware import Hardware
     from sim.perf.memory import TP_CHOICES, Layout, min_tp, plan_memory
@@ -458,7 +470,16 @@ def serve(
         if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"--gpu-memory-utilization must be in (0, 1] (got "
                              f"{gpu_memory_utilization})")
-        if trace is not None:
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"--max-concurrency must be >= 1 (got {max_concurrency})")
+        if dataset is not None:
+            from sim.serving.vllm_bench import random_requests
+
+            if dataset != "random":
+                raise ValueError(f"--dataset: only 'random' is simulated (got {dataset!r})")
+            source = [random_requests(num_prompts, random_input_len, random_output_len,
+                                      request_rate, burstiness, seed)]
+        elif trace is not None:
             if not trace.is_file():
                 raise ServingError(f"{trace}: cannot read (No such file or directory)")
             source = TraceTraffic(trace, time_scale=time_scale, max_requests=None)
@@ -493,7 +514,8 @@ def serve(
                            f"TP that fits is {use_tp}, across servers (--allow-scale-out-tp)")
     warning = check_serving_tp(card, hw, use_tp, allow_scale_out_tp)
     setup = ServeSetup(spec, hw, prec, Layout(tp=use_tp), replicas, engine, router, mode, seed,
-                       gpu_memory_utilization)
+                       gpu_memory_utilization, _serve_overheads(overheads, dataset, library),
+                       max_concurrency)
     if prefill_replicas is not None or decode_replicas is not None:
         if prefill_replicas is None or decode_replicas is None:
             raise ServingError("give both --prefill-replicas and --decode-replicas")
@@ -508,6 +530,14 @@ def serve(
                scheduler=f"{engine.name} {engine.version}", router=router, **_engine_fields(hw),
                tp_limit=serving_tp_limit(hw), scale_out_tp=warning is not None)
     _warn(warning)
+    if dataset is not None or result_json is not None:
+        from sim.serving.vllm_bench import result_json as vllm_result
+
+        bench = vllm_result(res, model, num_prompts if dataset else out["requests"],
+                            request_rate, burstiness, max_concurrency)
+        if result_json is not None:
+            result_json.write_text(json.dumps(json_safe(bench), indent=2) + "\n", encoding="utf-8")
+        out["vllm_benchmark"] = {k: v for k, v in bench.items() if not k.endswith("_lens")}
     if as_json:
         print(json.dumps(json_safe(out), sort_keys=True))
         return
@@ -523,6 +553,23 @@ def serve(
         t.add_row(k, " ".join(f"{q}={d[q]:,.1f}" for q in ("mean", "p50", "p90", "p99")
                               if d[q] is not None))
     console.print(t)
+    if "vllm_benchmark" in out:
+        b = out["vllm_benchmark"]
+        console.print(" ".join(f"{k}={b[k]:,.2f}" for k in (
+            "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "mean_itl_ms",
+            "mean_e2el_ms", "request_throughput", "output_throughput") if b.get(k) is not None))
+
+
+def _serve_overheads(ident: str | None, dataset: str | None, library):
+    """The serving overheads for `serve`: a record id, 'none', or the default (vllm-v1 in
+    vLLM-benchmark mode, none otherwise, as before the overheads existed)."""
+    from sim.serving import overheads as ov
+
+    ident = ident or ("vllm-v1" if dataset is not None else "none")
+    if ident == "none":
+        return None
+    roots = _lib(library).roots
+    return ov.load(ident, roots)
 
 
 @app.command()
@@ -733,7 +780,8 @@ def calibrate_import(
 def calibrate_check(
     measurement: Annotated[Path, typer.Argument(
         help="raw layer YAML from `python -m sim.calibrate.run`, or a serving result JSON")],
-    card: Annotated[str, typer.Option(help="card id the measurement belongs to")],
+    card: Annotated[Optional[str], typer.Option(help="card id the measurement belongs to (not with --against)")] = None,
+    against: Annotated[Optional[Path], typer.Option("--against", help="a second vLLM-format result JSON (e.g. `fleetsim serve --result-json`): diff the two files key by key")] = None,
     model: Annotated[Optional[str], typer.Option(help="model id (serving results)")] = None,
     precision: Annotated[str, typer.Option(help="precision preset (serving results)")] = "bf16",
     tp: Annotated[int, typer.Option(help="tensor parallel (serving results)")] = 1,
@@ -745,6 +793,11 @@ def calibrate_check(
     """Model vs measurement: transformer-layer times, or a whole serving benchmark."""
     import statistics
 
+    if against is not None:
+        _diff_results(measurement, against)
+        return
+    if card is None:
+        raise typer.BadParameter("--card is needed (or --against FILE to diff two results)")
     lib = _lib(library)
     if measurement.suffix.lower() == ".json":
         from sim.calibrate.serving_import import check_serving, load_measurement
@@ -761,7 +814,8 @@ def calibrate_check(
         setup = ServeSetup(lib.model(model), Hardware.load(card, lib), Precision.preset(precision),
                            Layout(tp=tp), replicas, EngineConfig(
                                max_num_seqs=max_num_seqs,
-                               max_num_batched_tokens=max_num_batched_tokens))
+                               max_num_batched_tokens=max_num_batched_tokens),
+                           max_concurrency=meas.max_concurrency)
         rows = check_serving(meas, setup)
         t = Table(title=f"serving check: {measurement.name} vs {model} on {replicas}x {card} "
                         f"TP{tp}")
@@ -771,9 +825,6 @@ def calibrate_check(
             t.add_row(r["metric"], f"{r['measured']:,.2f}", f"{r['predicted']:,.2f}",
                       "-" if r["error"] is None else f"{r['error']:+.1%}")
         console.print(t)
-        if meas.max_concurrency:
-            console.print(f"note: the benchmark capped concurrency at {meas.max_concurrency}; "
-                          "the simulator does not model a client-side cap")
         return
 
     from sim.calibrate.check import check
@@ -792,6 +843,23 @@ def calibrate_check(
         errs = [abs(r.error) for r in rows if r.section == sec]
         console.print(f"{sec}: median |error| {statistics.median(errs):.1%}, worst "
                       f"{max(errs):.1%} over {len(errs)} points")
+
+
+def _diff_results(measured: Path, predicted: Path) -> None:
+    """Two vLLM-format result JSONs side by side: measured (a real run) vs predicted."""
+    from sim.calibrate.serving_import import read_result_json
+    from sim.serving.vllm_bench import diff
+
+    rows = diff(read_result_json(measured), read_result_json(predicted))
+    if not rows:
+        raise typer.BadParameter(f"{measured.name} and {predicted.name} share no result keys")
+    t = Table(title=f"serving results: {measured.name} (measured) vs {predicted.name}")
+    for col in ("key", "measured", "predicted", "error"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["key"], f"{r['measured']:,.2f}", f"{r['predicted']:,.2f}",
+                  "-" if r["error"] is None else f"{r['error']:+.1%}")
+    console.print(t)
 
 
 @app.command("run")

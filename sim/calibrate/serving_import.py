@@ -46,7 +46,8 @@ def _num(d: dict, key: str, where: str) -> float | None:
     return float(v)
 
 
-def load_measurement(path: Path) -> ServingMeasurement:
+def read_result_json(path: Path) -> dict:
+    """A benchmark result file as a JSON object, with one-line located errors."""
     where = str(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -56,6 +57,12 @@ def load_measurement(path: Path) -> ServingMeasurement:
         raise ConfigError(f"{where}: malformed JSON (line {exc.lineno}): {exc.msg}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: must be a JSON object")
+    return data
+
+
+def load_measurement(path: Path) -> ServingMeasurement:
+    where = str(path)
+    data = read_result_json(path)
     if "mean_ttft_ms" in data:
         return _from_vllm(data, where)
     if "time_to_first_token" in data:
