@@ -33,6 +33,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/fleetsim calibrate training --report benchmarks/results/training_calibration.md
 	$(PY) benchmarks/fidelity_training.py
 	$(PY) benchmarks/serving_speed.py
+	$(PY) benchmarks/fidelity_serving.py
 	$(PY) benchmarks/mlperf_server.py
 	$(PY) benchmarks/fleet_speed.py
 	$(PY) benchmarks/run_speed.py

@@ -83,3 +83,17 @@ def test_fuzz_large_benchmark_small(tmp_path):
     out = _load("fuzz_large").main(scale=0.02, workers=1, out_dir=tmp_path)
     assert out["passed"] and len(out["tests"]) == 6 and out["cases"] >= 6 * 5
     assert (tmp_path / "fuzz_large.md").is_file()
+
+
+def test_fidelity_serving_small(tmp_path):
+    """A handful of validation rows at 40 prompts each: the serving fidelity benchmark runs end
+    to end and writes its files (targets are judged on the full run in make bench)."""
+    mod = _load("fidelity_serving")
+    ids = ["gpustack-qwen3-14b-a100/random-2k", "gpustack-gpt-oss-120b-h100/sharegpt-c4",
+           "gpustack-deepseek-r1-h200/random-2k", "vllm-recipes-llama3.3-70b-rocm/mxfp4-8k1k-c64"]
+    res = mod.main(out_dir=tmp_path, num_prompts=40, ids=ids)
+    assert res["runs"] == 4 and res["split"] == "validate"
+    assert {r["run"] for r in res["rows"]} == set(ids)
+    assert set(res["summary"]) == {"e2e_ms", "ttft_ms", "tpot_ms"}
+    assert (tmp_path / "fidelity_serving.md").read_text().startswith("# Serving fidelity")
+    assert res["wall_s"] < 30
