@@ -294,13 +294,13 @@ def arrival_process(env: simpy.Environment, traffic, max_len: int, cfg: EngineCo
     policy (counting clipped and rejected ones in `state`) and hands the rest to `on_request(
     request id, arrival s, prompt tokens, output tokens)`.
 
-    `max_concurrency`: a request is sent only when fewer are in flight (`state["in_flight"]`,
-    decremented by `release_slot`); `overheads`: the request reaches the engine after the
+    `max_concurrency`: a request is sent only when fewer are in flight
+    (`state["client_in_flight"]`, decremented by `release_slot`); `overheads`: the request reaches the engine after the
     FIFO API server (`Overheads.api_entry_s`), its arrival time staying the send time."""
     rid = 0
     api = overheads if overheads and (overheads.api_request_s
                                       or overheads.api_tokenize_s_per_input_token) else None
-    state.setdefault("in_flight", 0)
+    state.setdefault("client_in_flight", 0)
     state["api_free_s"] = 0.0
     for ch in iter_traffic(traffic):
         arr, inp, out = ch.arrival_s, ch.input_tokens, ch.output_tokens
@@ -308,7 +308,7 @@ def arrival_process(env: simpy.Environment, traffic, max_len: int, cfg: EngineCo
             t = float(arr[j])
             if t > env.now:
                 yield env.timeout(t - env.now)
-            while max_concurrency and state["in_flight"] >= max_concurrency:
+            while max_concurrency and state["client_in_flight"] >= max_concurrency:
                 state["slot"] = env.event()
                 yield state["slot"]
             t = max(t, env.now)
@@ -319,7 +319,7 @@ def arrival_process(env: simpy.Environment, traffic, max_len: int, cfg: EngineCo
             if status == "rejected":
                 rid += 1
                 continue
-            state["in_flight"] += 1
+            state["client_in_flight"] += 1
             if api is not None:
                 entry = api.api_entry_s(t, state["api_free_s"], p)
                 state["api_free_s"] = entry
@@ -340,7 +340,7 @@ def _enter_later(env: simpy.Environment, entry_s: float, on_request, rid: int, t
 
 def release_slot(state: dict, count: int) -> None:
     """`count` requests finished: free their client slots (wakes a waiting sender)."""
-    state["in_flight"] = state.get("in_flight", 0) - count
+    state["client_in_flight"] = state.get("client_in_flight", 0) - count
     ev = state.get("slot")
     if ev is not None and not ev.triggered:
         ev.succeed()
