@@ -311,27 +311,33 @@ def _search_one(args: tuple) -> None:
 
 def _prefetch(scn: Scenario, lib: Library, needed: list[tuple[str, str, str | None]],
               base: Path, say: Callable[[str], None]) -> None:
-    """Run the capacity searches the disk cache lacks side by side on worker processes (spawned:
-    nothing is inherited but the arguments), up to `FLEETSIM_WORKERS` or the CPU count; the run
-    then reads them back in order, so the results do not depend on who computed what."""
+    """Run the capacity searches the disk cache lacks side by side on worker processes (forked,
+    so a script without a `__main__` guard is not re-run by its workers; where fork is missing
+    the searches run in process), up to `FLEETSIM_WORKERS` or the CPU count; the run then reads
+    them back in order, so the results do not depend on who computed what. A worker that dies
+    leaves its search to the run itself."""
     from sim.serving.capacity import cache_dir
 
     workers = int(os.environ.get("FLEETSIM_WORKERS", os.cpu_count() or 1))
     misses = [x for x in needed
               if not (cache_dir() / f"{_row_key(scn, lib, *x, base)[0]}.json").is_file()]
-    if workers < 2 or len(misses) < 2:
+    import multiprocessing as mp
+
+    if workers < 2 or len(misses) < 2 or "fork" not in mp.get_all_start_methods():
         return
     import concurrent.futures as cf
-    import multiprocessing as mp
 
     n = min(workers, len(misses))
     say(f"capacity searches: {len(misses)} on {n} processes")
-    with cf.ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as ex:
-        futures = {ex.submit(_search_one, (scn, lib, *x, base)): x for x in misses}
-        for f in cf.as_completed(futures):
-            f.result()  # a search's error surfaces here, as it would in process
-            w, c, e = futures[f]
-            say(f"capacity {w} on {c}{', ' + e if e else ''}: done")
+    try:
+        with cf.ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as ex:
+            futures = {ex.submit(_search_one, (scn, lib, *x, base)): x for x in misses}
+            for f in cf.as_completed(futures):
+                f.result()  # a search's error surfaces here, as it would in process
+                w, c, e = futures[f]
+                say(f"capacity {w} on {c}{', ' + e if e else ''}: done")
+    except cf.process.BrokenProcessPool:
+        say("capacity searches: a worker process died; the rest run in this process")
 
 
 def _capacity_row(scn: Scenario, lib: Library, wname: str, card: str, hw: Hardware,
