@@ -9,6 +9,7 @@ fleetsim. Every library folder mirrors the packaged layout:
     DIR/hardware_specs/engines/<id>.yaml      DIR/hardware_specs/engine_tables/<id>.yaml
     DIR/hardware_specs/engine_fits/<id>.yaml  (written by `fleetsim calibrate engines`)
     DIR/hardware_specs/software_trends/<stack>.yaml  (likewise)
+    DIR/hardware_specs/serving_overheads/<engine>.yaml  (benchmarks/fit_serving_overheads.py)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from sim.config.loader import ConfigError, load_file
 from sim.config.model import ModelSpec
 from sim.config.training import TrainingBenchmark
 from sim.config.workload import LengthMix
+from sim.config.serving_overheads import FOLDER as OVERHEADS_FOLDER
+from sim.config.serving_overheads import OverheadsRecord
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -52,6 +55,7 @@ KINDS: dict[str, tuple[str, type[BaseModel]]] = {
     "software_trend": ("hardware_specs/software_trends", SoftwareTrend),
     "training_fit": ("hardware_specs/training_fits", TrainingFit),
     "training_benchmark": ("workloads/training", TrainingBenchmark),
+    "serving_overheads": (OVERHEADS_FOLDER, OverheadsRecord),
 }
 
 
@@ -159,6 +163,10 @@ class Library:
 
     def training_benchmark(self, ident: str) -> TrainingBenchmark:
         return self._get("training_benchmark", ident)  # type: ignore[return-value]
+
+    def serving_overheads(self, engine: str) -> OverheadsRecord:
+        """A serving engine's overheads outside the GPU step (API server, scheduler, ...)."""
+        return self._get("serving_overheads", engine)  # type: ignore[return-value]
 
     def collective(self, ident: str) -> CollectiveTable:
         return self._get("collective", ident)  # type: ignore[return-value]

@@ -23,27 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from sim.config.serving_overheads import FOLDER, OverheadsRecord
 
-from sim.config.base import CalValue, WithSources
-
-FOLDER = "hardware_specs/serving_overheads"
-
-
-class OverheadsRecord(WithSources):
-    """One engine's serving overheads, each a calibrated value with tier and source."""
-
-    engine: str
-    api_request_s: CalValue
-    api_tokenize_s_per_input_token: CalValue
-    scheduler_s_per_running_request: CalValue
-    detokenize_s_per_output_token: CalValue
-    sampling_s_per_sequence: CalValue
-    cuda_graph_max_tokens: CalValue
-    cuda_graph_layer_fixed_scale: CalValue
-    fit: dict | None = Field(default=None)
-    """How the fitted values came out (rows, residuals): written by the fit, informative."""
-    notes: list[str] = Field(default_factory=list)
+__all__ = ["FOLDER", "Overheads", "OverheadsRecord", "load", "load_record"]
 
 
 @dataclass(frozen=True)
@@ -90,21 +72,18 @@ FIELDS = tuple(k for k in Overheads.__dataclass_fields__)
 
 def record_path(ident: str, roots=None) -> Path:
     """The record's file in the first library root that has it."""
-    from sim.config.library import search_roots
-    from sim.config.loader import ConfigError
+    return _library(roots).path("serving_overheads", ident)
 
-    for root in roots or search_roots():
-        p = Path(root) / FOLDER / f"{ident}.yaml"
-        if p.is_file():
-            return p
-    raise ConfigError(f"{FOLDER}/{ident}.yaml: no such serving-overheads record")
+
+def _library(roots=None):
+    from sim.config.library import Library
+
+    return Library(tuple(roots)) if roots else Library.default()
 
 
 def load_record(ident: str = "vllm-v1", roots=None) -> OverheadsRecord:
-    from sim.config.loader import load_file
-
-    p = record_path(ident, roots)
-    return load_file(OverheadsRecord, p, f"{FOLDER}/{p.name}")
+    """The record `ident`, loaded and cached through the Library (kind `serving_overheads`)."""
+    return _library(roots).serving_overheads(ident)
 
 
 def load(ident: str = "vllm-v1", roots=None) -> Overheads:
