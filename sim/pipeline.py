@@ -95,7 +95,10 @@ class Result:
             self.capacity.to_parquet(tmp / "results" / "capacity.parquet", index=False)
             if len(self.software):
                 self.software.to_parquet(tmp / "results" / "software.parquet", index=False)
-            (tmp / "summary.json").write_text(json.dumps(json_safe(self.summary), indent=2,
+            from sim.report.analysis import verdict
+
+            summary = {**self.summary, **verdict(self)}
+            (tmp / "summary.json").write_text(json.dumps(json_safe(summary), indent=2,
                                                          sort_keys=True) + "\n")
             (tmp / "scenario.resolved.yaml").write_text(resolved_yaml(self.scenario))
             if self.analyses:
@@ -210,13 +213,19 @@ def _training_plan(lib: Library, card: str, model_id: str, n_cards: int,
     from sim.perf.training import TrainingLayoutError, TrainJob, plan_training
 
     def compute() -> dict:
-        job = TrainJob(lib.model(model_id), CAMPAIGN_SEQ_TOKENS,
-                       CAMPAIGN_BATCH_TOKENS // CAMPAIGN_SEQ_TOKENS)
-        try:
-            p = plan_training(job, card, n_cards, lib, tokens=1.0,
-                              failures_per_card_year=failures_per_card_year)
-        except TrainingLayoutError as exc:
-            raise ConfigError(str(exc)) from None
+        target = CAMPAIGN_BATCH_TOKENS // CAMPAIGN_SEQ_TOKENS
+        # the target batch, else the nearest multiple of the cards above it (a card count
+        # whose data-parallel degrees do not divide the target, e.g. 12)
+        for gbs in dict.fromkeys((target, -(-target // n_cards) * n_cards)):
+            job = TrainJob(lib.model(model_id), CAMPAIGN_SEQ_TOKENS, gbs)
+            try:
+                p = plan_training(job, card, n_cards, lib, tokens=1.0,
+                                  failures_per_card_year=failures_per_card_year)
+                break
+            except TrainingLayoutError as exc:
+                err = exc
+        else:
+            raise ConfigError(str(err)) from None
         return {"tokens_per_s_per_card": p.step.tokens_per_s_per_card,
                 "goodput": p.interruptions.goodput, "layout": p.step.layout.label(),
                 "mfu": p.step.mfu, "calibration": p.calibration}
@@ -639,6 +648,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
 
     # ---- training campaigns --------------------------------------------------------------------
     camps: list[Campaign] = []
+    training_info: dict[str, dict] = {}
     for tname, t in scn.training.items():
         try:
             tp_ = _training_plan(lib, t.card, t.model, t.cards or 64,
@@ -646,6 +656,14 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
         except ConfigError as exc:
             raise ConfigError(f"{where}: training.{tname}: {exc}") from None
         tok_s = tp_["tokens_per_s_per_card"]
+        n_train = t.cards or 64
+        training_info[tname] = {
+            "card": t.card, "cards": n_train, "model": t.model, "tokens": t.tokens,
+            "layout": tp_["layout"], "mfu": tp_["mfu"], "tokens_per_s_per_card": tok_s,
+            "goodput": tp_["goodput"],
+            "ideal_days": t.tokens / (tok_s * n_train) / 86400.0,
+            "time_to_train_days": t.tokens / (tok_s * n_train) / 86400.0 / tp_["goodput"],
+            "calibration": tp_["calibration"]}
         card_hours = t.tokens / (tok_s * scn.efficiency.get(t.card, 1.0)
                                  * power_cap_factor(scn, lib, t.card, 1.0)) / 3600.0
         start = _hours_from(scn.start, t.start)
@@ -801,6 +819,7 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
                               "demand within the SLOs (owned or rented)")
     summary["slo_tolerance"] = SLO_TOLERANCE
     summary["scenario"] = scn.name
+    summary["training"] = training_info
     return Result(scn, pd.concat(per_year, ignore_index=True),
                   pd.concat(per_hour, ignore_index=True) if per_hour else pd.DataFrame(),
                   summary, cap_df, software=pd.DataFrame(software_rows), trajectory=traj,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -181,3 +182,68 @@ def test_report_in_a_real_browser(result, html, tmp_path):
     assert not errors, errors
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="session")
+def analysed(result, cache_dir):
+    """The tiny run with a small Monte Carlo, a flip point and the optimiser attached."""
+    from sim.config.paths import with_overrides
+    from sim.experiments.suite import run_analyses
+
+    scn = with_overrides(result.scenario, {"analysis": {
+        "monte_carlo": 8, "optimize": True,
+        "flip": [{"param": "cards.l40s.price_usd", "between": [1000, 60000],
+                  "options": ["h100", "h100+l40s"]}]}})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLEETSIM_CACHE", str(cache_dir))
+        an = run_analyses(scn, base=TINY.parent)
+    return dataclasses.replace(result, scenario=scn, analyses=an)
+
+
+def test_summary_names_the_best_plan_states_confidence_and_defines_columns_in_a_browser(
+        analysed, tmp_path):
+    """What a planner reads first (issue 18): the best plan found (the optimiser's when it
+    meets the SLOs for less than the winner), how sure the answer is, and every column of the
+    options table defined."""
+    chromium = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    from sim.report.analysis import verdict
+    from sim.report.html import render_html
+
+    v = verdict(analysed)
+    page_file = tmp_path / "report.html"
+    page_file.write_text(render_html(analysed), encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 800})
+            page.goto(page_file.as_uri())
+            best = page.inner_text("#best-plan")
+            assert best.startswith("Best plan found")
+            if v["best_plan"]["name"] == "optimised plan":
+                assert "optimiser's plan" in best and "meets the SLOs" in best
+            else:
+                assert v["best_plan"]["name"] in best
+            conf = page.inner_text("#confidence")
+            assert "confidence is" in conf and "Monte Carlo draws" in conf
+            heads = page.evaluate("Array.from(document.querySelector('#options table')"
+                                  ".querySelectorAll('thead th'))"
+                                  ".map(t => t.innerText.split('\\n')[0].trim())")
+            defined = page.evaluate("Array.from(document.querySelectorAll('#options-columns dt'))"
+                                    ".map(t => t.innerText.trim())")
+        finally:
+            browser.close()
+    assert heads[0] == "option"
+    assert [h for h in heads[1:] if h not in defined] == []
+
+
+def test_summary_json_carries_the_verdict(analysed, tmp_path):
+    import json
+
+    out = analysed.to_dir(tmp_path / "o")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["best_plan"]["npv_usd"] <= min(v["npv_usd"] for v in s["options"].values()
+                                            if v["slo_attainment"] >= s["slo_tolerance"])
+    assert "confidence is" in s["confidence"]

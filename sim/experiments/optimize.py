@@ -213,10 +213,11 @@ def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
     software = _software(scn, cand)
 
     # ---- coefficients ----------------------------------------------------------------------
-    buy_cost, order_at = {}, {}
+    buy_cost, order_at, lead_of = {}, {}, {}
     for c in cand:
         lt = _lead_weeks(scn, c)
         lead_years = (max(lt) if isinstance(lt, tuple) else lt) / 52.0
+        lead_of[c] = lead_years
         price = card_price_usd(scn, lib, c)
         for y in range(Y):
             order_at[(c, y)], buy_cost[(c, y)] = _card_cost_pv(
@@ -319,8 +320,13 @@ def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
                 if k <= 0:
                     continue
                 at = _date(scn.start, order_at[(c, y)])
+                # ordered at the start when the lead time reaches back before it: the cards
+                # then arrive after the year they are for begins (rent covers the wait)
+                arrive = order_at[(c, y)] + lead_of[c]
                 plan_rows.append({"card": c, "year": y, "servers": k, "cards": k * unit,
-                                  "order_date": at, "needed_by": _date(scn.start, y)})
+                                  "order_date": at, "arrives_by": _date(scn.start, arrive),
+                                  "needed_by": _date(scn.start, y),
+                                  "late": arrive > y + 1e-9})
                 buys.append({"card": c, "count": k * unit, "at": at,
                              "lead_time_weeks": list(lt) if isinstance(lt, tuple) else lt,
                              "price_usd": card_price_usd(scn, lib, c), "life_years": life})

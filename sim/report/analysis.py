@@ -135,7 +135,10 @@ def context(analyses: dict) -> dict | None:
     if opt is not None and hasattr(opt, "plan"):
         out["optimize"] = {
             "plan": [{"card": r.card, "cards": f"{r.cards:,}", "order": r.order_date,
-                      "needed": r.needed_by} for r in opt.plan.itertuples()],
+                      "arrives": getattr(r, "arrives_by", r.needed_by),
+                      "needed": r.needed_by + (" (arrives later: rent covers the wait)"
+                                               if getattr(r, "late", False) else "")}
+                     for r in opt.plan.itertuples()],
             "objective": _usd(opt.objective_usd), "simulated": _usd(opt.simulated["npv_usd"]),
             "attainment": f"{opt.simulated['slo_attainment']:.2%}", "meets": opt.meets_slo,
             "margin": f"{opt.margin:.0%}", "rounds": opt.rounds, "notes": list(opt.notes),
@@ -202,8 +205,9 @@ def markdown(analyses: dict) -> str:
                   md_text(f"Linearised cost {o['objective']}; simulated NPV {o['simulated']}, "
                           f"serving {o['attainment']} of demand within the SLOs (margin "
                           f"{o['margin']}, {o['rounds']} round(s))."), "",
-                  "| card | cards | order | needed by |", "|---|---|---|---|"]
-        lines += [_row(r["card"], r["cards"], r["order"], r["needed"]) for r in o["plan"]]
+                  "| card | cards | order | arrives by | needed by |", "|---|---|---|---|---|"]
+        lines += [_row(r["card"], r["cards"], r["order"], r["arrives"], r["needed"])
+                  for r in o["plan"]]
         lines += ["", "| option | NPV | SLO attainment | meets SLOs |", "|---|---|---|---|"]
         lines += [_row(r["option"], r["npv"], r["slo"], r["meets"]) for r in o["comparison"]]
         lines += [f"- {md_text(n)}" for n in o["notes"]] + [""]
@@ -306,3 +310,55 @@ def write_results(analyses: dict, folder: Path, name: str) -> list[Path]:
     written.append(p)
     return written
 
+
+
+def verdict(result) -> dict:
+    """What a planner reads first, from the run and its analyses: the best plan found (the
+    winner, or the optimiser's plan when it meets the SLOs for less) and one sentence on how
+    sure the answer is and what would change it. Empty parts are left out."""
+    from sim.config.paths import get_value
+
+    s, an = result.summary, getattr(result, "analyses", None) or {}
+    out: dict = {}
+    winner = s.get("winner")
+    opt = an.get("optimize")
+    if opt is not None and hasattr(opt, "plan") and opt.meets_slo:
+        npv = float(opt.simulated["npv_usd"])
+        if winner is None or npv < s["options"][winner]["npv_usd"]:
+            out["best_plan"] = {"name": "optimised plan", "npv_usd": npv,
+                                "below_winner_usd": None if winner is None else
+                                s["options"][winner]["npv_usd"] - npv,
+                                "cards": ", ".join(f"{r.cards:,} {r.card} ordered {r.order_date}"
+                                                   for r in opt.plan.itertuples())}
+    if "best_plan" not in out and winner is not None:
+        out["best_plan"] = {"name": winner, "npv_usd": s["options"][winner]["npv_usd"]}
+    mc = an.get("monte_carlo")
+    parts = []
+    if mc is not None and hasattr(mc, "win_probability"):
+        n = int(mc.draws["draw"].nunique())
+        p = mc.win_probability.get(winner or "none", 0.0)
+        level = "high" if p >= 0.8 else "moderate" if p >= 0.5 else "low"
+        who = winner or "no option meeting the SLOs"
+        parts.append(f"confidence is {level}: among the scenario's options, {who} comes out "
+                     f"best in {p:.0%} of {n} Monte Carlo draws of the uncertain inputs and the "
+                     f"model's own error")
+    near = None
+    for f in an.get("flip") or []:
+        if f.value is None:
+            continue
+        try:
+            base = get_value(result.scenario, f.param)
+        except Exception:  # noqa: BLE001 - a value the scenario does not hold (a default rate)
+            continue
+        if isinstance(base, (int, float)) and base:
+            rel = abs(f.value / base - 1)
+            if near is None or rel < near[0]:
+                near = (rel, f, base)
+    if near is not None:
+        rel, f, base = near
+        parts.append(f"the nearest flip is {f.param}: from {_num(base)} to {_num(f.value)} "
+                     f"({rel:.0%} away) {f.above if f.value > base else f.below} becomes cheaper "
+                     f"than {f.below if f.value > base else f.above}")
+    if parts:
+        out["confidence"] = "; ".join(parts) + "."
+    return out

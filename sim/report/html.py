@@ -315,6 +315,13 @@ def _context(result) -> dict:
         "title": f"{scn.name} — fleetsim report", "name": scn.name, "headline": headline,
         "rows": rows, "per_year": per_year, "capacity": capacity, "campaigns": camp_rows,
         "software": software_lines(result),
+        "verdict": _verdict(result),
+        "training": [{"name": k, "card": v["card"], "cards": f"{v['cards']:,}",
+                      "layout": v["layout"], "mfu": pct(v["mfu"]),
+                      "tps": f"{v['tokens_per_s_per_card']:,.0f}", "goodput": pct(v["goodput"]),
+                      "days": f"{v['time_to_train_days']:,.1f}",
+                      "ideal": f"{v['ideal_days']:,.1f}", "calibration": v["calibration"]}
+                     for k, v in (s.get("training") or {}).items()],
         "images": images, "shown": shown, "hidden": names[plots.MAX_TIMELINE_OPTIONS:],
         "period": plots.PERIOD[plots.bucket_days(result.per_hour)],
         "assumptions": assumption_rows(scn) + calibration_rows(result.capacity),
@@ -329,6 +336,17 @@ def _context(result) -> dict:
                   "electricity": f"${site['electricity_usd_per_kwh']:.4g}/kWh",
                   "pue": f"{site['pue']:.3g}", "n_uncertain": len(scn.uncertain)},
     }
+
+
+def _verdict(result) -> dict:
+    from sim.report.analysis import verdict
+
+    v = verdict(result)
+    bp = v.get("best_plan")
+    if bp is not None:
+        bp = {**bp, "npv": usd(bp["npv_usd"]),
+              "below": usd(bp["below_winner_usd"]) if bp.get("below_winner_usd") else None}
+    return {"best_plan": bp, "confidence": v.get("confidence")}
 
 
 def software_lines(result) -> list[str]:
