@@ -202,7 +202,7 @@ def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout) -> float:
 def memory_per_card(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainMemory:
     a = job.model.architecture
     p = _local_params(job, lay)
-    d = lay.dp
+    d = lay.dp * lay.cp  # Megatron's distributed optimizer shards over data x context ranks
     lora = job.task == "lora"
     params = 2.0 * p / (d if lay.zero >= 3 else 1)
     grads = 0.0 if lora else 2.0 * p / (d if lay.zero >= 2 else 1)
