@@ -16,8 +16,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sim.calibrate.serving_runs import FIT_PARAMS, fit_overheads, load_runs  # noqa: E402
+from sim.calibrate.serving_runs import FIT_PARAMS, FIT_SCALE, fit_overheads, load_runs  # noqa: E402
 from sim.config.library import Library  # noqa: E402
+from sim.serving import overheads as ov_mod  # noqa: E402
 
 OUT = REPO / "hardware_specs" / "serving_overheads" / "vllm-v1.yaml"
 GRAPH_CAP_TOKENS = 512
@@ -42,11 +43,24 @@ SOURCES = {
 }
 
 
+def start_point(lib) -> list[float]:
+    """The previous fit's values (fitted on the calibrate rows too) in the optimiser's units,
+    else the default start."""
+    from sim.config.loader import ConfigError
+
+    try:
+        old = ov_mod.load("vllm-v1", lib.roots)
+    except ConfigError:
+        return [1.0, 1.0, 1.0, 1.0, 0.5]
+    return [max(getattr(old, k) / s, 1e-3) if k != "cuda_graph_layer_fixed_scale"
+            else min(max(getattr(old, k), 1e-3), 0.999) for k, s in zip(FIT_PARAMS, FIT_SCALE)]
+
+
 def main() -> None:
     lib = Library.default()
     runs = load_runs("calibrate")
     t0 = time.perf_counter()
-    res, ov = fit_overheads(runs, lib, GRAPH_CAP_TOKENS)
+    res, ov = fit_overheads(runs, lib, GRAPH_CAP_TOKENS, x0=start_point(lib))
     wall = time.perf_counter() - t0
     r = res.fun
     rec = {"engine": "vllm-v1", "sources": {k: {**v, "date": v["date"] or time.strftime("%Y-%m")}
@@ -62,7 +76,9 @@ def main() -> None:
                                     "source": "vllm-config"}
     rec["fit"] = {"rows": len(runs), "residuals": int(len(r)),
                   "rms_log_error": float(math.sqrt((r ** 2).mean())),
-                  "nfev": int(res.nfev), "status": int(res.status), "wall_s": round(wall, 1)}
+                  "nfev": int(res.nfev), "status": int(res.status),
+                  "converged": bool(res.status > 0), "message": str(res.message),
+                  "wall_s": round(wall, 1)}
     rec["notes"] = [
         "api_request_s and api_tokenize_s_per_input_token are spent FIFO by one API-server "
         "process; the step terms add to every engine step (sim/serving/overheads.py).",

@@ -184,26 +184,52 @@ def overheads_from(x, graph_max_tokens: int, sampling_s: float = 0.0):
                      **kw)
 
 
+_WORKER: dict = {}
+"""Per-process state of the fit's workers: the library, the runs and the Hardware cache (loaded
+once per process, reused by every evaluation)."""
+
+
+def _init_worker(runs: list[Run], roots) -> None:
+    from sim.config.library import Library
+
+    _WORKER.update(lib=Library(tuple(roots)), runs=runs, cache={})
+
+
+def _row_residuals(job) -> list[float]:
+    i, ov, num_prompts = job
+    run = _WORKER["runs"][i]
+    pred = predict(run, _WORKER["lib"], ov, num_prompts, _WORKER["cache"])
+    return [math.log(pred[m] / run.measured[m]) for m in METRICS
+            if m in run.measured and m in pred]
+
+
 def fit_overheads(runs: list[Run], lib, graph_max_tokens: int, x0=(1.0, 1.0, 1.0, 1.0, 0.5),
-                  max_nfev: int = 10, num_prompts: int | None = None):
-    """Least squares on log(predicted / measured) of every metric of `runs` (calibrate rows).
+                  max_nfev: int = 200, num_prompts: int | None = None, workers: int | None = None,
+                  tol: float = 1e-3):
+    """Least squares on log(predicted / measured) of every metric of `runs` (calibrate rows),
+    to convergence: stops when the cost, the step or the gradient changes by less than `tol`
+    (relative), or after `max_nfev` evaluations. The rows of one evaluation run in `workers`
+    processes (default: every CPU), each keeping its own Hardware cache.
     Returns (scipy result, Overheads)."""
+    import multiprocessing as mp
+    import os
+
     from scipy.optimize import least_squares
 
     if any(r.split != "calibrate" for r in runs):
         raise ValueError("fit_overheads takes calibrate rows only")
-    cache: dict = {}
+    # the slowest rows first, so the pool's last jobs are short
+    order = sorted(range(len(runs)), key=lambda i: -runs[i].input_tokens * runs[i].num_prompts)
+    n_proc = max(1, min(workers or os.cpu_count() or 1, len(runs)))
+    ctx = mp.get_context("fork")
+    with ctx.Pool(n_proc, _init_worker, (runs, lib.roots)) as pool:
+        def resid(x):
+            ov = overheads_from(x, graph_max_tokens)
+            got = dict(zip(order, pool.map(_row_residuals, [(i, ov, num_prompts)
+                                                            for i in order], chunksize=1)))
+            return np.array([e for i in range(len(runs)) for e in got[i]])
 
-    def resid(x):
-        ov = overheads_from(x, graph_max_tokens)
-        out = []
-        for run in runs:
-            pred = predict(run, lib, ov, num_prompts, cache)
-            out += [math.log(pred[m] / run.measured[m]) for m in METRICS
-                    if m in run.measured and m in pred]
-        return np.array(out)
-
-    res = least_squares(resid, np.array(x0, dtype=float), bounds=(
-        [0, 0, 0, 0, 0], [np.inf, np.inf, np.inf, np.inf, 1.0]), diff_step=0.05,
-        max_nfev=max_nfev, x_scale=1.0, verbose=2)
+        res = least_squares(resid, np.array(x0, dtype=float), bounds=(
+            [0, 0, 0, 0, 0], [np.inf, np.inf, np.inf, np.inf, 1.0]), diff_step=0.05,
+            max_nfev=max_nfev, x_scale=1.0, ftol=tol, xtol=tol, gtol=tol, verbose=2)
     return res, overheads_from(res.x, graph_max_tokens)

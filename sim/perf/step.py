@@ -99,7 +99,7 @@ class StepBatch:
                 pairs += n * c + n * (n + 1) / 2
                 kv += c + n
                 if window:
-                    pairs_w += sum(min(c + j + 1, window) for j in range(int(n)))
+                    pairs_w += _window_pairs(int(n), c, window)
                     kv_w += min(c + n, window)
         return cls(dec_n, dec_c, pre_t, pre_s, pairs, kv, logits,
                    dec_cw if window else None, pairs_w if window else None,
@@ -117,6 +117,13 @@ class StepBatch:
             add(self.decode_context_window, other.decode_context_window),
             add(self.prefill_pairs_window, other.prefill_pairs_window),
             add(self.prefill_kv_tokens_window, other.prefill_kv_tokens_window))
+
+
+def _window_pairs(n: int, c: int, w: int) -> int:
+    """Σ_{j=0..n-1} min(c + j + 1, w) in closed form (the same integer as the sum): n new
+    tokens after c cached ones under a w-token window."""
+    k = min(max(w - c, 0), n)  # the first k terms are below the window
+    return k * c + k * (k + 1) // 2 + (n - k) * w
 
 
 def _capped_pairs(n: float, w: int) -> float:
