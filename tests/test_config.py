@@ -46,7 +46,7 @@ def test_every_library_file_loads_with_sources(lib, kind):
             from sim.config.base import CalValue
 
             vals = [v for v in dict(rec).values() if isinstance(v, CalValue)]
-            assert len(vals) == 7 and all(v.source in rec.sources for v in vals)
+            assert len(vals) >= 7 and all(v.source in rec.sources for v in vals)
         if kind in ("engine_table", "collective"):  # one source per published table
             assert rec.source.tag in {"vendor", "independent"} and rec.source.citation
             continue

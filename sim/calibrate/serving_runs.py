@@ -176,12 +176,14 @@ FIT_SCALE = (1e-3, 1e-6, 1e-5, 1e-5, 1.0)
 """Units the optimiser works in (ms, us/token, 10 us, 10 us, fraction) so steps are ~1."""
 
 
-def overheads_from(x, graph_max_tokens: int, sampling_s: float = 0.0):
+def overheads_from(x, graph_max_tokens: int, sampling_s: float = 0.0,
+                   moe_grouped_gemm_efficiency: float | None = None):
+    """The overheads at the optimiser's point `x`, with the values that are not fitted."""
     from sim.serving.overheads import Overheads
 
     kw = {k: float(v) * s for k, v, s in zip(FIT_PARAMS, x, FIT_SCALE)}
     return Overheads(cuda_graph_max_tokens=graph_max_tokens, sampling_s_per_sequence=sampling_s,
-                     **kw)
+                     moe_grouped_gemm_efficiency=moe_grouped_gemm_efficiency, **kw)
 
 
 _WORKER: dict = {}
@@ -205,10 +207,11 @@ def _row_residuals(job) -> list[float]:
 
 def fit_overheads(runs: list[Run], lib, graph_max_tokens: int, x0=(1.0, 1.0, 1.0, 1.0, 0.5),
                   max_nfev: int = 200, num_prompts: int | None = None, workers: int | None = None,
-                  tol: float = 1e-3):
+                  tol: float = 1e-3, moe_grouped_gemm_efficiency: float | None = None):
     """Least squares on log(predicted / measured) of every metric of `runs` (calibrate rows),
     to convergence: stops when the cost, the step or the gradient changes by less than `tol`
-    (relative), or after `max_nfev` evaluations. The rows of one evaluation run in `workers`
+    (relative), or after `max_nfev` evaluations; `moe_grouped_gemm_efficiency` is held fixed.
+    The rows of one evaluation run in `workers`
     processes (default: every CPU), each keeping its own Hardware cache.
     Returns (scipy result, Overheads)."""
     import multiprocessing as mp
@@ -224,7 +227,8 @@ def fit_overheads(runs: list[Run], lib, graph_max_tokens: int, x0=(1.0, 1.0, 1.0
     ctx = mp.get_context("fork")
     with ctx.Pool(n_proc, _init_worker, (runs, lib.roots)) as pool:
         def resid(x):
-            ov = overheads_from(x, graph_max_tokens)
+            ov = overheads_from(x, graph_max_tokens,
+                                moe_grouped_gemm_efficiency=moe_grouped_gemm_efficiency)
             got = dict(zip(order, pool.map(_row_residuals, [(i, ov, num_prompts)
                                                             for i in order], chunksize=1)))
             return np.array([e for i in range(len(runs)) for e in got[i]])
@@ -232,4 +236,5 @@ def fit_overheads(runs: list[Run], lib, graph_max_tokens: int, x0=(1.0, 1.0, 1.0
         res = least_squares(resid, np.array(x0, dtype=float), bounds=(
             [0, 0, 0, 0, 0], [np.inf, np.inf, np.inf, np.inf, 1.0]), diff_step=0.05,
             max_nfev=max_nfev, x_scale=1.0, ftol=tol, xtol=tol, gtol=tol, verbose=2)
-    return res, overheads_from(res.x, graph_max_tokens)
+    return res, overheads_from(res.x, graph_max_tokens,
+                               moe_grouped_gemm_efficiency=moe_grouped_gemm_efficiency)

@@ -22,6 +22,9 @@ class OverheadsRecord(WithSources):
     sampling_s_per_sequence: CalValue
     cuda_graph_max_tokens: CalValue
     cuda_graph_layer_fixed_scale: CalValue
+    moe_grouped_gemm_efficiency: CalValue | None = None
+    """Routed experts through the engine's fused/grouped MoE kernel at this fraction of the
+    card's dense GEMM efficiency (with the permutation traffic); absent: experts as dense GEMMs."""
     fit: dict | None = Field(default=None)
     """How the fitted values came out (rows, residuals): written by the fit, informative."""
     notes: list[str] = Field(default_factory=list)

@@ -148,9 +148,16 @@ class StepModel:
     are computed vectorised over an array of token counts, so the same code serves a single
     step (`step`) and the cached tables of `StepCostTable` that the serving simulator uses."""
 
-    def __init__(self, model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision):
+    def __init__(self, model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
+                 fused_moe_efficiency: float | None = None):
+        """`fused_moe_efficiency`: routed experts run as a serving engine's fused/grouped MoE
+        kernel (vLLM's fused_moe: permuted tokens, grouped GEMMs at this fraction of the
+        card's dense GEMM efficiency at the same rows per expert, plus the permutation and
+        combine traffic, `_moe_permutation_bytes`); None keeps the experts as dense GEMMs
+        (training, engine calibration)."""
         a = model.architecture
         self.a, self.hw, self.layout, self.prec = a, hw, layout, prec
+        self.fused_moe_efficiency = fused_moe_efficiency
         self.t = t = layout.tp
         self.bw = hw.mem_bandwidth_bps
         self.peak = hw.peak_flops(prec.compute)
@@ -253,9 +260,29 @@ class StepModel:
             m_per = T * k / np.maximum(distinct, 1e-9)
             comm = 0.0
         eff = self.hw.gemm_efficiency(self.prec.compute, m_per)
+        perm = 0.0
+        if self.fused_moe_efficiency is not None:
+            eff = eff * self.fused_moe_efficiency
+            ep = bool(self.layout.ep and t > 1)
+            perm = self._moe_permutation_bytes(hottest if ep else T * k, T, ep) / self.bw
         with np.errstate(divide="ignore", invalid="ignore"):
-            experts = 3 * self.t0 + np.maximum(byts / self.bw, flops / (self.peak * eff)) + comm
+            experts = (3 * self.t0 + np.maximum(byts / self.bw, flops / (self.peak * eff))
+                       + comm + perm)
         return np.where(T > 0, router + experts, 0.0)
+
+    def _moe_permutation_bytes(self, pairs: np.ndarray, T: np.ndarray, ep: bool) -> np.ndarray:
+        """Activation traffic of vLLM's fused-MoE path beyond the gathered input rows and the
+        expert outputs (already in the expert bytes): the gate/up output (`intermediate_cache1`,
+        2f per (token, expert) pair) written by the first grouped GEMM, the activated
+        intermediate (`intermediate_cache2`, f) read by the second (the activation kernel's own
+        read and write are in the elementwise term), and the top-k combine reading every
+        pair's h-wide output (`intermediate_cache3`) and writing one row per token. f is the
+        expert width per card (sharded by TP, whole under EP)."""
+        a, moe, t = self.a, self.a.moe, self.t
+        assert moe is not None
+        f = moe.expert_ffn_size / (1 if ep else t)
+        h = a.hidden_size
+        return (pairs * (3 * f + h) + T * h) * ACT_BYTES
 
     def token_parts(self, T: np.ndarray) -> dict[str, np.ndarray]:
         """Parts of a step that depend only on the number of tokens T it processes (per stage)."""

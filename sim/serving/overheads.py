@@ -14,6 +14,10 @@ every value carries `source:` and a tier) gives, for one serving engine:
 - CUDA graphs: steps of at most `cuda_graph_max_tokens` tokens replay a captured graph, so
   their fixed per-layer kernel time (the card's `layer_fixed_us`, from eager PyTorch layer
   microbenchmarks) is scaled by `cuda_graph_layer_fixed_scale`; larger steps run eager.
+- `moe_grouped_gemm_efficiency` (optional): routed experts run through the engine's fused MoE
+  kernel (token permutation, grouped GEMMs at this fraction of the dense GEMM efficiency at the
+  same rows per expert, top-k combine), `StepModel(fused_moe_efficiency=...)`; absent: the
+  experts are modelled as dense GEMMs, as before.
 
 All step terms are affine in the batch of a decode span, so the fast mode stays exact.
 """
@@ -39,15 +43,16 @@ class Overheads:
     sampling_s_per_sequence: float = 0.0
     cuda_graph_max_tokens: int = 0
     cuda_graph_layer_fixed_scale: float = 1.0
+    moe_grouped_gemm_efficiency: float | None = None
 
     def __post_init__(self) -> None:
         for k, v in self.__dict__.items():
-            if v < 0:
+            if v is not None and v < 0:
                 raise ValueError(f"overheads.{k} must be >= 0 (got {v})")
 
     @classmethod
     def of(cls, rec: OverheadsRecord) -> "Overheads":
-        kw = {k: getattr(rec, k).value for k in FIELDS}
+        kw = {k: getattr(rec, k).value for k in FIELDS if getattr(rec, k) is not None}
         kw["cuda_graph_max_tokens"] = int(kw["cuda_graph_max_tokens"])
         return cls(**kw)
 

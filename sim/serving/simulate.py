@@ -445,8 +445,9 @@ def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> Serv
         # vLLM requires max_num_batched_tokens >= max_model_len without chunked prefill (V0's
         # default is max(max_model_len, 2048)); apply it rather than stall on long prompts
         cfg = dataclasses.replace(cfg, max_num_batched_tokens=max(max_len, 2048))
-    sm = StepModel(setup.model, setup.hardware, setup.layout, setup.precision)
     ov = setup.overheads or Overheads()
+    sm = StepModel(setup.model, setup.hardware, setup.layout, setup.precision,
+                   fused_moe_efficiency=ov.moe_grouped_gemm_efficiency)
     costs = StepCostTable(sm, cfg.max_num_batched_tokens + cfg.max_num_seqs, cfg.max_num_seqs,
                           ov.graph_max_tokens(cfg.max_num_seqs, cfg.max_num_batched_tokens),
                           ov.cuda_graph_layer_fixed_scale)
