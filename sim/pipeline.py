@@ -784,7 +784,9 @@ def run(scenario: Scenario | str | Path, library: Library | None = None,
         oh = by_year(sum(d["owned"] for d in tl.per_card.values()))
         uh = by_year(sum(d["serving"] + d["training"] for d in tl.per_card.values()))
         util = np.divide(uh, oh, out=np.zeros_like(uh), where=oh > 0)
-        py["tokens_served"] = toks
+        py["output_tokens_served"] = toks
+        py["input_tokens_served"] = by_year(sum((tl.served_rps[w.name] + tl.rented_rps[w.name])
+                                                * 3600 * w.input_tokens for w in workloads))
         py["slo_attainment"] = att
         py["utilization"] = util
         counts = by_year(np.ones(len(tl.hours)))
@@ -835,9 +837,9 @@ def render_markdown(res: Result) -> str:
              "|---|---|---|---|---|---|"]
     for k, v in s["options"].items():
         usd = v["usd_per_m_tokens"]
-        lines.append(f"| {md_text(k)} | {v['npv_usd'] / 1e6:,.1f} | "
-                     f"{v['total_cost_usd'] / 1e6:,.1f} | "
-                     f"{'-' if usd is None else f'{usd:,.3f}'} | {v['slo_attainment']:.1%} | "
+        lines.append(f"| {md_text(k)} | {v['npv_usd'] / 1e6:,.3f} | "
+                     f"{v['total_cost_usd'] / 1e6:,.3f} | "
+                     f"{'-' if usd is None else f'{usd:,.3f}'} | {v['slo_attainment']:.2%} | "
                      f"{v['utilization']:.1%} |")
     lines += ["", "Capacity per card at the SLOs (from the serving simulator):", "",
               "| workload | card | TP | precision | req/s per card |", "|---|---|---|---|---|"]

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny_scenario.yaml"
 PER_YEAR_COLS = ["option", "year", "capex_usd", "energy_usd", "colo_usd", "maintenance_usd",
                  "software_usd", "rental_usd", "unserved_penalty_usd", "total_usd",
-                 "tokens_served", "slo_attainment", "utilization"]
+                 "output_tokens_served", "input_tokens_served", "slo_attainment", "utilization"]
 
 
 def _cli(*args, cache):

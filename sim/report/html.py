@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from markupsafe import Markup, escape
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel
 
@@ -75,6 +76,8 @@ def number(v) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
+        if math.isfinite(v) and abs(v) < 1e-9:  # float noise of a sum, not a value
+            return "0"
         if math.isfinite(v) and v.is_integer() and abs(v) < 1e15:
             return f"{int(v):,}"
         return f"{v:,.6g}" if math.isfinite(v) else str(v)
@@ -214,6 +217,50 @@ def _campaigns(camps: list[dict]) -> str:
     return f"{done}/{len(camps)} done" + (f", {missed} late" if missed else "")
 
 
+def _planned_start_hours(scn) -> dict[str, float]:
+    """Each campaign run's earliest start (hours from the scenario's start), by its name."""
+    from sim.config.scenario import hours_after_start
+    from sim.units import HOURS_PER_YEAR
+
+    out = {}
+    for name, t in scn.training.items():
+        first = hours_after_start(scn.start, t.start) if t.start else 0.0
+        step = (t.every_months or 0) * HOURS_PER_YEAR / 12
+        for k in range(1, 1000):
+            out[f"{name}#{k}"] = first + (k - 1) * step
+            if not step:
+                break
+    return out
+
+
+def _campaign_rows(result, names: list[str]) -> list[dict]:
+    """One row per option: how many campaigns ran, completed, slipped (started more than a day
+    after their earliest start, for want of free cards) and missed a deadline."""
+    planned = _planned_start_hours(result.scenario)
+    t0 = plots.start_date(result.scenario.start)
+    rows = []
+    for o in names:
+        camps = result.summary["options"][o].get("campaigns") or []
+        if not camps:
+            continue
+        slips = [(c["campaign"], (c["start_hour"] - planned.get(c["campaign"], c["start_hour"]))
+                  / 24.0) for c in camps]
+        slipped = [(n, d) for n, d in slips if d > 1.0]
+        late = [c["campaign"] for c in camps if c.get("met_deadline") is False]
+        unfinished = [f"{c['campaign']} ({c.get('reason') or 'not finished'})" for c in camps
+                      if not c.get("completed")]
+        rows.append({
+            "option": o, "runs": len(camps), "cards": ", ".join(sorted({f"{c['cards']:,}"
+                                                                        for c in camps})),
+            "first": str(t0 + int(camps[0]["start_hour"] // 24)),
+            "completed": f"{len(camps) - len(unfinished)} of {len(camps)}",
+            "slipped": "none" if not slipped else "; ".join(
+                f"{n} by {d:,.0f} days" for n, d in slipped),
+            "deadline": "none missed" if not late else ", ".join(late),
+            "note": "; ".join(unfinished)})
+    return rows
+
+
 def slo_tolerance(summary: dict) -> float:
     """The share of demand an option must serve to qualify: `summary["slo_tolerance"]`, or the
     percentage in the winner rule (">= 99% of demand ...") of summaries without it."""
@@ -271,8 +318,9 @@ def _context(result) -> dict:
             "campaigns": _campaigns(v.get("campaigns") or []),
         })
 
-    per_year = [{"option": r.option, "year": int(r.year) + 1, "total": usd(r.total_usd),
-                 "tokens": f"{r.tokens_served / 1e9:,.1f}", "slo": pct(r.slo_attainment),
+    per_year = [{"option": r.option, "year": int(r.year), "total": usd(r.total_usd),
+                 "tokens": f"{r.output_tokens_served / 1e9:,.1f}",
+                 "tokens_in": f"{r.input_tokens_served / 1e9:,.1f}", "slo": pct(r.slo_attainment),
                  "util": pct(r.utilization)}
                 for r in result.per_year.sort_values(["option", "year"], kind="stable")
                 .itertuples()]
@@ -285,19 +333,7 @@ def _context(result) -> dict:
                  "isl": f"{r.input_tokens:,.0f}", "osl": f"{r.output_tokens:,.0f}"}
                 for r in result.capacity.itertuples()]
 
-    t0 = plots.start_date(scn.start)
-    camp_rows = []
-    for o in names:
-        for c in opts[o].get("campaigns") or []:
-            def day(h):
-                return "-" if h is None else str(t0 + int(h // 24))
-            camp_rows.append({"option": o, "campaign": c.get("campaign", ""),
-                              "cards": c.get("cards", ""), "start": day(c.get("start_hour")),
-                              "end": day(c.get("end_hour")),
-                              "completed": "yes" if c.get("completed") else "no",
-                              "deadline": {True: "met", False: "missed", None: "none"}.get(
-                                  c.get("met_deadline"), str(c.get("met_deadline"))),
-                              "reason": c.get("reason") or ""})
+    camp_rows = _campaign_rows(result, names)
 
     shown = names[: plots.MAX_TIMELINE_OPTIONS]
     site = scn.site.resolved()
@@ -336,6 +372,11 @@ def _context(result) -> dict:
                   "electricity": f"${site['electricity_usd_per_kwh']:.4g}/kWh",
                   "pue": f"{site['pue']:.3g}", "n_uncertain": len(scn.uncertain)},
     }
+
+
+def wbr_path(path: str) -> Markup:
+    """A YAML path that may wrap only after its dots (never inside a word)."""
+    return Markup(".<wbr>".join(str(escape(part)) for part in str(path).split(".")))
 
 
 def _verdict(result) -> dict:
@@ -388,4 +429,5 @@ def render_html(result) -> str:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
+    env.filters["wbr_path"] = wbr_path
     return env.get_template("report.html.j2").render(**_context(result))

@@ -311,7 +311,10 @@ def arrival_process(env: simpy.Environment, traffic, max_len: int, cfg: EngineCo
             while max_concurrency and state["client_in_flight"] >= max_concurrency:
                 state["slot"] = env.event()
                 yield state["slot"]
-            t = max(t, env.now)
+            # a request held back (a concurrency cap) is sent, and timed, when it goes; one the
+            # clock reached on time keeps its exact arrival (the clock reaches t within rounding)
+            if env.now - t > 1e-9 * max(abs(t), 1.0):
+                t = float(env.now)
             state["arrived"] += 1
             p, o, status = admit_lengths(int(inp[j]), int(out[j]), max_len, cfg, max_req_tokens)
             if status != "ok":
