@@ -176,6 +176,7 @@ def test_series_keeps_the_faster_release_only_when_following():
 def _tiny(tmp_path, edit: dict, name: str = "s.yaml"):
     doc = yaml.safe_load(TINY.read_text())
     doc.pop("training")  # capacity over time is what is tested here
+    doc.pop("engine", None)  # the default plan (the tiny scenario pins its engines)
     doc.update(edit)
     p = tmp_path / name
     p.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -248,6 +249,7 @@ def _challenger(tmp_path):
     rents or leaves unserved."""
     doc = yaml.safe_load(TINY.read_text())
     doc.pop("training")
+    doc.pop("engine", None)  # follow releases (the default)
     doc["horizon_years"] = 3
     doc["workloads"]["chat-8b"]["traffic"].update(peak_rps=300.0, growth_per_year=0.8)
     doc["cards"]["mi300x"] = {"price_usd": 13000, "source": "reference-data A3 (test)"}
