@@ -75,6 +75,24 @@ def _usd(v: float | None) -> str:
     return usd(v)
 
 
+def _usd_in(v: float | None, scale: tuple[str, float]) -> str:
+    """$ amount in one column's unit (every row of a column in $M, say: never a $k among $M)."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    suffix, f = scale
+    digits = 2 if f >= 1e6 else 1
+    return f"{'-' if v < 0 else ''}${abs(v) / f:,.{digits}f}{suffix}"
+
+
+def _scale(values) -> tuple[str, float]:
+    top = max((abs(float(v)) for v in values if v is not None and math.isfinite(float(v))),
+              default=0.0)
+    for suffix, f in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if top >= f:
+            return suffix, f
+    return "", 1.0
+
+
 def _num(v) -> str:
     if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
         v = float(v)
@@ -101,13 +119,15 @@ def context(analyses: dict) -> dict | None:
             for r in best.head(12).itertuples():
                 sens_rows.append({"input": r.input, "option": r.option,
                                   "index": f"{r.first_order_index:.2f}"})
+        pc = mc.percentiles
+        pscale = _scale([*pc.npv_p5, *pc.npv_p50, *pc.npv_p95])
         out["mc"] = {
             "draws": n, "inputs": list(mc.inputs), "top": top_name,
             "top_p": f"{top_p:.0%}", "top_se": f"{se:.1%}",
             "none_p": f"{mc.win_probability.get('none', 0.0):.0%}",
             "win": [{"name": k, "p": f"{v:.1%}"} for k, v in ranked],
-            "pct": [{"option": r.option, "p5": _usd(r.npv_p5), "p50": _usd(r.npv_p50),
-                     "p95": _usd(r.npv_p95),
+            "pct": [{"option": r.option, "p5": _usd_in(r.npv_p5, pscale),
+                     "p50": _usd_in(r.npv_p50, pscale), "p95": _usd_in(r.npv_p95, pscale),
                      "usd_m": (f"${r.usd_per_m_tokens_p50:,.3f}"
                                if math.isfinite(r.usd_per_m_tokens_p50) else "n/a"),
                      "meets": f"{r.meets_slo_probability:.0%}"}
@@ -118,13 +138,16 @@ def context(analyses: dict) -> dict | None:
         }
     t = analyses.get("tornado")
     if isinstance(t, pd.DataFrame) and len(t):
+        shown = t[t.swing_usd > 0].head(24)
+        npv_scale = _scale([*shown.npv_low_usd, *shown.npv_high_usd])
+        swing_scale = _scale(shown.swing_usd)
         out["tornado"] = {"img": _uri(plots.tornado(t, top=8)),
                           "rows": [{"input": r.input, "option": r.option,
                                     "low": _num(r.low_value), "high": _num(r.high_value),
-                                    "npv_low": _usd(r.npv_low_usd),
-                                    "npv_high": _usd(r.npv_high_usd),
-                                    "swing": _usd(r.swing_usd)}
-                                   for r in t[t.swing_usd > 0].head(24).itertuples()]}
+                                    "npv_low": _usd_in(r.npv_low_usd, npv_scale),
+                                    "npv_high": _usd_in(r.npv_high_usd, npv_scale),
+                                    "swing": _usd_in(r.swing_usd, swing_scale)}
+                                   for r in shown.itertuples()]}
     flips = analyses.get("flip")
     if flips:
         out["flip"] = [{"param": f.param, "a": f.options[0], "b": f.options[1],
@@ -142,7 +165,8 @@ def context(analyses: dict) -> dict | None:
             "objective": _usd(opt.objective_usd), "simulated": _usd(opt.simulated["npv_usd"]),
             "attainment": f"{opt.simulated['slo_attainment']:.2%}", "meets": opt.meets_slo,
             "margin": f"{opt.margin:.0%}", "rounds": opt.rounds, "notes": list(opt.notes),
-            "comparison": [{"option": r.option, "npv": _usd(r.npv_usd),
+            "comparison": [{"option": r.option,
+                            "npv": _usd_in(r.npv_usd, _scale(opt.comparison.npv_usd)),
                             "slo": f"{r.slo_attainment:.2%}",
                             "meets": "yes" if r.meets_slo else "no"}
                            for r in opt.comparison.itertuples()]}
