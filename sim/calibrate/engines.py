@@ -329,25 +329,15 @@ def fit_all(library: Library, loo: bool = True) -> list[EngineReport]:
 
 def write_fits(reports: list[EngineReport], out_dir) -> list:
     """Write each engine's fit as `<out_dir>/<engine>.yaml` (atomically); returns the paths."""
-    import os
     from pathlib import Path
 
-    import yaml
+    from sim.calibrate.generated import write_record
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for r in reports:
-        p = out / f"{r.engine}.yaml"
-        body = yaml.safe_dump(r.fit.model_dump(mode="json", exclude_none=True), sort_keys=True,
-                              width=100)
-        head = (f"# Written by `fleetsim calibrate engines`: {r.engine}'s factors fitted to its "
-                "published tables\n# (hardware_specs/engine_tables). Do not edit by hand: refit.\n")
-        tmp = p.with_suffix(".yaml.tmp")
-        tmp.write_text(head + body)
-        os.replace(tmp, p)
-        paths.append(p)
-    return paths
+    return [write_record(
+        Path(out_dir) / f"{r.engine}.yaml",
+        f"# Written by `fleetsim calibrate engines`: {r.engine}'s factors fitted to its "
+        "published tables\n# (hardware_specs/engine_tables). Do not edit by hand: refit.\n",
+        r.fit) for r in reports]
 
 
 def render_markdown(reports: list[EngineReport]) -> str:

@@ -189,23 +189,12 @@ def stacks(library: Library) -> list[str]:
 
 def write_trends(trends: list[SoftwareTrend], out_dir) -> list:
     """Write `<out_dir>/<stack>.yaml` per trend (atomically); returns the paths."""
-    import os
     from pathlib import Path
 
-    import yaml
+    from sim.calibrate.generated import write_record
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for tr in trends:
-        p = out / f"{tr.stack}.yaml"
-        body = yaml.safe_dump(tr.model_dump(mode="json", exclude_none=True), sort_keys=True,
-                              width=100)
-        head = (f"# Written by `fleetsim calibrate engines`: how fast the {tr.stack} stack made "
-                "the same card faster,\n# fitted to its dated published tables "
-                "(hardware_specs/engine_tables). Do not edit by hand: refit.\n")
-        tmp = p.with_suffix(".yaml.tmp")
-        tmp.write_text(head + body)
-        os.replace(tmp, p)
-        paths.append(p)
-    return paths
+    return [write_record(
+        Path(out_dir) / f"{tr.stack}.yaml",
+        f"# Written by `fleetsim calibrate engines`: how fast the {tr.stack} stack made the same "
+        "card faster,\n# fitted to its dated published tables (hardware_specs/engine_tables). Do "
+        "not edit by hand: refit.\n", tr) for tr in trends]

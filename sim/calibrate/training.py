@@ -179,25 +179,13 @@ def fit_all(library: Library, loo: bool = True) -> tuple[list[TrainingFit], list
 
 
 def write_fits(fits: list[TrainingFit], out_dir) -> list[Path]:
-    import os
+    from sim.calibrate.generated import write_record
 
-    import yaml
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for f in fits:
-        p = out / f"{f.card}.yaml"
-        body = yaml.safe_dump(f.model_dump(mode="json", exclude_none=True), sort_keys=True,
-                              width=100)
-        head = (f"# Written by `fleetsim calibrate training`: {f.card}'s training factors fitted "
-                "to published\n# non-MLPerf tables (hardware_specs/training_tables). Do not edit "
-                "by hand: refit.\n")
-        tmp = p.with_suffix(".yaml.tmp")
-        tmp.write_text(head + body)
-        os.replace(tmp, p)
-        paths.append(p)
-    return paths
+    return [write_record(
+        Path(out_dir) / f"{f.card}.yaml",
+        f"# Written by `fleetsim calibrate training`: {f.card}'s training factors fitted to "
+        "published\n# non-MLPerf tables (hardware_specs/training_tables). Do not edit by hand: "
+        "refit.\n", f) for f in fits]
 
 
 def render_markdown(fits: list[TrainingFit], rows: list[dict], skipped: list[str]) -> str:
