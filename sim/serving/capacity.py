@@ -161,12 +161,13 @@ def cache_dir() -> Path:
 
 def cache_key(setup: ServeSetup, extra: dict, library_files: list[Path]) -> str:
     """sha256 over the setup (model, card, calibration factors, engine, layout), the traffic
-    description, the package version and the bytes of the library files used."""
+    description, the package version, the source of the modules that compute a capacity and
+    the bytes of the library files used."""
     from sim import __version__
 
     h = hashlib.sha256()
     desc = {
-        "version": __version__,
+        "version": __version__, "code": _model_code_digest(),
         "model": setup.model.model_dump(mode="json"),
         "card": setup.hardware.card.model_dump(mode="json"),
         "factors": {k: dataclasses.asdict(v) for k, v in sorted(setup.hardware.factors.items())},
@@ -178,6 +179,17 @@ def cache_key(setup: ServeSetup, extra: dict, library_files: list[Path]) -> str:
     }
     h.update(json.dumps(desc, sort_keys=True, default=str).encode())
     for p in sorted(library_files):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _model_code_digest() -> str:
+    """sha256 of the step model's and the serving simulator's source: a cached capacity from
+    an older model is never reused after the code changes within one version number."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for p in sorted([*(root / "perf").glob("*.py"), *(root / "serving").glob("*.py")]):
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()
