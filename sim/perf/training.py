@@ -6,14 +6,16 @@ virtual pipeline stages; activation recomputation; ZeRO stage):
 
     F          forward of one micro-batch on the slowest pipeline stage: the serving step model
                (`sim.perf.step.StepModel`: GEMMs, attention, MoE, elementwise, TP all-reduces)
-               on micro_batch x seq / cp tokens, plus the LM head over every token
+               on micro_batch x seq / cp tokens through ceil(layers / pp) layers, or the last
+               stage's remaining layers plus the LM head over every token if that is slower
     B          backward = 2 (F - attention) + 2.5 attention (activation and weight gradients;
                FlashAttention's backward recomputes the scores); a LoRA job's frozen weights need
                only activation gradients: B = (F - attention) + 2.5 attention
     R          recomputation: full = F again, selective = the attention core, none = 0
     compute    (m + (pp - 1) / vp) (F + B + R), m = global_batch / (dp x micro_batch): 1F1B with
                its pipeline bubble (interleaved by vp)
-    pp p2p     2 m sends of one micro-batch's activations per stage boundary (not overlapped)
+    pp p2p     2 m sends of one micro-batch's activations per stage boundary (not overlapped;
+               an interleaved schedule's further sends are: Megatron's `overlap_p2p_comm`)
     dp         gradient reduce-scatter + parameter all-gather of the stage's weights over dp
                (ring volume 2 (dp-1)/dp), on the scale-out NIC when the job spans more than one
                scale-up domain; overlapped with one micro-batch's backward and forward, the rest
@@ -22,13 +24,17 @@ virtual pipeline stages; activation recomputation; ZeRO stage):
     optimizer  28 bytes per local parameter (Adam: read master, m, v, grad; write master, m, v,
                param) at the achieved memory bandwidth
 
-Memory per card: bf16 weights (2 B/param), bf16 gradients reduced in bf16 (2 B, NeMo's default;
+Memory per card: bf16 weights (2 B/param; 1 B in an FP8 run: Transformer Engine's FP8
+parameters, `fp8_params` / FP8_PARAMS=True in NVIDIA's MLPerf LoRA and 405B configs, assumed
+for every FP8 run), bf16 gradients reduced in bf16 (2 B, NeMo's default;
 ZeRO >= 2 shards them),
 fp32 master weights and Adam moments (12 B; ZeRO >= 1 shards them over dp), ZeRO-3 shards the
 weights too; a LoRA job keeps only its frozen bf16 weights. Activations per layer and token
 follow Korthikanti et al. 2022 (sequence parallel, FlashAttention: no s^2 term), with the FFN
-width in place of 4h; full recomputation keeps only each layer's input; the first stage holds
-min(m, pp) micro-batches in flight; the last stage also holds fp32 logits; FP8 runs keep the
+width in place of 4h; full recomputation keeps only each layer's input; selective
+recomputation (Megatron's: the attention core) saves nothing more once FlashAttention keeps no
+score matrix; the first stage holds min(m, pp) micro-batches in flight through its
+ceil(layers / pp) layers, more when interleaved (`in_flight_layer_microbatches`); the last stage also holds fp32 logits; FP8 runs keep the
 GEMM inputs in FP8. `USABLE_FRACTION` of
 the card's memory is usable.
 
@@ -160,9 +166,9 @@ def check_train_layout(job: TrainJob, lay: TrainLayout, cards: int | None = None
                                   f"{a.num_attention_heads} attention heads")
     if lay.pp > a.num_layers:
         raise TrainingLayoutError(f"layout {name}: PP {lay.pp} exceeds the {a.num_layers} layers")
-    if lay.vp > 1 and a.num_layers % (lay.pp * lay.vp):
+    if lay.vp > 1 and (lay.pp == 1 or stage_layers(a.num_layers, lay.pp) < lay.vp):
         raise TrainingLayoutError(f"layout {name}: {a.num_layers} layers do not split into "
-                                  f"PP {lay.pp} x VP {lay.vp} stages")
+                                  f"PP {lay.pp} x VP {lay.vp} stages of at least one layer")
     if job.global_batch % (lay.dp * lay.micro_batch):
         raise TrainingLayoutError(f"layout {name}: global batch {job.global_batch} is not a "
                                   f"multiple of DP {lay.dp} x micro-batch {lay.micro_batch}")
@@ -175,6 +181,38 @@ def check_train_layout(job: TrainJob, lay: TrainLayout, cards: int | None = None
                                   "it divides, within DP x CP")
     if lay.zero not in (0, 1, 2, 3):
         raise TrainingLayoutError(f"layout {name}: ZeRO stage must be 0-3")
+
+
+# ---- pipeline split ------------------------------------------------------------------------
+
+def stage_layers(num_layers: int, pp: int) -> int:
+    """Transformer layers on the fullest pipeline stage: ceil(layers / pp). Megatron splits
+    unevenly (`num_layers_in_first/last_pipeline_stage`, or counting the embedding and the loss
+    as one layer each: NVIDIA's Llama 3.1 405B MLPerf configs set ASYM_PP_EMBED / ASYM_PP_LOSS,
+    126 layers + 2 = 128 on PP8 x VP8), so PP need not divide the layers."""
+    return math.ceil(num_layers / pp)
+
+
+def last_stage_layers(num_layers: int, pp: int) -> int:
+    """Layers left to the last stage (which also runs the LM head and the loss) when the others
+    are full: layers - (pp - 1) x ceil(layers / pp), at least 0."""
+    return max(0, num_layers - (pp - 1) * stage_layers(num_layers, pp))
+
+
+def in_flight_layer_microbatches(num_layers: int, lay: TrainLayout, m: int) -> float:
+    """Activations the first pipeline stage holds at its peak, in units of one micro-batch
+    through one layer. 1F1B: pp micro-batches in warm-up (at most m) through the stage's
+    layers. Interleaved (vp > 1): Megatron's schedule warms up 2 (pp - 1) + (vp - 1) pp model
+    chunks and holds one more in its steady state (`megatron/core/pipeline_parallel/
+    schedules.py`, num_warmup_microbatches), each chunk of stage_layers / vp layers: the
+    Korthikanti et al. factor 1 + (pp - 1) / (pp vp) over plain 1F1B."""
+    n = stage_layers(num_layers, lay.pp)
+    if lay.pp == 1:
+        return float(n)
+    if lay.vp == 1:
+        return float(n * min(m, lay.pp))
+    chunks = min(2 * (lay.pp - 1) + (lay.vp - 1) * lay.pp + 1, m * lay.vp)
+    return chunks * n / lay.vp
 
 
 # ---- memory ----------------------------------------------------------------------------------
@@ -204,14 +242,15 @@ def memory_per_card(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainMemor
     p = _local_params(job, lay)
     d = lay.dp * lay.cp  # Megatron's distributed optimizer shards over data x context ranks
     lora = job.task == "lora"
-    params = 2.0 * p / (d if lay.zero >= 3 else 1)
+    w_bytes = 1.0 if job.precision == "fp8" else 2.0
+    params = w_bytes * p / (d if lay.zero >= 3 else 1)
     grads = 0.0 if lora else 2.0 * p / (d if lay.zero >= 2 else 1)
     opt = 0.0 if lora else 12.0 * p / (d if lay.zero >= 1 else 1)
     m = job.global_batch // (lay.dp * lay.micro_batch)
     tokens = lay.micro_batch * job.seq_tokens / lay.cp
-    layers = math.ceil(a.num_layers / lay.pp)
-    one = tokens * _act_bytes_per_token_layer(job, lay) * layers
-    acts = one * max(1, min(m, lay.pp))  # the first stage: micro-batches in flight
+    per_layer = tokens * _act_bytes_per_token_layer(job, lay)
+    one = per_layer * stage_layers(a.num_layers, lay.pp)
+    acts = per_layer * in_flight_layer_microbatches(a.num_layers, lay, m)
     logits = tokens * a.vocab_size / lay.tp * 4.0  # fp32, on the last stage
     if lay.pp > 1:  # the last stage holds one micro-batch and the logits: whichever is more
         logits = max(0.0, one + logits - acts)
@@ -270,22 +309,28 @@ def training_hardware(card: str, library, compute: float | None = None,
 
 
 def _forward(job: TrainJob, lay: TrainLayout, hw: Hardware) -> tuple[float, float, float]:
-    """(forward s of one micro-batch on the slowest stage, its attention part, its TP part)."""
+    """(forward s of one micro-batch on the slowest stage, its attention part, its TP part).
+    The stages other than the last hold ceil(layers / pp) layers; the last holds the rest and
+    the LM head; the slower of the two sets the pace."""
+    a = job.model.architecture
     prec = Precision.preset(job.precision)
-    sm = StepModel(job.model, hw, Layout(tp=lay.tp, pp=lay.pp), prec)
+    sm = StepModel(job.model, hw, Layout(tp=lay.tp, pp=1), prec)
+    sm.layer_scale = 1.0 / a.num_layers  # one layer's share
     T = lay.micro_batch * job.seq_tokens / lay.cp
     parts = {k: float(v[0]) for k, v in sm.token_parts(np.array([T])).items()}
     if lay.tp > hw.card.scale_up.domain_size:  # TP across servers: the NIC carries it
-        a = job.model.architecture
         msg = T * a.hidden_size * 2.0
-        parts["allreduce"] = 2 * a.num_layers / lay.pp * (
-            msg * 2 * (lay.tp - 1) / lay.tp / _scale_out_bps(hw))
+        parts["allreduce"] = 2 * msg * 2 * (lay.tp - 1) / lay.tp / _scale_out_bps(hw)
     b = StepBatch.prefill(lay.micro_batch, job.seq_tokens)
     b = replace(b, prefill_tokens=T, prefill_pairs=b.prefill_pairs / lay.cp,
                 prefill_kv_tokens=b.prefill_kv_tokens / lay.cp)
     attn = sm.attention(b)
+    layer = sum(parts.values()) + attn
     head = float(sm.lm_head(np.array([T]))[0])
-    return sum(parts.values()) + attn + head, attn, parts["allreduce"]
+    full, last = stage_layers(a.num_layers, lay.pp), last_stage_layers(a.num_layers, lay.pp)
+    n = full if full * layer >= last * layer + head else last
+    fwd = n * layer + (head if n == last else 0.0)
+    return fwd, n * attn, n * parts["allreduce"]
 
 
 def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
@@ -307,6 +352,8 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
     T = lay.micro_batch * job.seq_tokens / lay.cp
     p2p = 0.0
     if lay.pp > 1:
+        # interleaved, a micro-batch crosses vp x as many boundaries, but Megatron overlaps
+        # those sends with compute (`overlap_p2p_comm`); 2 m sends stay exposed either way
         p2p = 2 * m * T * a.hidden_size * 2.0 / _group_bps(hw, lay.pp, lay.tp)
     p_local = _local_params(job, lay)
     dp_ranks = lay.dp * lay.cp
@@ -316,10 +363,10 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
         # per step, overlapped with the last micro-batch's backward and the first's forward;
         # ZeRO-3 also gathers the weights for every micro-batch's forward and backward,
         # prefetched layer by layer under the whole step's compute
-        passes = (2 * m + 1) if lay.zero >= 3 else 2
-        if job.task == "lora":
-            passes = 2 * m
-        vol = passes * (2.0 * p_local) * (dp_ranks - 1) / dp_ranks
+        w_bytes = 1.0 if job.precision == "fp8" else 2.0  # FP8 weights gather in FP8
+        gathers = 2 * m if lay.zero >= 3 else 1
+        per_param = gathers * w_bytes + (0.0 if job.task == "lora" else 2.0)  # + bf16 grads
+        vol = per_param * p_local * (dp_ranks - 1) / dp_ranks
         dp_s = vol / _group_bps(hw, dp_ranks, lay.tp * lay.pp)
         window = compute if lay.zero >= 3 else fwd + bwd
     dp_exposed = max(0.0, dp_s - window)
@@ -349,7 +396,7 @@ def _divisors(n: int, cap: int) -> list[int]:
 
 def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayout]:
     """The search space of Megatron-LM / NeMo recipes: TP within the scale-up domain (1-8),
-    PP dividing the layers (up to 16), CP 1-4 for sequences of 8K or more, EP for MoE, micro-
+    PP 1-16 (uneven splits allowed, `stage_layers`), virtual stages 2-8, CP 1-4 for sequences of 8K or more, EP for MoE, micro-
     batches 1-4, virtual stages, recomputation none/selective/full, ZeRO-1 (distributed
     optimizer) or ZeRO-3."""
     a = job.model.architecture
@@ -360,7 +407,7 @@ def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayo
     eps = [1] if a.moe is None else [e for e in (1, 2, 4, 8, 16, 32, 64)
                                      if a.moe.num_experts % e == 0]
     for tp in tps:
-        for pp in [p for p in _divisors(a.num_layers, 16) if p in (1, 2, 4, 8, 16)]:
+        for pp in [p for p in (1, 2, 4, 8, 16) if p <= a.num_layers]:
             for cp in cps:
                 if cards % (tp * pp * cp):
                     continue
@@ -369,8 +416,8 @@ def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayo
                     for mb in (1, 2, 4):
                         if job.global_batch % (dp * mb):
                             continue
-                        vps = [1] + [v for v in (2, 4) if pp > 1
-                                     and a.num_layers % (pp * v) == 0]
+                        vps = [1] + [v for v in (2, 4, 8) if pp > 1
+                                     and stage_layers(a.num_layers, pp) >= v]
                         for vp in vps:
                             for rc in ("none", "selective", "full"):
                                 for z in (1, 3):

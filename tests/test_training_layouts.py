@@ -1,0 +1,69 @@
+"""Training layouts of large pre-training recipes: uneven pipeline splits, interleaved stages,
+FP8 weights (issue 15). Hand calculations against the model's memory per card."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.perf.params import total_params
+from sim.perf.training import (TrainJob, TrainLayout, candidate_layouts, check_train_layout,
+                               in_flight_layer_microbatches, last_stage_layers, memory_per_card,
+                               stage_layers, training_hardware)
+
+# NVIDIA's v5.0 Llama 3.1 405B config on 128 nodes x 8 H200 (the 1,024-GPU Nebius log names it
+# DGXH200_128x8x72xtp4pp8cp2): TP4 PP8 CP2, so DP = 1024 / 64 = 16, 72 sequences per data-
+# parallel rank (16 x 72 = 1152, the benchmark's default global batch); micro-batch 1,
+# INTERLEAVED_PIPELINE=8, FP8 with FP8_PARAMS, distributed optimizer, no recomputation set
+# (training_results_v5.0 NVIDIA/benchmarks/llama31_405b/implementations/eos-dfw_n64_ngc25.01_nemo
+# config_DGXH100_64x8x288xtp8pp8cp2.sh and eos-dfw_n304_ngc25.01_nemo/config_common.sh).
+X1024 = TrainLayout(tp=4, pp=8, dp=16, cp=2, micro_batch=1, vp=8, recompute="none", zero=1)
+
+
+@pytest.fixture(scope="module")
+def job405(lib):
+    b = lib.training_benchmark("mlperf-llama3.1-405b")
+    return TrainJob(lib.model(b.model), b.seq_tokens, 1152, b.precision, b.task)
+
+
+def test_126_layers_split_over_8_stages_as_megatron_does():
+    # 126 layers on PP8: seven stages of ceil(126 / 8) = 16, the last 126 - 7 x 16 = 14 (+ head)
+    assert stage_layers(126, 8) == 16 and last_stage_layers(126, 8) == 14
+    assert stage_layers(80, 4) == 20 and last_stage_layers(80, 4) == 20
+
+
+def test_interleaving_holds_more_activations_per_megatrons_warm_up():
+    # PP8 VP8 on 126 layers: rank 0 warms up 2 x 7 + 7 x 8 = 70 chunks and holds one more,
+    # each of 16 / 8 = 2 layers: 142 layer-micro-batches; plain 1F1B: 8 micro-batches x 16
+    assert in_flight_layer_microbatches(126, X1024, m=72) == pytest.approx(71 * 2)
+    plain = TrainLayout(tp=4, pp=8, dp=16, cp=2)
+    assert in_flight_layer_microbatches(126, plain, m=72) == 8 * 16
+    assert 142 / 128 == pytest.approx(1 + 7 / 64, rel=0.02)  # Korthikanti: 1 + (p-1)/(p v)
+
+
+def test_the_published_1024_gpu_405b_layout_fits_in_h200_memory(lib, job405):
+    """By hand, per H200 (141 GB, 90% usable = 126.9 GB), TP4 PP8 DP16 CP2 VP8, FP8:
+    parameters per card p = 405.85e9 / (4 x 8) = 12.68e9
+      weights     1 B x p (FP8 parameters)                        = 12.68 GB
+      gradients   2 B x p (bf16)                                   = 25.37 GB
+      optimizer   12 B x p / (DP 16 x CP 2)                        =  4.76 GB
+      activations per token and layer (15 h + 2 h + 6 f + h - (3 h + f)) / TP
+                  = (15 x 16384 + 5 x 53248) / 4 = 128,000 B; 8192 / CP 2 = 4096 tokens
+                  -> 0.524 GB per layer-micro-batch x 142 in flight  = 74.45 GB
+      total 117.26 GB <= 126.9 GB: fits without recomputation."""
+    check_train_layout(job405, X1024, 1024)
+    hw = training_hardware("h200-sxm", lib).hw
+    mem = memory_per_card(job405, X1024, hw)
+    p = total_params(job405.model.architecture) / 32
+    assert p == pytest.approx(12.68e9, rel=1e-3)
+    assert mem.params_gb == pytest.approx(1 * p / 1e9)
+    assert mem.grads_gb == pytest.approx(2 * p / 1e9)
+    assert mem.optimizer_gb == pytest.approx(12 * p / 32 / 1e9)
+    assert mem.activations_gb == pytest.approx(128_000 * 4096 * 142 / 1e9)
+    assert mem.logits_gb == 0.0  # the last stage's 14 layers + logits hold less than the first
+    assert mem.total_gb == pytest.approx(117.26, abs=0.05)
+    assert mem.usable_gb == pytest.approx(126.9) and mem.fits
+
+
+def test_the_search_considers_the_published_layout(lib, job405):
+    hw = training_hardware("h200-sxm", lib).hw
+    assert X1024 in candidate_layouts(job405, hw, 1024)
