@@ -19,7 +19,13 @@ class GemmCalibration(FleetsimModel):
     (and is usually bandwidth-bound anyway). `kernel_latency_us` is the fixed device time every
     GEMM kernel takes on top of its roofline time (prologue, first wave, tail), which dominates
     small tensor-parallel shards. `sustained_fraction` is the share of the burst rate a
-    compute-bound kernel keeps under sustained load at the card's power limit (clocks drop)."""
+    compute-bound kernel keeps under sustained load at the card's power limit (clocks drop).
+    `compute_fixed_us` is the further fixed time a compute-bound tiled GEMM kernel takes beyond
+    `kernel_latency_us`: the intercept of kernel time against FLOPs between two large square
+    shapes of one sweep, less the kernel latency. The step model charges it in proportion to
+    the GEMM's compute share (compute time / (compute + memory time)), so bandwidth-bound
+    decode GEMMs, which libraries run as other (skinny, split-K) kernels, do not pay it; it
+    weighs on small tensor-parallel shards. Absent: 0 (not measured), said in the factor."""
 
     bf16: CalValue | None = None
     fp8: CalValue | None = None
@@ -28,6 +34,7 @@ class GemmCalibration(FleetsimModel):
     m_half_tokens: CalValue | None = None
     kernel_latency_us: CalValue | None = None
     sustained_fraction: CalValue | None = None
+    compute_fixed_us: CalValue | None = None
 
 
 class MemoryCalibration(FleetsimModel):

@@ -145,6 +145,7 @@ class Hardware:
             "gemm_m_half_tokens": lambda c: c.gemm.m_half_tokens,
             "gemm_kernel_latency_us": lambda c: c.gemm.kernel_latency_us,
             "gemm_sustained": lambda c: c.gemm.sustained_fraction,
+            "gemm_compute_fixed_us": lambda c: c.gemm.compute_fixed_us,
             "memory_bandwidth": lambda c: c.memory.bandwidth_fraction if c.memory else None,
             "allreduce_latency_us": lambda c: c.allreduce.latency_us,
             "allreduce_busbw": lambda c: c.allreduce.busbw_fraction,
@@ -159,6 +160,10 @@ class Hardware:
             found = _best(cals, get)
             if found is not None:
                 factors[name] = Factor.of(*found)
+        factors.setdefault("gemm_compute_fixed_us", Factor(
+            0.0, "assumed", f"hardware_specs/calibration/{card_id}.yaml has no gemm.compute_fixed_us "
+            "(no GEMM sweep over large square shapes for this card): no fixed time beyond the "
+            "kernel latency"))
         eid = resolve_engine(card_id, lib, engine, as_of)
         spec = lib.engine(eid) if eid is not None else None
         factors.update(_engine_factors(eid, spec, card_id, lib, factors))
@@ -187,7 +192,8 @@ class Hardware:
                                   "gemm_sustained", "engine_compute", "memory_bandwidth",
                                   "engine_bandwidth", "attention_prefill", "attention_decode_bw",
                                   "allreduce_busbw") if k in self.factors}
-        ideal.update({k: 0.0 for k in ("gemm_kernel_latency_us", "step_overhead_ms",
+        ideal.update({k: 0.0 for k in ("gemm_kernel_latency_us", "gemm_compute_fixed_us",
+                                       "step_overhead_ms",
                                        "layer_fixed_us", "engine_seq_overhead_us",
                                        "allreduce_latency_us")})
         ideal["gemm_m_half_tokens"] = 1e-9
@@ -214,6 +220,12 @@ class Hardware:
     @property
     def gemm_latency_s(self) -> float:
         return self.factors["gemm_kernel_latency_us"].value * 1e-6
+
+    @property
+    def gemm_compute_fixed_s(self) -> float:
+        """Fixed time of a compute-bound GEMM kernel beyond the kernel latency, s (charged by
+        compute share, `sim.perf.step.gemm_time_s`)."""
+        return self.factors["gemm_compute_fixed_us"].value * 1e-6
 
     @property
     def mem_bandwidth_bps(self) -> float:

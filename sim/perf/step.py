@@ -1,6 +1,7 @@
 """Step time of one engine iteration as a per-operator roofline sum.
 
     step_s = Σ_ops [t0 +] max(bytes_op / achieved_bw, flops_op / (peak · eff_op(shape)))
+                      [+ t_c · compute share]   (a compute-bound kernel's fixed time, `gemm_time_s`)
              + layers · fixed non-GEMM kernel time
              + tensor-parallel all-reduces (2 per layer) + fixed per-step overhead
              + per-sequence overhead · running sequences (the engine's sampling and scheduling)
@@ -163,6 +164,7 @@ class StepModel:
         self.peak = hw.peak_flops(prec.compute)
         self.peak_bf16 = hw.peak_flops("bf16")
         self.t0 = hw.gemm_latency_s
+        self.tc = hw.gemm_compute_fixed_s
         self.layer_scale = 1.0 / layout.pp
         self.full_layers, self.swa_layers, _ = layer_classes(a)
         h = a.hidden_size
@@ -214,7 +216,7 @@ class StepModel:
         flops = 2.0 * m * k * n
         eff = self.hw.gemm_efficiency(compute, m)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = self.t0 + np.maximum(byts / self.bw, flops / (peak * eff))
+            t = gemm_time_s(self.t0, self.tc, byts / self.bw, flops / (peak * eff))
         return np.where(m > 0, t, 0.0)
 
     def gemm(self, m: np.ndarray, k: float, n: float) -> np.ndarray:
@@ -266,8 +268,8 @@ class StepModel:
             ep = bool(self.layout.ep and t > 1)
             perm = self._moe_permutation_bytes(hottest if ep else T * k, T, ep) / self.bw
         with np.errstate(divide="ignore", invalid="ignore"):
-            experts = (3 * self.t0 + np.maximum(byts / self.bw, flops / (self.peak * eff))
-                       + comm + perm)
+            experts = (gemm_time_s(3 * self.t0, 3 * self.tc, byts / self.bw,
+                                   flops / (self.peak * eff)) + comm + perm)
         return np.where(T > 0, router + experts, 0.0)
 
     def _moe_permutation_bytes(self, pairs: np.ndarray, T: np.ndarray, ep: bool) -> np.ndarray:
@@ -394,6 +396,19 @@ class StepCostTable:
         return (self.token_cost(T) + self.lm_cost(int(round(batch.logits_tokens)))
                 + self.sm.attention(batch) + self.overhead_s
                 + self.seq_s * (batch.decode_seqs + batch.prefill_seqs))
+
+
+def gemm_time_s(t0_s, tc_s, memory_s, compute_s):
+    """One GEMM kernel: t0 + max(memory, compute) + t_c · compute / (compute + memory).
+
+    t0 is the fixed time of every kernel; t_c the further fixed time a compute-bound tiled
+    kernel takes (prologue, epilogue, scaling: the time-vs-FLOPs intercept of large square
+    shapes, `GemmCalibration.compute_fixed_us`). It is charged by the kernel's compute share,
+    so a bandwidth-bound decode GEMM (compute ≪ memory), which libraries run as a skinny or
+    split-K kernel, pays almost none of it and a large prefill GEMM all of it."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(compute_s + memory_s > 0, compute_s / (compute_s + memory_s), 0.0)
+    return t0_s + np.maximum(memory_s, compute_s) + tc_s * share
 
 
 def step_time(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
