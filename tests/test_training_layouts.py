@@ -67,3 +67,18 @@ def test_the_published_1024_gpu_405b_layout_fits_in_h200_memory(lib, job405):
 def test_the_search_considers_the_published_layout(lib, job405):
     hw = training_hardware("h200-sxm", lib).hw
     assert X1024 in candidate_layouts(job405, hw, 1024)
+
+
+def test_lora_keeps_no_inputs_of_its_frozen_mlp_gemms(lib):
+    """Llama 2 70B LoRA (adapters on QKV and the output projection), FP8, TP1, one 8,192-token
+    micro-batch, no recomputation, per token and layer: Korthikanti's 15 h (attention with its
+    norms) + 2 h + 6 f + h (SwiGLU MLP) less 3 h + f kept in FP8, less the frozen fc1 / fc2
+    inputs (h + f in FP8): 14 h + 4 f = 14 x 8192 + 4 x 28672 = 229,376 B."""
+    m = lib.model("llama-2-70b")
+    a = m.architecture
+    assert (a.hidden_size, a.ffn_size, a.num_layers) == (8192, 28672, 80)
+    hw = training_hardware("mi355x", lib).hw
+    lora = memory_per_card(TrainJob(m, 8192, 8, "fp8", "lora"), TrainLayout(dp=8), hw)
+    full = memory_per_card(TrainJob(m, 8192, 8, "fp8", "finetune"), TrainLayout(dp=8), hw)
+    assert lora.activations_gb == pytest.approx(229_376 * 8192 * 80 / 1e9)
+    assert full.activations_gb == pytest.approx((229_376 + 8192 + 28672) * 8192 * 80 / 1e9)

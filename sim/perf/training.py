@@ -33,7 +33,8 @@ weights too; a LoRA job keeps only its frozen bf16 weights. Activations per laye
 follow Korthikanti et al. 2022 (sequence parallel, FlashAttention: no s^2 term), with the FFN
 width in place of 4h; full recomputation keeps only each layer's input; selective
 recomputation (Megatron's: the attention core) saves nothing more once FlashAttention keeps no
-score matrix; the first stage holds min(m, pp) micro-batches in flight through its
+score matrix; a LoRA job (adapters on QKV and the output projection, the MLPerf recipe) does not
+keep the frozen MLP GEMMs' inputs (needed only for weight gradients); the first stage holds min(m, pp) micro-batches in flight through its
 ceil(layers / pp) layers, more when interleaved (`in_flight_layer_microbatches`); the last stage also holds fp32 logits; FP8 runs keep the
 GEMM inputs in FP8. `USABLE_FRACTION` of
 the card's memory is usable.
@@ -234,6 +235,13 @@ def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout) -> float:
     total = 15 * h + mlp  # Korthikanti: attention 15 sbh; MLP with width f
     if job.precision == "fp8":  # GEMM inputs are kept in FP8 (Transformer Engine): 1 byte
         total -= 3 * h + f
+    if job.task == "lora":
+        # a frozen GEMM needs its input only for its weight gradient, which it never computes
+        # (Transformer Engine's Linear saves its input only when the weight requires a
+        # gradient, transformer_engine/pytorch/module/linear.py): the MLP's fc1 and fc2 inputs
+        # are not kept (the adapters on QKV and the output
+        # projection still need theirs)
+        total -= (h + f) if job.precision == "fp8" else (2 * h + 2 * f)
     return total / lay.tp
 
 
