@@ -7,7 +7,9 @@ paper's Table 4). Each point names its card, model, layout and global batch; the
 the least that fits in memory), and two factors per card are fitted by least squares on
 log(predicted / published) with weak priors: the compute factor on GEMM and attention
 efficiency (log 0 +- 0.5) and the share of tensor-parallel communication hidden (0.5 +- 0.5).
-A pooled fit over every card serves cards without points (tier `assumed`). Leave-one-out
+A card without points takes the fit of a card with the same die, clocks and software
+(`SAME_SILICON`: H200 SXM <- H100 SXM), else the pooled fit over every card (both tier
+`assumed`). Leave-one-out
 residuals measure how well a fit predicts a point it has not seen. MLPerf Training results are
 never among the points (they validate: `benchmarks/fidelity_training.py`).
 
@@ -31,6 +33,12 @@ from sim.perf.training import (TrainingLayoutError, TrainJob, TrainLayout, memor
                                train_step, training_flops_per_token, training_hardware)
 
 MIN_POINTS = 4
+SAME_SILICON = {"h200-sxm": "h100-sxm"}
+"""Cards without training points that take another card's fit, not the pooled one: the same die,
+clocks and software (H200 SXM: the GH100 die and clocks of the H100 SXM with more and faster
+HBM, `hardware_specs/calibration/h200-sxm.yaml`; the same NeMo containers). The model applies
+the card's own memory, bandwidth and microbenchmarks; the fit is what the framework adds on that
+silicon. Tier `assumed` (no point of its own)."""
 PRIOR = np.array([0.0, 0.5])
 PRIOR_SCALE = np.array([0.5, 0.5])
 LOWER, UPPER = np.array([math.log(0.3), 0.0]), np.array([math.log(1.5), 1.0])
@@ -171,11 +179,27 @@ def fit_all(library: Library, loo: bool = True) -> tuple[list[TrainingFit], list
         f, r = fit_card(card, by_card[card], library, loo)
         fits.append(f)
         rows += r
+    fits += same_silicon_fits(fits)
     pooled, _ = fit_card("pooled", cs, library, loo=False, tier="assumed",
                          note="one factor pair over every card's points; for cards without "
                               "their own")
     fits.append(pooled)
     return fits, rows, skipped
+
+
+def same_silicon_fits(fits: list[TrainingFit]) -> list[TrainingFit]:
+    """`SAME_SILICON` cards without a fit of their own take their sibling's (tier `assumed`)."""
+    own = {f.card: f for f in fits}
+    out = []
+    for card, sibling in SAME_SILICON.items():
+        if card in own or sibling not in own:
+            continue
+        f = own[sibling]
+        out.append(f.model_copy(update={
+            "card": card, "tier": "assumed",
+            "note": f"{sibling}'s fit ({f.points} points of {sibling}): the same die, clocks "
+                    "and software; no point of its own"}))
+    return out
 
 
 def write_fits(fits: list[TrainingFit], out_dir) -> list[Path]:
