@@ -236,3 +236,23 @@ def test_a_run_names_each_cards_engine_in_its_results_and_report(tmp_path, monke
     for card, eid in zip(cap["card"], cap["engine"]):
         r = rows[f"calibration.{card}"]
         assert f"({eid}, released " in r["value"] and f"hardware_specs/engines/{eid}.yaml" in r["source"]
+
+
+def test_one_amd_stack_measured_at_tp1_and_tp8_is_fitted_by_one_factor_set(lib):
+    """The Azure ND MI300X v5 measurements (one vLLM image, one machine: Llama 3.1 8B at TP1,
+    70B and 405B at TP8) are calibration data; one set of engine factors explains the TP1 and
+    the TP8 rows alike (no TP-dependent residual), which is what lets an AMD TP1 row be
+    predicted from a TP8-heavy stack."""
+    import statistics
+
+    from sim.calibrate.engines import fit_engine
+
+    assert resolve_engine("mi300x", lib, as_of="2024-12") == "vllm-rocm-dev-20241121"
+    rep = fit_engine("vllm-rocm-dev-20241121", lib, loo=False)
+    (res,) = [r for r in rep.results if r.card == "mi300x"]
+    by_tp: dict[int, list[float]] = {}
+    for c, e in zip(res.cases, res.residuals):
+        by_tp.setdefault(c.tp, []).append(math.expm1(e))
+    assert sorted(by_tp) == [1, 8] and len(by_tp[1]) == 6 and len(by_tp[8]) == 12
+    for tp, errs in by_tp.items():
+        assert abs(statistics.median(errs)) <= 0.05, (tp, errs)
