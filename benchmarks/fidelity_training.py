@@ -136,9 +136,11 @@ def main(out_dir: Path | None = None) -> dict:
               f"|error| {med:.1%}**" if med is not None else "no rows", ""]
     lines += ["Ratio of two cards' times at the same card count **within one round** (one "
               "software era; per card the round's fastest result; predicted / measured - 1). "
-              "This is the acceptance table: the training model has no per-release level, so "
-              "it predicts a card's time the same in every round, and a pair from two rounds "
-              "would also measure the software released in between.", "",
+              "This is the acceptance table: the training model applies no per-release level "
+              "(the NeMo release levels in the training tables show no trend distinguishable "
+              "from zero, `benchmarks/results/training_calibration.md`), so it predicts a "
+              "card's time the same in every round, and a pair from two rounds would also "
+              "measure the software released in between.", "",
               "| round | benchmark | cards | a | b | measured a/b | predicted a/b | error |",
               "|---|---|---|---|---|---|---|---|"]
     for p in same:
