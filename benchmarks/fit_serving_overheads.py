@@ -50,6 +50,22 @@ SOURCES = {
                                    "the activation, intermediate_cache3 (tokens, top_k, hidden) "
                                    "from the second, summed over top_k",
                        "date": None, "tag": "vendor"},
+    "vllm-async-llm": {"citation": "vLLM vllm/v1/engine/async_llm.py (vllm-project/vllm, commit "
+                                   "00080ee13c7a451fce071ccb8d0e94d395acf5a7): the engine core "
+                                   "runs in a separate process; AsyncLLM.output_handler, one "
+                                   "background asyncio task of the API server, pulls each "
+                                   "step's EngineCoreOutputs and runs "
+                                   "OutputProcessor.process_outputs (detokenisation) in chunks "
+                                   "of VLLM_V1_OUTPUT_PROC_CHUNK_SIZE, 'await asyncio.sleep(0)' "
+                                   "between chunks so other tasks run; requests are added from "
+                                   "their handlers on the same loop",
+                       "date": None, "tag": "vendor"},
+    "vllm-async-utils": {"citation": "vLLM vllm/utils/async_utils.py (vllm-project/vllm, commit "
+                                     "007e04ac1d9896b6948470149c84790b76f85522): "
+                                     "AsyncMicrobatchTokenizer runs the tokenizer in a "
+                                     "single-thread ThreadPoolExecutor 'so the event loop stays "
+                                     "responsive'",
+                         "date": None, "tag": "vendor"},
     "none": {"citation": "not separated from the card's engine_seq_overhead_us (engine fits), "
                          "which already charges per sequence per step",
              "date": None, "tag": "assumed"},
@@ -123,14 +139,19 @@ def main() -> None:
                 "fused-MoE time less its permutation traffic (source vllm-fused-moe), geometric "
                 "mean of the two E=128 rows; not fitted; applied to every card alike (no "
                 "per-card measurement was found)"}
+    rec["front_end"] = "event_loop"
     rec["fit"] = {"rows": len(runs), "residuals": int(len(r)),
                   "rms_log_error": float(math.sqrt((r ** 2).mean())),
                   "nfev": int(res.nfev), "status": int(res.status),
                   "converged": bool(res.status > 0), "message": str(res.message),
                   "wall_s": round(wall, 1)}
     rec["notes"] = [
-        "api_request_s and api_tokenize_s_per_input_token are spent FIFO by one API-server "
-        "process; the step terms add to every engine step (sim/serving/overheads.py).",
+        "front_end event_loop (sources vllm-async-llm, vllm-async-utils): each replica's API "
+        "server is its own process (sim/serving/api_server.py): detokenize_s_per_output_token "
+        "is spent by the event loop's output handler, step by step in order, before a step's "
+        "tokens reach the clients; api_request_s by each request's handler, sharing the loop's "
+        "remaining time with the other handlers; api_tokenize_s_per_input_token by the "
+        "tokenizer thread, FIFO. scheduler_s_per_running_request adds to every engine step.",
         "cuda_graph_layer_fixed_scale multiplies the card's layer_fixed_us (from eager PyTorch "
         "layer microbenchmarks) in steps of at most cuda_graph_max_tokens tokens (CUDA graph "
         "replay); larger steps keep the eager value.",

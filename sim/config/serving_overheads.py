@@ -25,6 +25,10 @@ class OverheadsRecord(WithSources):
     moe_grouped_gemm_efficiency: CalValue | None = None
     """Routed experts through the engine's fused/grouped MoE kernel at this fraction of the
     card's dense GEMM efficiency (with the permutation traffic); absent: experts as dense GEMMs."""
+    front_end: str = "event_loop"
+    """How the API-server costs are spent: `event_loop` (each replica's front-end as its own
+    process) or `fifo` (one FIFO server; detokenisation in the engine step); see
+    `sim.serving.overheads`."""
     fit: dict | None = Field(default=None)
     """How the fitted values came out (rows, residuals): written by the fit, informative."""
     notes: list[str] = Field(default_factory=list)

@@ -157,6 +157,7 @@ class Replica:
         self.prefill_busy_s = 0.0
         self.steps = 0
         self.peak_blocks_used = 0
+        self.steps_to_first_finish = 0  # set by decode_span_limit
 
     # ---- state queries --------------------------------------------------------------------
     def has_work(self) -> bool:
@@ -287,6 +288,13 @@ class Replica:
         emits = [r.computed + n >= r.known for r, n in items]
         return StepBatch.of_sequences(new, ctx, self.window, emits)
 
+    def may_finish(self, plan: StepPlan) -> bool:
+        """Whether the step may finish a request (always true with speculative decoding)."""
+        if self.cfg.num_speculative_tokens and self.cfg.spec_acceptance_rate > 0:
+            return True
+        return any(r.computed + n >= r.known and r.generated + 1 >= r.output
+                   for r, n in plan.items)
+
     def step_cost(self, plan: StepPlan) -> float:
         """GPU step (StepCostTable) plus the engine's CPU work: the scheduler over the running
         requests, detokenisation of the emitted tokens, sampling of the step's sequences."""
@@ -349,7 +357,7 @@ class Replica:
         if self.can_admit_head(self.cfg.max_num_batched_tokens - (0 if first else len(run))):
             return 0
         # steps until the first request finishes (that step ends the span)
-        k = min(r.output - r.generated for r in run)
+        k = self.steps_to_first_finish = min(r.output - r.generated for r in run)
         # steps whose block allocations fit in the free blocks: request r needs a new block at
         # each step where its computed count crosses a multiple of block_size
         bs = self.cfg.block_size

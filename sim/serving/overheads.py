@@ -3,12 +3,18 @@
 A library record (`hardware_specs/serving_overheads/<id>.yaml`, typed by `OverheadsRecord`;
 every value carries `source:` and a tier) gives, for one serving engine:
 
-- `api_request_s`: per-request cost in the API server (HTTP parse, arrival, request setup);
-- `api_tokenize_s_per_input_token`: tokenisation, per prompt token.
-  Both are spent by one API-server process, FIFO: a burst of requests reaches the engine's
-  queue one after the other (entry = max(send, server free) + request + tokens x per-token).
+- `api_request_s`: per-request cost in the API server's event loop (HTTP parse, chat
+  template, request setup);
+- `api_tokenize_s_per_input_token`: tokenisation, per prompt token (the tokenizer thread);
+- `detokenize_s_per_output_token`: detokenisation and streaming, per emitted token (the event
+  loop's output handler);
+- `front_end`: `event_loop` (default): the three above are spent by each replica's API server
+  as its own process (`sim.serving.api_server`: the event loop shared between request
+  handlers and the output handler, the tokenizer thread FIFO; tokens reach the client when
+  the output handler has processed their step); `fifo` (the earlier model): requests pass one
+  FIFO server (entry = max(send, server free) + request + tokens x per-token) and
+  detokenisation lengthens the engine step;
 - `scheduler_s_per_running_request`: the scheduler's CPU time per step per running request;
-- `detokenize_s_per_output_token`: detokenisation and streaming, per token emitted in a step;
 - `sampling_s_per_sequence`: sampling per sequence in the step, added to the card's own
   `engine_seq_overhead_us` (engine fits);
 - CUDA graphs: steps of at most `cuda_graph_max_tokens` tokens replay a captured graph, so
@@ -44,17 +50,30 @@ class Overheads:
     cuda_graph_max_tokens: int = 0
     cuda_graph_layer_fixed_scale: float = 1.0
     moe_grouped_gemm_efficiency: float | None = None
+    front_end: str = "event_loop"
 
     def __post_init__(self) -> None:
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"overheads.front_end must be one of {', '.join(FRONT_ENDS)} "
+                             f"(got {self.front_end!r})")
         for k, v in self.__dict__.items():
-            if v is not None and v < 0:
+            if k != "front_end" and v is not None and v < 0:
                 raise ValueError(f"overheads.{k} must be >= 0 (got {v})")
+
+    @property
+    def front_end_process(self) -> bool:
+        """Whether the API server runs as its own process (`front_end: event_loop` with any
+        front-end cost); else the engine step carries detokenisation (`fifo`)."""
+        return self.front_end == "event_loop" and bool(
+            self.api_request_s or self.api_tokenize_s_per_input_token
+            or self.detokenize_s_per_output_token)
 
     @classmethod
     def of(cls, rec: OverheadsRecord) -> "Overheads":
-        kw = {k: getattr(rec, k).value for k in FIELDS if getattr(rec, k) is not None}
+        kw = {k: getattr(rec, k).value for k in FIELDS
+              if k != "front_end" and getattr(rec, k) is not None}
         kw["cuda_graph_max_tokens"] = int(kw["cuda_graph_max_tokens"])
-        return cls(**kw)
+        return cls(front_end=rec.front_end, **kw)
 
     def api_entry_s(self, send_s: float, server_free_s: float, prompt_tokens: int) -> float:
         """When a request sent at `send_s` reaches the engine's queue (FIFO API server)."""
@@ -62,9 +81,11 @@ class Overheads:
                 + self.api_tokenize_s_per_input_token * prompt_tokens)
 
     def step_cpu_s(self, running: int, emitted: int, sequences: int) -> float:
-        """CPU time of one step beyond the card's fixed and per-sequence overheads."""
+        """CPU time of one step beyond the card's fixed and per-sequence overheads (with the
+        front-end as its own process, detokenisation is not in the step)."""
+        detok = 0.0 if self.front_end_process else self.detokenize_s_per_output_token
         return (self.scheduler_s_per_running_request * running
-                + self.detokenize_s_per_output_token * emitted
+                + detok * emitted
                 + self.sampling_s_per_sequence * sequences)
 
     def graph_max_tokens(self, max_num_seqs: int, max_num_batched_tokens: int) -> int:
@@ -73,6 +94,7 @@ class Overheads:
 
 
 FIELDS = tuple(k for k in Overheads.__dataclass_fields__)
+FRONT_ENDS = ("event_loop", "fifo")
 
 
 def record_path(ident: str, roots=None) -> Path:

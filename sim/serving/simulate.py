@@ -9,6 +9,7 @@ boundaries: a request arriving during a step is seen when that step ends.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,7 @@ from sim.perf.hardware import Hardware
 from sim.perf.memory import Layout, check_layout, plan_memory
 from sim.perf.precision import Precision
 from sim.perf.step import StepCostTable, StepModel
+from sim.serving.api_server import ApiServer, Span
 from sim.serving.engine import EngineConfig, Replica, Req, steps_until
 from sim.serving.overheads import Overheads
 
@@ -360,14 +362,18 @@ def notify_replica(i: int, admit_now: bool, fast: bool, wake: list, interrupt: l
 
 def replica_process(env: simpy.Environment, rep: Replica, fast: bool, wake: list, interrupt: list,
                     state: dict, tl: "_Timeline", done: Callable[[Replica, list[Req], float], None],
-                    can_wait: Callable[[int], bool] = lambda i: False):
+                    can_wait: Callable[[int], bool] = lambda i: False,
+                    front: "FrontEnds | None" = None):
     """The simpy process of one replica: sleep while idle, else run one step, or (fast mode) a
     span of constant-batch decode steps that an admissible arrival may cut short at the first
     step boundary after it. `done` receives the requests that finished at each event's end;
     `can_wait(i)` says whether a replica with nothing schedulable may wait for blocks to come
-    back (disaggregated prefill: KV still being sent) instead of reporting a stall."""
+    back (disaggregated prefill: KV still being sent) instead of reporting a stall.
+    `front`: the replica's API server (`FrontEnds`), told of every step's emitted tokens."""
     i = rep.idx
     while True:
+        if front is not None:
+            front.sync(i)
         if not rep.has_work():
             wake[i] = env.event()
             yield wake[i]
@@ -379,6 +385,9 @@ def replica_process(env: simpy.Environment, rep: Replica, fast: bool, wake: list
             a, b = rep.span_costs()
             start = env.now
             dur = k * a + b * k * (k - 1) / 2
+            k_planned = k
+            jobs = (front.span_jobs(i, start, a, b, k, len(rep.running),
+                                    rep.steps_to_first_finish == k) if front else None)
             if rep.could_admit_new():  # an arrival may end the span early
                 interrupt[i] = ev = env.event()
                 yield env.timeout(dur) | ev
@@ -394,6 +403,8 @@ def replica_process(env: simpy.Environment, rep: Replica, fast: bool, wake: list
             finished: list[Req] = []
             batch = len(rep.running)
             end = rep.apply_span(k, start, a, b, finished)
+            if jobs is not None:
+                front.span_done(i, jobs, k, k_planned, finished)
             tl.add(i, start, end, k, batch, rep.total_blocks - rep.free_blocks, 0)
             done(rep, finished, end)
             continue
@@ -410,12 +421,92 @@ def replica_process(env: simpy.Environment, rep: Replica, fast: bool, wake: list
                                "more KV blocks than the cache holds")
         start = env.now
         dur = rep.step_cost(plan)
+        job = (front.step_job(i, start, dur, int(round(plan.batch.logits_tokens)),
+                              rep.may_finish(plan)) if front else None)
+        new = [r for r, _ in plan.items if r.generated == 0] if job is not None else []
         yield env.timeout(dur)
         finished = []
         tl.add(i, start, start + dur, 1, len(plan.items), rep.total_blocks - rep.free_blocks,
                int(plan.batch.prefill_tokens))
         rep.apply(plan, start, start + dur, finished)
+        if job is not None:
+            front.step_done(i, job, [r for r in new if r.generated >= 1], finished)
         done(rep, finished, start + dur)
+
+
+class FrontEnds:
+    """Every replica's API server (`sim.serving.api_server`) as a simpy process: the engine
+    hands it each step's emitted tokens; requests reach the engine's queue when tokenised and
+    their tokens reach the client when the output handler has processed them."""
+
+    def __init__(self, env: simpy.Environment, ov: Overheads, replicas: int,
+                 enqueue: Callable[[int, float, object], None],
+                 deliver: Callable[[int, float, Span], None]):
+        self.env = env
+        self.deliver = deliver
+        self.pending = [math.inf] * replicas  # the earliest wake-up scheduled per replica
+        self.apis = [ApiServer(ov.api_request_s, ov.api_tokenize_s_per_input_token,
+                               ov.detokenize_s_per_output_token,
+                               (lambda t, pl, i=i: enqueue(i, t, pl)),
+                               (lambda t, job, i=i: deliver(i, t, job)))
+                     for i in range(replicas)]
+
+    def _touch(self, i: int) -> None:
+        """Schedule a wake-up at the front-end's next event if it is earlier than the one
+        scheduled (a timeout with a callback: cheaper than a process)."""
+        nxt = self.apis[i].next_wake_s()
+        if nxt < self.pending[i]:
+            self.pending[i] = nxt
+            ev = self.env.timeout(max(nxt - self.env.now, 0.0))
+            ev.callbacks.append(lambda _ev, i=i, t=nxt: self._fire(i, t))
+
+    def _fire(self, i: int, t: float) -> None:
+        if t != self.pending[i]:  # superseded by an earlier wake-up, which rescheduled
+            return
+        self.pending[i] = math.inf
+        self.apis[i].advance(max(self.env.now, t))
+        self._touch(i)
+
+    def sync(self, i: int) -> None:
+        self.apis[i].advance(self.env.now)
+
+    def submit(self, i: int, prompt_tokens: int, payload) -> None:
+        self.apis[i].submit(self.env.now, prompt_tokens, payload)
+        self._touch(i)
+
+    def step_job(self, i: int, start_s: float, dur_s: float, emitted: int,
+                 finishes: bool) -> Span | None:
+        """One engine step (token mode, or a step of fast mode that is not a decode span);
+        `finishes`: it may finish a request (the simulator wakes at its delivery)."""
+        if emitted <= 0:
+            return None
+        sp = self.apis[i].register(self.env.now, start_s, dur_s, 0.0, 1, emitted, finishes)
+        self._touch(i)
+        return sp
+
+    def step_done(self, i: int, sp: Span, firsts: list[Req], finished: list[Req]) -> None:
+        """The engine applied the span's last step: what it emitted goes with the span (at
+        once if the output handler already delivered it, at this same instant)."""
+        if sp.delivered:
+            late = Span(sp.start_s, sp.a, sp.b, sp.k, 0.0, sp.c_end, False)
+            late.firsts, late.finished = firsts, finished
+            self.deliver(i, sp.c_end, late)
+            return
+        sp.firsts.extend(firsts)
+        sp.finished.extend(finished)
+
+    def span_jobs(self, i: int, start_s: float, a: float, b: float, k: int,
+                  emitted: int, finishes: bool) -> Span:
+        sp = self.apis[i].register(self.env.now, start_s, a, b, k, emitted, finishes)
+        self._touch(i)
+        return sp
+
+    def span_done(self, i: int, sp: Span, k: int, k_planned: int,
+                  finished: list[Req]) -> None:
+        if k < k_planned:
+            self.apis[i].cut(self.env.now, sp, k)
+            self._touch(i)
+        self.step_done(i, sp, [], finished)
 
 
 def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> ServeResult:
@@ -468,26 +559,50 @@ def simulate(setup: ServeSetup, traffic: Iterable, per_request_out=None) -> Serv
     fast = setup.mode == "fast"
     max_req_tokens = (num_blocks - seq_blocks) * cfg.block_size
 
-    def on_request(rid: int, t: float, p: int, o: int) -> None:
-        i = pick_replica(setup.router, 0, setup.replicas, outstanding, state, rng)
+    def enqueue(i: int, rid: int, t: float, p: int, o: int) -> None:
         rep = reps[i]
-        outstanding[i] += p + o
         admit_now = rep.could_admit_new()
         rep.waiting.append(Req(rid, t, p, o))
         notify_replica(i, admit_now, fast, wake, interrupt)
 
+    def on_request(rid: int, t: float, p: int, o: int) -> None:
+        i = pick_replica(setup.router, 0, setup.replicas, outstanding, state, rng)
+        outstanding[i] += p + o
+        if front is not None:
+            front.submit(i, p, (rid, t, p, o))
+        else:
+            enqueue(i, rid, t, p, o)
+
+    def tokenised(i: int, entry_s: float, payload) -> None:
+        if entry_s > env.now:
+            env.process(_enter_later(env, entry_s, functools.partial(enqueue, i), *payload))
+        else:
+            enqueue(i, *payload)
+
+    def delivered(i: int, t: float, job: Span) -> None:
+        for r in job.firsts:
+            r.first_token_s = t
+        for r in job.finished:
+            rec.add(r, t, i)
+        if job.finished:
+            release_slot(state, len(job.finished))
+
     def finish(rep: Replica, finished: list[Req], end_s: float) -> None:
         for r in finished:
-            rec.add(r, end_s, rep.idx)
+            if front is None:
+                rec.add(r, end_s, rep.idx)
             outstanding[rep.idx] -= r.prompt + r.output
-        if finished:
+        if finished and front is None:
             release_slot(state, len(finished))
 
     wall0 = time.perf_counter()
+    front = (FrontEnds(env, ov, setup.replicas, tokenised, delivered)
+             if ov.front_end_process else None)
     env.process(arrival_process(env, traffic, max_len, cfg, max_req_tokens, state, on_request,
-                                ov, setup.max_concurrency))
+                                None if front else ov, setup.max_concurrency))
     for rep in reps:
-        env.process(replica_process(env, rep, fast, wake, interrupt, state, tl, finish))
+        env.process(replica_process(env, rep, fast, wake, interrupt, state, tl, finish,
+                                    front=front))
     if per_request_out is None:
         env.run()
         path = None
