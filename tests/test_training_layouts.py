@@ -82,3 +82,15 @@ def test_lora_keeps_no_inputs_of_its_frozen_mlp_gemms(lib):
     full = memory_per_card(TrainJob(m, 8192, 8, "fp8", "finetune"), TrainLayout(dp=8), hw)
     assert lora.activations_gb == pytest.approx(229_376 * 8192 * 80 / 1e9)
     assert full.activations_gb == pytest.approx((229_376 + 8192 + 28672) * 8192 * 80 / 1e9)
+
+
+def test_fp8_weights_only_where_transformer_engine_stores_them(lib):
+    """An FP8 run keeps 1-byte weights on the CUDA / ROCm stacks (Transformer Engine FP8
+    parameters) and 2-byte weights on Intel Gaudi (DeepSpeed ZeRO-3, bf16 model, FP8 GEMMs)."""
+    m = lib.model("llama-2-70b")
+    job = TrainJob(m, 8192, 8, "fp8", "lora")
+    lay = TrainLayout(tp=8, recompute="full")
+    p = total_params(m.architecture) / 8
+    for card, w_bytes in (("h100-sxm", 1), ("mi300x", 1), ("gaudi2", 2)):
+        mem = memory_per_card(job, lay, training_hardware(card, lib).hw)
+        assert mem.params_gb == pytest.approx(w_bytes * p / 1e9), card

@@ -24,20 +24,21 @@ virtual pipeline stages; activation recomputation; ZeRO stage):
     optimizer  28 bytes per local parameter (Adam: read master, m, v, grad; write master, m, v,
                param) at the achieved memory bandwidth
 
-Memory per card: bf16 weights (2 B/param; 1 B in an FP8 run: Transformer Engine's FP8
-parameters, `fp8_params` / FP8_PARAMS=True in NVIDIA's MLPerf LoRA and 405B configs, assumed
-for every FP8 run), bf16 gradients reduced in bf16 (2 B, NeMo's default;
+Memory per card: bf16 weights (2 B/param; 1 B in an FP8 run on a Transformer Engine stack,
+`FP8_STORAGE_STACKS`: NeMo's `fp8_params`, FP8_PARAMS=True in NVIDIA's MLPerf LoRA and 405B
+configs), bf16 gradients reduced in bf16 (2 B, NeMo's default;
 ZeRO >= 2 shards them),
 fp32 master weights and Adam moments (12 B; ZeRO >= 1 shards them over dp), ZeRO-3 shards the
-weights too; a LoRA job keeps only its frozen bf16 weights. Activations per layer and token
+weights too; a LoRA job keeps only its frozen weights. Activations per layer and token
 follow Korthikanti et al. 2022 (sequence parallel, FlashAttention: no s^2 term), with the FFN
 width in place of 4h; full recomputation keeps only each layer's input; selective
 recomputation (Megatron's: the attention core) saves nothing more once FlashAttention keeps no
 score matrix; a LoRA job (adapters on QKV and the output projection, the MLPerf recipe) does not
-keep the frozen MLP GEMMs' inputs (needed only for weight gradients); the first stage holds min(m, pp) micro-batches in flight through its
-ceil(layers / pp) layers, more when interleaved (`in_flight_layer_microbatches`); the last stage also holds fp32 logits; FP8 runs keep the
-GEMM inputs in FP8. `USABLE_FRACTION` of
-the card's memory is usable.
+keep the frozen MLP GEMMs' inputs (needed only for weight gradients); the first stage holds
+min(m, pp) micro-batches in flight through its ceil(layers / pp) layers, more when interleaved
+(`in_flight_layer_microbatches`); the last stage also holds fp32 logits; FP8 runs on a
+Transformer Engine stack keep the saved GEMM inputs in FP8. `USABLE_FRACTION` of the card's
+memory is usable.
 
 What the framework achieves beyond the card's microbenchmarks (one compute factor per card) is
 fitted to published, non-MLPerf training tables (`hardware_specs/training_tables/`,
@@ -184,6 +185,20 @@ def check_train_layout(job: TrainJob, lay: TrainLayout, cards: int | None = None
         raise TrainingLayoutError(f"layout {name}: ZeRO stage must be 0-3")
 
 
+# ---- FP8 storage --------------------------------------------------------------------------
+
+FP8_STORAGE_STACKS = ("cuda", "rocm")
+"""Stacks whose FP8 training runs through Transformer Engine, which also stores FP8 weights
+(`fp8_model_init`; NeMo's `fp8_params`, FP8_PARAMS=True in NVIDIA's MLPerf configs; AMD's MLPerf
+rows name TransformerEngine) and keeps the GEMM inputs it saves for backward in FP8. Elsewhere
+(Intel Gaudi: DeepSpeed ZeRO-3 with a bf16 model and FP8 GEMMs, optimum-habana's Llama 2 70B
+LoRA FP8 recipe) FP8 is a compute precision only: weights and saved activations stay 16-bit."""
+
+
+def fp8_storage(job: TrainJob, hw: Hardware) -> bool:
+    return job.precision == "fp8" and hw.card.stack in FP8_STORAGE_STACKS
+
+
 # ---- pipeline split ------------------------------------------------------------------------
 
 def stage_layers(num_layers: int, pp: int) -> int:
@@ -224,7 +239,7 @@ def _local_params(job: TrainJob, lay: TrainLayout) -> float:
     return (total_params(a) - experts) / (lay.tp * lay.pp) + experts / (lay.tp * lay.pp * lay.ep)
 
 
-def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout) -> float:
+def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout, fp8_saved: bool) -> float:
     a = job.model.architecture
     h = a.hidden_size
     moe = a.moe
@@ -233,7 +248,7 @@ def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout) -> float:
         return 2.0 * h / lay.tp
     mlp = 2 * h + (6 * f if a.ffn_kind == "swiglu" else 4 * f) + h
     total = 15 * h + mlp  # Korthikanti: attention 15 sbh; MLP with width f
-    if job.precision == "fp8":  # GEMM inputs are kept in FP8 (Transformer Engine): 1 byte
+    if fp8_saved:  # GEMM inputs are kept in FP8 (Transformer Engine): 1 byte
         total -= 3 * h + f
     if job.task == "lora":
         # a frozen GEMM needs its input only for its weight gradient, which it never computes
@@ -241,7 +256,7 @@ def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout) -> float:
         # gradient, transformer_engine/pytorch/module/linear.py): the MLP's fc1 and fc2 inputs
         # are not kept (the adapters on QKV and the output
         # projection still need theirs)
-        total -= (h + f) if job.precision == "fp8" else (2 * h + 2 * f)
+        total -= (h + f) if fp8_saved else (2 * h + 2 * f)
     return total / lay.tp
 
 
@@ -250,13 +265,13 @@ def memory_per_card(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainMemor
     p = _local_params(job, lay)
     d = lay.dp * lay.cp  # Megatron's distributed optimizer shards over data x context ranks
     lora = job.task == "lora"
-    w_bytes = 1.0 if job.precision == "fp8" else 2.0
+    w_bytes = 1.0 if fp8_storage(job, hw) else 2.0
     params = w_bytes * p / (d if lay.zero >= 3 else 1)
     grads = 0.0 if lora else 2.0 * p / (d if lay.zero >= 2 else 1)
     opt = 0.0 if lora else 12.0 * p / (d if lay.zero >= 1 else 1)
     m = job.global_batch // (lay.dp * lay.micro_batch)
     tokens = lay.micro_batch * job.seq_tokens / lay.cp
-    per_layer = tokens * _act_bytes_per_token_layer(job, lay)
+    per_layer = tokens * _act_bytes_per_token_layer(job, lay, fp8_storage(job, hw))
     one = per_layer * stage_layers(a.num_layers, lay.pp)
     acts = per_layer * in_flight_layer_microbatches(a.num_layers, lay, m)
     logits = tokens * a.vocab_size / lay.tp * 4.0  # fp32, on the last stage
@@ -371,7 +386,7 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
         # per step, overlapped with the last micro-batch's backward and the first's forward;
         # ZeRO-3 also gathers the weights for every micro-batch's forward and backward,
         # prefetched layer by layer under the whole step's compute
-        w_bytes = 1.0 if job.precision == "fp8" else 2.0  # FP8 weights gather in FP8
+        w_bytes = 1.0 if fp8_storage(job, hw) else 2.0  # FP8 weights gather in FP8
         gathers = 2 * m if lay.zero >= 3 else 1
         per_param = gathers * w_bytes + (0.0 if job.task == "lora" else 2.0)  # + bf16 grads
         vol = per_param * p_local * (dp_ranks - 1) / dp_ranks
