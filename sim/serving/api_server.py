@@ -10,8 +10,9 @@ single-thread executor (`AsyncMicrobatchTokenizer`, `vllm/utils/async_utils.py`)
 
 Modelled as:
 - the output handler: takes the engine's steps in order (FIFO), `detok_s` per emitted token;
-  a step's tokens reach their clients when it has processed them. It is the loop's first
-  claim: a step's outputs are processed as they arrive;
+  a step's tokens reach their clients when it has processed them. It is given the loop first
+  (an assumption standing for the loop's round-robin, in which the one output task is served
+  between every request handler's slices: with many handlers waiting it would get less);
 - the request handlers share (processor sharing) the loop's time the output handler leaves,
   `request_s` each: in a burst of streaming requests the tokens already being streamed delay
   the intake of the next requests;
