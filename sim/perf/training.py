@@ -357,12 +357,19 @@ def _forward(job: TrainJob, lay: TrainLayout, hw: Hardware) -> tuple[float, floa
 
 
 def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
-               tp_overlap: float = 0.0) -> TrainStep:
+               tp_overlap: float = 0.0, forward: dict | None = None) -> TrainStep:
     """Time of one optimizer step on `lay`, its parts, throughput, MFU and memory;
-    `tp_overlap` of the tensor-parallel communication is hidden under compute."""
+    `tp_overlap` of the tensor-parallel communication is hidden under compute. `forward`: a
+    cache of forwards by (tp, pp, cp, micro-batch) for one job and card (the layout search)."""
     check_train_layout(job, lay)
     a = job.model.architecture
-    fwd, attn, tp_s = _forward(job, lay, hw)
+    key = (lay.tp, lay.pp, lay.cp, lay.micro_batch)  # what the forward depends on
+    if forward is None or key not in forward:
+        got = _forward(job, lay, hw)
+        if forward is None:
+            forward = {}
+        forward[key] = got
+    fwd, attn, tp_s = forward[key]
     fwd -= tp_overlap * tp_s
     # backward: GEMMs twice the forward (activation and weight gradients; once for LoRA's frozen
     # weights), attention 2.5x (FlashAttention's backward recomputes the scores: 5 matmuls to 2)
@@ -453,13 +460,14 @@ def search_layout(job: TrainJob, hw: Hardware, cards: int, tp_overlap: float = 0
     `TrainingLayoutError` naming the smallest memory need when none fits."""
     best: TrainStep | None = None
     smallest: TrainStep | None = None
+    forward: dict = {}  # one forward per (tp, pp, cp, micro-batch), shared by the candidates
     for lay in candidate_layouts(job, hw, cards):
         mem = memory_per_card(job, lay, hw)
         if not mem.fits:
             if smallest is None or mem.total_gb < smallest.memory.total_gb:
                 smallest = TrainStep(lay, math.inf, {}, memory=mem)
             continue
-        st = train_step(job, lay, hw, tp_overlap)
+        st = train_step(job, lay, hw, tp_overlap, forward)
         if best is None or st.step_s < best.step_s * (1 - 1e-9):
             best = st
     if best is None:
