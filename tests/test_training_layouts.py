@@ -94,3 +94,26 @@ def test_fp8_weights_only_where_transformer_engine_stores_them(lib):
     for card, w_bytes in (("h100-sxm", 1), ("mi300x", 1), ("gaudi2", 2)):
         mem = memory_per_card(job, lay, training_hardware(card, lib).hw)
         assert mem.params_gb == pytest.approx(w_bytes * p / 1e9), card
+
+
+def test_same_round_ratios_pair_cards_only_within_a_round():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fidelity_training.py"
+    spec = importlib.util.spec_from_file_location("fidelity_training", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def row(rnd, card, pub, pred):
+        return {"round": rnd, "benchmark": "b", "cards": 8, "card": card,
+                "published_min": pub, "predicted_min": pred}
+
+    rows = [row("v4.0", "x", 10.0, 10.0), row("v4.0", "y", 20.0, 10.0),
+            row("v5.1", "y", 18.0, 10.0), row("v5.1", "z", 5.0, 5.0),
+            row("v5.1", "z", 4.0, 5.0)]  # two z results in v5.1: the faster one counts
+    pairs = {(p["round"], p["a"], p["b"]): p for p in mod.ratios_same_round(rows)}
+    assert set(pairs) == {("v4.0", "x", "y"), ("v5.1", "y", "z")}
+    assert pairs[("v4.0", "x", "y")]["measured"] == pytest.approx(0.5)
+    assert pairs[("v4.0", "x", "y")]["error"] == pytest.approx(1.0)
+    assert pairs[("v5.1", "y", "z")]["measured"] == pytest.approx(18.0 / 4.0)
