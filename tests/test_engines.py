@@ -249,7 +249,7 @@ def test_one_amd_stack_measured_at_tp1_and_tp8_is_fitted_by_one_factor_set(lib):
 
     assert resolve_engine("mi300x", lib, as_of="2024-12") == "vllm-rocm-dev-20241121"
     rep = fit_engine("vllm-rocm-dev-20241121", lib, loo=False)
-    (res,) = [r for r in rep.results if r.card == "mi300x"]
+    (res,) = [r for r in rep.results if r.card == "mi300x"]  # the pooled fit is labelled "pooled"
     by_tp: dict[int, list[float]] = {}
     for c, e in zip(res.cases, res.residuals):
         by_tp.setdefault(c.tp, []).append(math.expm1(e))

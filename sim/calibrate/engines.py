@@ -14,6 +14,7 @@ not seen; their log spread becomes the model's stated uncertainty for that (engi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -309,7 +310,9 @@ def fit_engine(engine: str, library: Library, loo: bool = True) -> EngineReport 
         r = _fit_group(group, {card: bases[card]}, library, loo)
         results.append(r)
         cards[card] = _card_fit(r, table_ids, "published", None)
-    pooled_r = _fit_group(usable, bases, library, loo=False)
+    # labelled 'pooled' even when the tables hold one card, so the report's per-card summary
+    # does not count that card's points twice
+    pooled_r = dataclasses.replace(_fit_group(usable, bases, library, loo=False), card="pooled")
     pooled = _card_fit(pooled_r, table_ids, "assumed",
                        f"one factor set over every card of the tables ({', '.join(sorted(by_card))}); "
                        "applied to cards with no table of their own")
