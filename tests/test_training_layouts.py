@@ -117,3 +117,11 @@ def test_same_round_ratios_pair_cards_only_within_a_round():
     assert pairs[("v4.0", "x", "y")]["measured"] == pytest.approx(0.5)
     assert pairs[("v4.0", "x", "y")]["error"] == pytest.approx(1.0)
     assert pairs[("v5.1", "y", "z")]["measured"] == pytest.approx(18.0 / 4.0)
+
+
+def test_the_published_512_h100_405b_layout_fits_in_80_gb(lib, job405):
+    """NVIDIA's v5.0 config_DGXH100_64x8x288xtp8pp8cp2.sh: 64 nodes x 8 H100, TP8 PP8 CP2
+    (DP 4 x 288 = 1152), VP8, micro-batch 1, FP8 parameters, no recomputation."""
+    lay = TrainLayout(tp=8, pp=8, dp=4, cp=2, micro_batch=1, vp=8, recompute="none", zero=1)
+    check_train_layout(job405, lay, 512)
+    assert memory_per_card(job405, lay, training_hardware("h100-sxm", lib).hw).fits
