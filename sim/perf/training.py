@@ -316,7 +316,9 @@ def training_hardware(card: str, library, compute: float | None = None,
                       tp_overlap: float | None = None) -> TrainingHardware:
     """The card as a training framework runs it: the card's microbenchmark factors with the
     training fit's compute factor in place of a serving engine's (its own fit, tier
-    `published`; else the pooled fit over every card, `assumed`; else neutral, `assumed`).
+    `published`, or a same-die sibling's written under its name, tier `assumed`:
+    `sim.calibrate.training.SAME_SILICON`; else the pooled fit over every card, `assumed`;
+    else neutral, `assumed`).
     `compute` / `tp_overlap` override the fit (calibration)."""
     base = Hardware.load(card, library)
     fit = library.training_fit(card)
