@@ -334,6 +334,11 @@ def test_compute_fixed_time_comes_from_the_published_gemm_sweeps(lib):
     assert _intercept_us(1216.9, 1290.1) == pytest.approx(
         h100.factors["gemm_kernel_latency_us"].value, abs=0.5)
     assert h100.factors["gemm_compute_fixed_us"].value == 0.0
+    # Gaudi 2: NAVER-INTEL gaudi-perf BF16 torch.mm, 408.2 TFLOPS at 4096^3, 423.9 at 8192^3
+    g2 = Hardware.load("gaudi2", lib)
+    assert (g2.factors["gemm_compute_fixed_us"].value
+            == pytest.approx(_intercept_us(408.2, 423.9)
+                             - g2.factors["gemm_kernel_latency_us"].value, abs=0.05))
 
 
 def test_a_card_without_a_gemm_sweep_has_no_compute_fixed_time_and_says_so(lib):
