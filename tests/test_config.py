@@ -163,3 +163,42 @@ def test_json_schema_for_every_kind(tmp_path):
         s = json.loads((tmp_path / f"{kind}.schema.json").read_text())
         assert s["type"] == "object" and "properties" in s
         assert s.get("additionalProperties") is False
+
+
+def test_h100_visible_memory_is_our_measurement(lib):
+    """The H100 SXM's memory is what torch read on our H100 (binary units less the driver's
+    share), not the datasheet's 80 GB read as 80e9 bytes."""
+    from sim.config.loader import read_yaml
+    from sim.perf.hardware import Hardware
+
+    raw = read_yaml(Path("benchmarks/results/calibration/h100-sxm-measured-2026-11-26.yaml"),
+                    "measurement")
+    measured = raw["provenance"]["total_memory_bytes"]
+    assert Hardware.load("h100-sxm", lib).memory_bytes == measured
+    assert measured != 80e9
+
+
+def test_every_card_memory_has_a_source_and_tag(lib):
+    """Each card's visible memory names a declared source with a tag: `derived` exactly for a
+    derived value, whose ratio is some read card's visible bytes over its nominal GiB."""
+    read_ratios = {}
+    for cid in lib.ids("card"):
+        m = lib.card(cid).memory
+        if m.visible.reading != "derived":
+            read_ratios[cid] = m.visible_bytes() / (m.capacity_gb * 2**30)
+    for cid in lib.ids("card"):
+        card = lib.card(cid)
+        v = card.memory.visible
+        src = card.sources[v.source]
+        assert src.tag and src.citation
+        assert (src.tag == "derived") == (v.reading == "derived"), cid
+        if v.reading == "derived":
+            assert any(v.nominal_gib_ratio == r for r in read_ratios.values()), cid
+        assert 0.9 < card.memory.visible_bytes() / (card.memory.capacity_gb * 2**30) <= 1.0
+
+
+def test_visible_memory_needs_one_value(tmp_path):
+    bad = "  visible: {source: visible-measured, reading: derived, bytes: 85017493504}"
+    msg = _err(_mutated(tmp_path, "  visible: {source: visible-measured, reading: torch_total_memory,"
+                        " bytes: 85017493504}", bad))
+    assert "memory.visible" in msg and "needs exactly one of nominal_gib_ratio" in msg

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -37,11 +37,59 @@ class Compute(Sourced):
         return getattr(self, key)
 
 
+GIB = 2**30
+
+VisibleReading = Literal["torch_total_memory", "cuda_device_query", "nvidia_smi_total",
+                         "nvml_total", "derived"]
+
+
+class VisibleMemory(Sourced):
+    """Device memory the driver exposes, as a framework reads it: what a serving engine's memory
+    fraction multiplies (vLLM: the CUDA/HIP total of `torch.cuda.mem_get_info` times
+    gpu_memory_utilization). Datasheet capacities are binary units, less what the driver
+    reserves: our H100 SXM reads 85,017,493,504 B for "80 GB".
+
+    `reading` says what was read: `torch_total_memory` (torch.cuda.get_device_properties) and
+    `cuda_device_query` (cudaDeviceProp.totalGlobalMem, in bytes) are the CUDA-visible total;
+    `nvidia_smi_total` (MiB) and `nvml_total` (bytes) include memory the driver keeps for itself,
+    so they overstate the CUDA-visible total by a few hundred MiB (H100 80GB HBM3: nvidia-smi
+    81,559 MiB vs 81,079 MiB to CUDA; A100-SXM4-40GB: 40,960 MiB vs 40,339 MiB); `derived`:
+    no reading found, `nominal_gib_ratio` x `capacity_gb` GiB, the ratio and its derivation in
+    the source. Exactly one of `bytes`, `mib` (as read) or `nominal_gib_ratio` (derived)."""
+
+    reading: VisibleReading
+    bytes: PositiveInt | None = None
+    mib: PositiveFloat | None = None
+    nominal_gib_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _one_value(self) -> "VisibleMemory":
+        given = [k for k in ("bytes", "mib", "nominal_gib_ratio") if getattr(self, k) is not None]
+        want = ["nominal_gib_ratio"] if self.reading == "derived" else ["bytes", "mib"]
+        if len(given) != 1 or given[0] not in want:
+            raise ValueError(f"reading '{self.reading}' needs exactly one of {' or '.join(want)} "
+                             f"(got {', '.join(given) or 'none'})")
+        return self
+
+
 class Memory(Sourced):
     capacity_gb: PositiveFloat
     bandwidth_tbps: PositiveFloat
     kind: str
     l2_mb: PositiveFloat | None = None
+    visible: VisibleMemory
+    """Memory the driver exposes, with its own source (`VisibleMemory`)."""
+
+    def visible_bytes(self) -> float:
+        """Bytes the driver exposes: the reading, or `capacity_gb` GiB x the derived ratio."""
+        v = self.visible
+        if v.bytes is not None:
+            return float(v.bytes)
+        if v.mib is not None:
+            return v.mib * 2**20
+        assert v.nominal_gib_ratio is not None
+        return self.capacity_gb * GIB * v.nominal_gib_ratio
 
 
 class ScaleUp(Sourced):

@@ -241,7 +241,9 @@ class Hardware:
 
     @property
     def memory_bytes(self) -> float:
-        return self.card.memory.capacity_gb * GB
+        """Device memory the driver exposes, bytes (`Memory.visible`: a reading, or the nominal
+        capacity in GiB x a stated derived ratio), not the datasheet's GB read as 10^9."""
+        return self.card.memory.visible_bytes()
 
     def link_bandwidth_bps(self, group: int) -> float:
         """Per-direction bandwidth (B/s) each GPU of a `group`-GPU collective can use.
