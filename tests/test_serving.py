@@ -54,10 +54,10 @@ def _by_rid(res, col):
 
 @pytest.mark.parametrize("kw", [
     {},
-    {"gpu_memory_utilization": 0.15, "replicas": 1},  # tiny KV cache: preemptions happen
+    {"gpu_memory_utilization": 0.141, "replicas": 1},  # tiny KV cache: preemptions happen
     {"engine": EngineConfig(enable_chunked_prefill=False, max_num_seqs=64), "replicas": 3,
      "router": "round_robin"},
-    {"overheads": _OV, "gpu_memory_utilization": 0.15, "replicas": 1},  # overheads + preemption
+    {"overheads": _OV, "gpu_memory_utilization": 0.141, "replicas": 1},  # overheads + preemption
     {"overheads": _OV, "max_concurrency": 24},  # client-side cap (vLLM --max-concurrency)
 ])
 def test_fast_mode_equals_token_mode_per_request(lib, hw_cache, conv_head, kw):
@@ -82,7 +82,7 @@ def test_sliding_window_sequences_hold_their_window_blocks(lib, hw_cache, conv_h
     from sim.serving.simulate import _kv_blocks
 
     m = lib.model("gpt-oss-120b")
-    kw = dict(model=m, layout=Layout(tp=2), replicas=1, gpu_memory_utilization=0.785)
+    kw = dict(model=m, layout=Layout(tp=2), replicas=1, gpu_memory_utilization=0.739)
     setup = _setup(lib, hw_cache, **kw)
     blocks, seq_blocks = _kv_blocks(setup)
     assert seq_blocks > 0 and blocks > 10 * seq_blocks
@@ -103,7 +103,7 @@ def test_sliding_window_sequences_hold_their_window_blocks(lib, hw_cache, conv_h
     assert max(token.replica_peak_blocks) <= token.replica_total_blocks == blocks
 
 def test_conservation_and_kv_capacity(lib, hw_cache, conv_head):
-    res = simulate(_setup(lib, hw_cache, gpu_memory_utilization=0.15, replicas=1), [conv_head])
+    res = simulate(_setup(lib, hw_cache, gpu_memory_utilization=0.141, replicas=1), [conv_head])
     assert res.arrived == len(conv_head)
     assert res.arrived == len(res.rid) + res.unfinished + res.rejected
     assert res.unfinished == 0

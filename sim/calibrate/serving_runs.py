@@ -14,7 +14,11 @@ Mapping choices (stated, not measured):
   FP4 compute; DeepSeek's native FP8 -> fp8 with bf16 KV;
 - scheduler knobs left null (`server_defaults: true`): vLLM's V1 API-server defaults as the data
   README reads them in arg_utils.py: 8192 batched tokens and 1024 sequences on GPUs of at least
-  70 GiB that are not A100, 2048 and 256 otherwise;
+  70 GiB (the memory the driver exposes) that are not A100, 2048 and 256 otherwise;
+- KV cache size: the engine that ran, vLLM, on every card (not the card's newest library engine,
+  TensorRT-LLM on CUDA cards): weights, activations and KV fill the run's
+  `gpu_memory_utilization` of the memory the driver exposes (`VLLM_GPU_MEMORY_UTILIZATION`
+  where the run does not set it);
 - measured mean E2E: printed (`mean_e2el_ms`), or derived as mean TTFT + mean TPOT x (output - 1)
   when every request has the same output length (total output = prompts x output_len).
 """
@@ -32,6 +36,15 @@ from sim.config.loader import read_yaml
 RUNS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "serving_runs"
 METRICS = ("e2e_ms", "ttft_ms", "tpot_ms")
 MOE_MODELS = ("gpt-oss-120b", "deepseek-v3", "mixtral-8x7b", "qwen3-30b-a3b")
+VLLM_GPU_MEMORY_UTILIZATION = 0.9
+"""vLLM's default `gpu_memory_utilization` in the 0.10-0.11 releases the runs used
+(vllm/config/cache.py, vllm-project/vllm commit c1d86421: `CacheConfig.gpu_memory_utilization:
+float = Field(default=0.9, gt=0, le=1)`). vLLM V1 sizes its KV cache as that fraction of the
+device's total memory (`torch.cuda.mem_get_info`) less the memory that is not KV cache
+(vllm/v1/worker/gpu_worker.py, commit 35d5cda1: `requested_memory = init_snapshot.total_memory *
+gpu_memory_utilization`; `available_kv_cache_memory_bytes = requested_memory -
+profile_result.non_kv_cache_memory`: weights, the profile run's activation peak and non-torch
+memory): the `total` memory rule of `sim.perf.memory.plan_memory`."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,8 @@ class Run:
     max_num_seqs: int | None
     max_num_batched_tokens: int | None
     measured: dict[str, float]
+    gpu_memory_utilization: float | None = None
+    """As the run set it (`--gpu-memory-utilization`); None: vLLM's default."""
 
     @property
     def family(self) -> str:
@@ -90,7 +105,8 @@ def _run(r: dict) -> Run:
                math.inf if rate in (None, "inf") else float(rate),
                float(r.get("burstiness") or 1.0), r.get("max_concurrency"),
                r.get("max_num_seqs"), r.get("max_num_batched_tokens"),
-               {k: float(v) for k, v in meas.items() if v is not None})
+               {k: float(v) for k, v in meas.items() if v is not None},
+               r.get("gpu_memory_utilization"))
 
 
 def precision_for(run: Run, hw):
@@ -111,7 +127,7 @@ def precision_for(run: Run, hw):
 def engine_for(run: Run, hw):
     from sim.serving.engine import engine_config
 
-    big = hw.card.memory.capacity_gb >= 70 * 2**30 / 1e9 and not run.card.startswith("a100")
+    big = hw.memory_bytes >= 70 * 2**30 and not run.card.startswith("a100")
     seqs = run.max_num_seqs or (1024 if big else 256)
     tokens = run.max_num_batched_tokens or (8192 if big else 2048)
     return engine_config("vllm-v1", max_num_seqs=seqs, max_num_batched_tokens=tokens)
@@ -126,7 +142,13 @@ def setup_for(run: Run, lib, overheads=None, hw_cache: dict | None = None):
     hw = cache.get(run.card) or cache.setdefault(run.card, Hardware.load(run.card, lib))
     return ServeSetup(lib.model(run.model), hw, precision_for(run, hw), Layout(tp=run.tp),
                       1, engine_for(run, hw), overheads=overheads,
-                      max_concurrency=run.max_concurrency)
+                      max_concurrency=run.max_concurrency,
+                      gpu_memory_utilization=memory_utilization_for(run))
+
+
+def memory_utilization_for(run: Run) -> float:
+    """The share of device memory vLLM filled in the run: its own setting, else the default."""
+    return run.gpu_memory_utilization or VLLM_GPU_MEMORY_UTILIZATION
 
 
 def traffic_for(run: Run, num_prompts: int | None = None, seed: int = 0):
