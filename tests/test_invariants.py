@@ -445,7 +445,13 @@ def test_library_rates_are_si(lib, hw_cache):
     for cid in lib.ids("card"):
         hw = hw_cache(cid)
         c = lib.card(cid)
-        assert hw.memory_bytes == c.memory.capacity_gb * 1e9
+        # memory: the driver's reading in its own unit (bytes, or MiB), else the derived share
+        # of the datasheet capacity in binary units; never more than the datasheet's GiB
+        v = c.memory.visible
+        want = (v.bytes if v.bytes is not None else v.mib * 2**20 if v.mib is not None
+                else c.memory.capacity_gb * 2**30 * v.nominal_gib_ratio)
+        assert hw.memory_bytes == want
+        assert 0.9 <= hw.memory_bytes / (c.memory.capacity_gb * 2**30) <= 1.0, cid
         # spec x STREAM fraction x the engine's fitted bandwidth factor, in the code's order
         assert hw.mem_bandwidth_bps == (c.memory.bandwidth_tbps * 1e12
                                         * hw.factors["memory_bandwidth"].value
