@@ -198,7 +198,8 @@ def test_every_card_memory_has_a_source_and_tag(lib):
 
 
 def test_visible_memory_needs_one_value(tmp_path):
+    good = ("  visible: {source: visible-measured, reading: torch_total_memory, "
+            "bytes: 85017493504}")
     bad = "  visible: {source: visible-measured, reading: derived, bytes: 85017493504}"
-    msg = _err(_mutated(tmp_path, "  visible: {source: visible-measured, reading: torch_total_memory,"
-                        " bytes: 85017493504}", bad))
+    msg = _err(_mutated(tmp_path, good, bad))
     assert "memory.visible" in msg and "needs exactly one of nominal_gib_ratio" in msg
