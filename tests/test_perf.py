@@ -304,17 +304,24 @@ def test_expert_parallel_weight_traffic_follows_the_hottest_rank(lib, hw_cache):
     assert ep > 1.3 * tp_sharded
 
 
-def test_compute_fixed_time_is_charged_by_compute_share():
-    """A compute-bound GEMM pays (nearly) all of the card's compute-fixed time; a bandwidth-bound
-    decode GEMM (skinny/split-K kernels in the libraries) pays almost none of it."""
+def test_compute_fixed_time_is_charged_by_the_tiled_share(lib, hw_cache):
+    """A GEMM of many rows (a tiled kernel) pays (nearly) all of the card's compute-fixed time;
+    a decode GEMM of a few rows (skinny/split-K kernels in the libraries) pays almost none;
+    the share is a function of the rows alone, so it is the same on a faster card."""
     from sim.perf.step import gemm_time_s
 
+    hw = hw_cache("mi300x")
+    m_half = hw.factors["gemm_m_half_tokens"].value
     t0, tc = 6.5e-6, 22.4e-6
-    bw_bound = gemm_time_s(t0, tc, 50e-6, 1e-6)
-    assert bw_bound - (t0 + 50e-6) == pytest.approx(tc / 51, rel=1e-9)
-    big = gemm_time_s(t0, tc, 10e-6, 1000e-6)
-    assert big - (t0 + 1000e-6) == pytest.approx(tc * 1000 / 1010, rel=1e-9)
-    assert gemm_time_s(t0, 0.0, 10e-6, 1000e-6) == pytest.approx(t0 + 1000e-6)
+    assert hw.tiled_share(1.0) == pytest.approx(1 / (1 + m_half)) and hw.tiled_share(1.0) < 0.05
+    assert hw.tiled_share(8192.0) > 0.99
+    decode = gemm_time_s(t0, tc, 50e-6, 1e-6, hw.tiled_share(1.0))
+    assert decode - (t0 + 50e-6) == pytest.approx(tc / (1 + m_half), rel=1e-9)
+    big = gemm_time_s(t0, tc, 10e-6, 1000e-6, hw.tiled_share(8192.0))
+    assert big - (t0 + 1000e-6) == pytest.approx(tc * 8192 / (8192 + m_half), rel=1e-9)
+    assert gemm_time_s(t0, 0.0, 10e-6, 1000e-6, 1.0) == pytest.approx(t0 + 1000e-6)
+    # faster memory never raises the charge (the compute-share form it replaced did)
+    assert gemm_time_s(t0, tc, 5e-6, 30e-6, 0.5) <= gemm_time_s(t0, tc, 10e-6, 30e-6, 0.5)
 
 
 def _intercept_us(tflops_4096: float, tflops_8192: float) -> float:

@@ -22,10 +22,10 @@ class GemmCalibration(FleetsimModel):
     compute-bound kernel keeps under sustained load at the card's power limit (clocks drop).
     `compute_fixed_us` is the further fixed time a compute-bound tiled GEMM kernel takes beyond
     `kernel_latency_us`: the intercept of kernel time against FLOPs between two large square
-    shapes of one sweep, less the kernel latency. The step model charges it in proportion to
-    the GEMM's compute share (compute time / (compute + memory time)), so bandwidth-bound
-    decode GEMMs, which libraries run as other (skinny, split-K) kernels, do not pay it; it
-    weighs on small tensor-parallel shards. Absent: 0 (not measured), said in the factor."""
+    shapes of one sweep, less the kernel latency. The step model charges it by the GEMM's rows,
+    m / (m + m_half_tokens): libraries run a decode GEMM of a few rows as another (skinny,
+    split-K) kernel that does not pay it, a GEMM of many rows as a tiled one; it weighs on
+    small tensor-parallel shards. Absent: 0 (not measured), said in the factor."""
 
     bf16: CalValue | None = None
     fp8: CalValue | None = None

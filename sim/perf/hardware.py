@@ -206,6 +206,13 @@ class Hardware:
             raise PrecisionError(f"card '{self.card_id}' has no native {precision} compute")
         return t * TFLOP
 
+    def tiled_share(self, m_tokens):
+        """Share of a GEMM of `m_tokens` rows that runs as a tiled kernel paying the compute-
+        fixed time: m / (m + m_half), the rows scale of `gemm_efficiency` (a function of the
+        shape only, not of the card's rates)."""
+        m_half = self.factors["gemm_m_half_tokens"].value
+        return m_tokens / (m_tokens + m_half)
+
     def gemm_efficiency(self, precision: str, m_tokens: float) -> float:
         """Achieved/peak for a GEMM with `m_tokens` rows under sustained load:
         large · sustained · engine compute · m / (m + m_half)."""
@@ -224,7 +231,7 @@ class Hardware:
     @property
     def gemm_compute_fixed_s(self) -> float:
         """Fixed time of a compute-bound GEMM kernel beyond the kernel latency, s (charged by
-        compute share, `sim.perf.step.gemm_time_s`)."""
+        the tiled share, `tiled_share`, `sim.perf.step.gemm_time_s`)."""
         return self.factors["gemm_compute_fixed_us"].value * 1e-6
 
     @property

@@ -1,7 +1,7 @@
 """Step time of one engine iteration as a per-operator roofline sum.
 
     step_s = Σ_ops [t0 +] max(bytes_op / achieved_bw, flops_op / (peak · eff_op(shape)))
-                      [+ t_c · compute share]   (a compute-bound kernel's fixed time, `gemm_time_s`)
+                      [+ t_c · m/(m + m_half)]   (a tiled kernel's fixed time, `gemm_time_s`)
              + layers · fixed non-GEMM kernel time
              + tensor-parallel all-reduces (2 per layer) + fixed per-step overhead
              + per-sequence overhead · running sequences (the engine's sampling and scheduling)
@@ -216,7 +216,8 @@ class StepModel:
         flops = 2.0 * m * k * n
         eff = self.hw.gemm_efficiency(compute, m)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = gemm_time_s(self.t0, self.tc, byts / self.bw, flops / (peak * eff))
+            t = gemm_time_s(self.t0, self.tc, byts / self.bw, flops / (peak * eff),
+                            self.hw.tiled_share(m))
         return np.where(m > 0, t, 0.0)
 
     def gemm(self, m: np.ndarray, k: float, n: float) -> np.ndarray:
@@ -269,7 +270,8 @@ class StepModel:
             perm = self._moe_permutation_bytes(hottest if ep else T * k, T, ep) / self.bw
         with np.errstate(divide="ignore", invalid="ignore"):
             experts = (gemm_time_s(3 * self.t0, 3 * self.tc, byts / self.bw,
-                                   flops / (self.peak * eff)) + comm + perm)
+                                   flops / (self.peak * eff), self.hw.tiled_share(m_per))
+                       + comm + perm)
         return np.where(T > 0, router + experts, 0.0)
 
     def _moe_permutation_bytes(self, pairs: np.ndarray, T: np.ndarray, ep: bool) -> np.ndarray:
@@ -398,17 +400,19 @@ class StepCostTable:
                 + self.seq_s * (batch.decode_seqs + batch.prefill_seqs))
 
 
-def gemm_time_s(t0_s, tc_s, memory_s, compute_s):
-    """One GEMM kernel: t0 + max(memory, compute) + t_c · compute / (compute + memory).
+def gemm_time_s(t0_s, tc_s, memory_s, compute_s, tiled_share):
+    """One GEMM kernel: t0 + max(memory, compute) + t_c · tiled share.
 
     t0 is the fixed time of every kernel; t_c the further fixed time a compute-bound tiled
     kernel takes (prologue, epilogue, scaling: the time-vs-FLOPs intercept of large square
-    shapes, `GemmCalibration.compute_fixed_us`). It is charged by the kernel's compute share,
-    so a bandwidth-bound decode GEMM (compute ≪ memory), which libraries run as a skinny or
-    split-K kernel, pays almost none of it and a large prefill GEMM all of it."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(compute_s + memory_s > 0, compute_s / (compute_s + memory_s), 0.0)
-    return t0_s + np.maximum(memory_s, compute_s) + tc_s * share
+    shapes, `GemmCalibration.compute_fixed_us`). Libraries choose the kernel by the GEMM's
+    shape: a skinny decode GEMM of a few rows runs a GEMV-like or split-K kernel that does
+    not pay t_c, a GEMM of many rows a tiled one. `tiled_share` is that choice as a function
+    of the rows alone, m / (m + m_half) (the same rows scale as the GEMM efficiency,
+    `Hardware.gemm_efficiency`), so the charge does not depend on the card's rates and more
+    bandwidth or compute never slows a GEMM (a share computed from compute and memory time,
+    as before, made faster memory raise the charge)."""
+    return t0_s + np.maximum(memory_s, compute_s) + tc_s * tiled_share
 
 
 def step_time(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
