@@ -142,3 +142,18 @@ def test_fits_are_what_the_calibration_writes(lib):
         got = lib.training_fit(f.card)
         assert got.card == f.card
         assert got.factors == f.factors, f.card
+
+
+def test_release_levels_group_one_container_month_and_keep_linked_releases():
+    """Tables of one container month are one release; releases that share no configuration,
+    directly or through others, with the largest linked set are left out (no common reference)."""
+    from sim.calibrate.training import largest_linked_releases, release_of_table
+
+    rel = release_of_table({"nemo-25.02": "2025-02", "nemo-25.02-dgxc": "2025-02",
+                            "nemo-24.07": "2024-07"})
+    assert rel["nemo-25.02"] == rel["nemo-25.02-dgxc"] == "2025-02 (nemo-25.02, nemo-25.02-dgxc)"
+    assert rel["nemo-24.07"] == "2024-07 (nemo-24.07)"
+    pts = [("a", "k1", 0.0), ("b", "k1", 0.1), ("b", "k2", 0.2), ("c", "k2", 0.3),
+           ("d", "k3", 0.0), ("e", "k3", 0.1)]
+    assert largest_linked_releases(pts) == {"a", "b", "c"}
+    assert largest_linked_releases([]) == set()

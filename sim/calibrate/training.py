@@ -206,8 +206,42 @@ FRAMEWORK_TABLES = "nemo-"
 """Tables of one framework's dated releases (NeMo / Megatron-Bridge performance summaries)."""
 
 
+def release_of_table(dates: dict[str, str]) -> dict[str, str]:
+    """One release per container month: the framework's tables of one month (its performance
+    summary and NVIDIA's DGX Cloud recipes of the same container) share one level, named
+    '<YYYY-MM> (<tables>)'."""
+    by_month: dict[str, list[str]] = {}
+    for t, d in dates.items():
+        by_month.setdefault(d, []).append(t)
+    return {t: f"{d} ({', '.join(sorted(ts))})" for d, ts in by_month.items() for t in ts}
+
+
+def largest_linked_releases(pts: list[tuple]) -> set[str]:
+    """The largest set of releases joined, directly or through others, by shared configurations
+    (points are (release, configuration, log rate)): levels of releases in different sets have
+    no common reference."""
+    parent: dict[str, str] = {}
+
+    def root(r: str) -> str:
+        while parent.setdefault(r, r) != r:
+            r = parent[r]
+        return r
+
+    first: dict = {}
+    for rel, key, _ in pts:
+        root(rel)
+        if key in first:
+            parent[root(rel)] = root(first[key])
+        else:
+            first[key] = rel
+    groups: dict[str, set[str]] = {}
+    for rel in parent:
+        groups.setdefault(root(rel), set()).add(rel)
+    return max(groups.values(), key=lambda g: (len(g), sorted(g)), default=set())
+
+
 def release_levels(cs: list[TrainCase], library: Library):
-    """How much faster each NeMo release ran the configurations (card, model, sequence, global
+    """How much faster each NeMo release (container month) ran the configurations (card, model, sequence, global
     batch, layout, precision) it shares with other releases: log(tokens/s per card) = a[config]
     + d[release] by least squares, the first release 0 (the two-way fixed effects of
     `sim.calibrate.software_trend`); then the line of d on the release date. Returns (levels,
@@ -219,13 +253,17 @@ def release_levels(cs: list[TrainCase], library: Library):
     from sim.config.engine import ReleaseLevel
 
     dates = {p.stem: str(read_yaml(p).get("release_date")) for p in tables_dir(library)}
-    pts = [(c.table, (c.card, c.job.model.name, c.job.seq_tokens, c.job.global_batch, c.layout,
-                      c.job.precision), math.log(c.published))
+    release = release_of_table({t: d for t, d in dates.items() if t.startswith(FRAMEWORK_TABLES)})
+    pts = [(release[c.table], (c.card, c.job.model.name, c.job.seq_tokens, c.job.global_batch,
+                               c.layout, c.job.precision), math.log(c.published))
            for c in cs if c.table.startswith(FRAMEWORK_TABLES)]
+    dates = {r: r.split(" ", 1)[0] for r in release.values()}
     seen = defaultdict(set)
     for t, k, _ in pts:
         seen[k].add(t)
     pts = [p for p in pts if len(seen[p[1]]) >= 2]
+    linked = largest_linked_releases(pts)  # levels compare only within releases that are linked
+    pts = [p for p in pts if p[0] in linked]
     rels = sorted({t for t, _, _ in pts}, key=lambda t: (years_of(dates[t]), t))
     if len(rels) < 3:
         return [], None
