@@ -93,10 +93,11 @@ def test_memory_fit_edges(lib, hw_cache):
     assert not plan_memory(m, h100, Layout(tp=2), BF16, memory_utilization=0.85).fits
     assert plan_memory(m, h100, Layout(tp=4), BF16, memory_utilization=0.9).fits
     # FP8: 69.5 GB on one H100: fits under TensorRT-LLM's 95% (its tables run 70B FP8 on one
-    # H100) and, with ~2.9 GB of KV, under vLLM's 90%; not at 86%
+    # H100) and, with ~4.7 GB of KV, under vLLM's 90% (vLLM's rule on one card subtracts its
+    # measured non-torch memory, not the library's runtime reserve); not at 85%
     assert min_tp(m, h100, FP8) == 1
     assert plan_memory(m, h100, Layout(tp=1), FP8, memory_utilization=0.9).fits
-    assert not plan_memory(m, h100, Layout(tp=1), FP8, memory_utilization=0.86).fits
+    assert not plan_memory(m, h100, Layout(tp=1), FP8, memory_utilization=0.85).fits
     assert min_tp(m, h200, FP8) == 1
     # exactly one sequence of KV fits / one token more does not
     plan = plan_memory(m, h100, Layout(tp=2), FP8)

@@ -23,6 +23,20 @@ RUNTIME_RESERVE_BYTES = 2.0e9
 """CUDA/HIP context, cuBLAS/hipBLASLt workspaces, NCCL buffers and CUDA-graph pools, ~1-3 GB per
 process in vLLM's startup profile; an assumption, stated in the README limits."""
 
+VLLM_NON_TORCH_BYTES_TP1 = 0.26 * 2**30
+"""Memory vLLM's start-up profile finds outside PyTorch's allocator, grown since its first
+snapshot, on a single card: 'non_torch_memory takes 0.26GiB' in a vLLM start-up log on one H100
+(79.25 GiB), no tensor parallelism (xinyuwei-david/david-share, Deep-Learning/Phi4/readme.md,
+commit 08a013b6; independent). vLLM V1 (0.10-0.11) subtracts only this, the weights and the
+profile run's torch activation peak from total x gpu_memory_utilization
+(vllm/v1/worker/gpu_worker.py, commit 35d5cda1: `requested_memory - non_kv_cache_memory`;
+vLLM's `memory_profiling`: non_kv_cache_memory = non_torch_increase + torch_peak_increase +
+weights_memory, non_torch_increase measured from the snapshot taken when the worker starts, so the
+CUDA context is not in it). CUDA graphs are captured after the KV cache is allocated, from the
+memory above that share (the KV cache size is logged before 'Graph capturing finished' in the
+same log). With tensor parallelism NCCL and the custom all-reduce buffers add to it; no measured
+figure was found: RUNTIME_RESERVE_BYTES stays the assumption there."""
+
 TP_CHOICES = (1, 2, 4, 8, 16, 32, 64)
 
 LOGITS_ROWS = 1024
@@ -144,6 +158,14 @@ class MemoryPlan:
     reason: str
 
 
+def _reserve_bytes(layout: Layout, vllm_rule: bool) -> float:
+    """Memory outside weights, activations and KV that the engine's rule subtracts: vLLM's
+    measured non-torch memory on one card, the library's runtime reserve otherwise."""
+    if vllm_rule and layout.cards == 1:
+        return VLLM_NON_TORCH_BYTES_TP1
+    return RUNTIME_RESERVE_BYTES
+
+
 def plan_memory(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
                 tokens_per_step: int = 8192, min_sequence_tokens: int | None = None,
                 mean_sequence_tokens: float | None = None,
@@ -164,7 +186,7 @@ def plan_memory(model: ModelSpec, hw: Hardware, layout: Layout, prec: Precision,
         budget = (usable - w - act) * rules.memory_utilization
     else:
         util = memory_utilization or (rules.memory_utilization if rules else MEMORY_UTILIZATION)
-        usable = cap * util - RUNTIME_RESERVE_BYTES
+        usable = cap * util - _reserve_bytes(layout, vllm_rule=memory_utilization is not None)
         budget = usable - w - act
     per_tok = kv_bytes_per_token(model, layout, prec)
     if a.sliding_window is not None:  # amortize the capped layers over a typical sequence
