@@ -59,6 +59,11 @@ def _by_rid(res, col):
      "router": "round_robin"},
     {"overheads": _OV, "gpu_memory_utilization": 0.141, "replicas": 1},  # overheads + preemption
     {"overheads": _OV, "max_concurrency": 24},  # client-side cap (vLLM --max-concurrency)
+    # preempted prefixes kept in the free queue (prefix caching) under preemption
+    {"engine": EngineConfig(prefix_caching=True), "gpu_memory_utilization": 0.141,
+     "replicas": 1},
+    {"engine": EngineConfig(prefix_caching=True), "overheads": _OV,
+     "gpu_memory_utilization": 0.141, "replicas": 1},
 ])
 def test_fast_mode_equals_token_mode_per_request(lib, hw_cache, conv_head, kw):
     fast = simulate(_setup(lib, hw_cache, mode="fast", **kw), [conv_head])
@@ -321,3 +326,34 @@ def test_overheads_and_concurrency_cap_change_latencies(lib, hw_cache, conv_head
     for t in sends[4:]:  # never more than 4 in flight when one is sent
         assert np.sum((res.arrival_s <= t) & (res.finish_s > t)) <= 4
     assert ends[0] <= sends[4]
+
+
+def test_preempted_prefix_kept_in_the_free_queue_until_its_blocks_are_reused():
+    """vLLM V1 with prefix caching: a preempted request's full blocks stay cached in the free
+    queue (freed to its tail, taken from its head); readmitted, it recomputes only what was
+    evicted. Without prefix caching it recomputes everything."""
+    from sim.serving.engine import Replica, Req
+
+    def run(caching: bool, evict: int = 0):
+        cfg = EngineConfig(prefix_caching=caching, max_num_batched_tokens=10_000)
+        rep = Replica(0, cfg, costs=None, num_blocks=10)
+        a, b = Req(0, 0.0, prompt=64, output=2), Req(1, 0.0, prompt=80, output=5)
+        rep.waiting.extend([a, b])
+        p1 = rep.plan()  # both prefill whole: 4 + 5 blocks
+        assert [n for _, n in p1.items] == [64, 80] and rep.free_blocks == 1
+        rep.apply(p1, 0.0, 1.0, [])
+        p2 = rep.plan()  # a takes the last block; b needs a sixth: b is preempted
+        assert p2.preempted == [b] and b.computed == 0
+        rep._take(evict)  # others reuse `evict` blocks from the queue's head
+        rep.apply(p2, 1.0, 2.0, [])  # a finishes, its 5 blocks join the tail
+        assert a.generated == 2 and not rep.running
+        p3 = rep.plan()
+        return p3.items, b, rep
+
+    items, b, rep = run(True)
+    assert items == [(b, 1)] and b.cached_tokens == 80  # 5 kept blocks, 1 token recomputed
+    assert rep.free_blocks == 10 - 6 and b.blocks == 6
+    items, b, _ = run(True, evict=2)  # the queue's head held b's last 2 blocks: 3 kept
+    assert items == [(b, 81 - 48)] and b.cached_tokens == 48
+    items, b, _ = run(False)
+    assert items == [(b, 81)] and b.cached_tokens == 0

@@ -67,6 +67,9 @@ class Run:
     measured: dict[str, float]
     gpu_memory_utilization: float | None = None
     """As the run set it (`--gpu-memory-utilization`); None: vLLM's default."""
+    prefix_caching: bool | None = None
+    """As the run set it; None: vLLM V1's default, on for generative models that are not
+    hybrid (data README: arg_utils.py, 'V1 enables prefix caching by default')."""
 
     @property
     def family(self) -> str:
@@ -106,7 +109,7 @@ def _run(r: dict) -> Run:
                float(r.get("burstiness") or 1.0), r.get("max_concurrency"),
                r.get("max_num_seqs"), r.get("max_num_batched_tokens"),
                {k: float(v) for k, v in meas.items() if v is not None},
-               r.get("gpu_memory_utilization"))
+               r.get("gpu_memory_utilization"), r.get("prefix_caching"))
 
 
 def precision_for(run: Run, hw):
@@ -130,7 +133,9 @@ def engine_for(run: Run, hw):
     big = hw.memory_bytes >= 70 * 2**30 and not run.card.startswith("a100")
     seqs = run.max_num_seqs or (1024 if big else 256)
     tokens = run.max_num_batched_tokens or (8192 if big else 2048)
-    return engine_config("vllm-v1", max_num_seqs=seqs, max_num_batched_tokens=tokens)
+    caching = run.prefix_caching if run.prefix_caching is not None else True
+    return engine_config("vllm-v1", max_num_seqs=seqs, max_num_batched_tokens=tokens,
+                         prefix_caching=caching)
 
 
 def setup_for(run: Run, lib, overheads=None, hw_cache: dict | None = None):

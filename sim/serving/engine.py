@@ -63,6 +63,14 @@ class EngineConfig:
     """Share of each prompt found in the prefix cache at admission (automatic prefix caching,
     on by default in vLLM V1): whole cached blocks are not recomputed; at least the last
     prompt token always is."""
+    prefix_caching: bool = False
+    """vLLM V1's automatic prefix caching as it acts on preemption: blocks freed by a preempted
+    request keep their content in the free queue until they are reused; freed blocks join the
+    queue's tail, the request's last block first, and new blocks are taken from its head
+    (vllm/v1/core/block_pool.py, free_block_queue in eviction order; vllm-project/vllm issue
+    #40268). A preempted request readmitted later finds the full blocks of its prefix not yet
+    reused in the cache and recomputes only the rest. Models with sliding-window layers
+    (`seq_blocks` > 0) are not tracked."""
 
     def __post_init__(self) -> None:
         for f in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
@@ -120,6 +128,8 @@ class Req:
     preemptions: int = 0
     cached_tokens: int = 0
     spec_steps: int = 0
+    freed: list | None = field(default=None, compare=False, repr=False)
+    """After a preemption: its run in the free queue, ["kept", blocks of its prefix there]."""
 
     @property
     def known(self) -> int:
@@ -158,6 +168,11 @@ class Replica:
         self.steps = 0
         self.peak_blocks_used = 0
         self.steps_to_first_finish = 0  # set by decode_span_limit
+        self.track_cache = cfg.prefix_caching and seq_blocks == 0
+        self.free_queue: deque[list] = deque([[None, num_blocks]])
+        """The free blocks in eviction order (head first) as [tag, count] runs; tag "kept": a
+        preempted request's prefix blocks, None: plain. Kept only with
+        `track_cache`."""
 
     # ---- state queries --------------------------------------------------------------------
     def has_work(self) -> bool:
@@ -229,7 +244,7 @@ class Replica:
             if req in preempted:
                 break
             if extra > 0:
-                self.free_blocks -= extra
+                self._take(extra)
                 req.blocks += extra
             items.append((req, n))
             self._budget -= n
@@ -250,9 +265,11 @@ class Replica:
                 break
             self.waiting.popleft()
             req.cached_tokens += start - req.computed
+            before = req.blocks
+            self._reclaim(req, start)
             req.computed = start
-            self.free_blocks -= extra
-            req.blocks += extra
+            self._take(extra - (req.blocks - before))
+            req.blocks = before + extra
             running.append(req)
             items.append((req, n))
             self._budget -= n
@@ -269,14 +286,64 @@ class Replica:
         at least one prompt token recomputed), or where it stopped. Cached blocks count as the
         request's own blocks (sharing between requests is not credited: conservative)."""
         h = self.cfg.prefix_hit_fraction
-        if req.computed or h <= 0:
-            return req.computed
         bs = self.cfg.block_size
-        return min(int(h * req.prompt) // bs * bs, (req.prompt - 1) // bs * bs)
+        kept = self._kept_tokens(req)
+        if req.computed or (h <= 0 and not kept):
+            return req.computed
+        shared = min(int(h * req.prompt) // bs * bs, (req.prompt - 1) // bs * bs)
+        return max(shared, kept)
+
+    def _kept_tokens(self, req: Req) -> int:
+        """Tokens of a preempted request's prefix still cached in the free queue (whole
+        blocks; at least its last known token is recomputed)."""
+        if req.freed is None or req.freed[1] <= 0:
+            return 0
+        bs = self.cfg.block_size
+        return min(req.freed[1] * bs, (req.known - 1) // bs * bs)
+
+    def _take(self, k: int) -> None:
+        """Take k free blocks from the head of the free queue (evicting cached prefixes)."""
+        self.free_blocks -= k
+        if not self.track_cache:
+            return
+        q = self.free_queue
+        while k > 0 and q:
+            run = q[0]
+            t = min(k, run[1])
+            run[1] -= t
+            k -= t
+            if run[1] == 0:
+                q.popleft()
+
+    def _release(self, req: Req, cached_blocks: int) -> None:
+        """Return a request's blocks to the tail of the free queue; its first
+        `cached_blocks` blocks keep its prefix (freed last, so evicted last)."""
+        self.free_blocks += req.blocks
+        if not self.track_cache:
+            return
+        if req.blocks > cached_blocks:
+            self.free_queue.append([None, req.blocks - cached_blocks])
+        if cached_blocks > 0:
+            req.freed = ["kept", cached_blocks]
+            self.free_queue.append(req.freed)
+
+    def _reclaim(self, req: Req, start: int) -> None:
+        """A readmitted request takes back the cached blocks its prefill starts after: they
+        leave the free queue as its own blocks (the rest of its run becomes plain free)."""
+        run, req.freed = req.freed, None
+        if run is None or run[1] <= 0:
+            return
+        hit = start // self.cfg.block_size if start > req.computed else 0
+        hit = min(hit, run[1])
+        run[0], run[1] = None, run[1] - hit
+        self.free_blocks -= hit
+        req.blocks += hit
+        if run[1] == 0:
+            self.free_queue.remove(run)
 
     def _preempt(self, req: Req) -> None:
         self.running.remove(req)
-        self.free_blocks += req.blocks
+        self._release(req, min(req.blocks, req.computed // self.cfg.block_size))
         req.blocks = 0
         req.computed = 0
         req.preemptions += 1
@@ -335,7 +402,7 @@ class Replica:
     def _finish(self, req: Req) -> None:
         if req in self.running:
             self.running.remove(req)
-            self.free_blocks += req.blocks
+            self._release(req, 0)
             req.blocks = 0
 
     # ---- fast mode: constant-batch decode spans ---------------------------------------------
@@ -432,7 +499,7 @@ class Replica:
             r.generated += k
             need = self.blocks_for(r.computed)
             if need > r.blocks:
-                self.free_blocks -= need - r.blocks
+                self._take(need - r.blocks)
                 r.blocks = need
             if r.generated >= r.output:
                 finished.append(r)
