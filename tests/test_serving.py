@@ -357,3 +357,35 @@ def test_preempted_prefix_kept_in_the_free_queue_until_its_blocks_are_reused():
     assert items == [(b, 81 - 48)] and b.cached_tokens == 48
     items, b, _ = run(False)
     assert items == [(b, 81)] and b.cached_tokens == 0
+
+
+def test_preempted_sliding_window_prefix_is_lost_once_any_block_is_reused():
+    """Sliding-window layers: a sequence's window blocks (its latest tokens) are freed first and
+    so evicted first; the prefix hits only while every freed block is still cached."""
+    from sim.serving.engine import Replica, Req
+
+    def kept(evict: int) -> int:
+        rep = Replica(0, EngineConfig(prefix_caching=True), costs=None, num_blocks=20,
+                      seq_blocks=2)
+        r = Req(0, 0.0, prompt=80, output=5)
+        rep.waiting.append(r)
+        rep.apply(rep.plan(), 0.0, 1.0, [])
+        assert r.blocks == 5 + 2
+        rep._preempt(r)
+        rep._take(13 + evict)  # the 13 never-used blocks first, then `evict` of r's
+        return rep._kept_tokens(r)
+
+    assert kept(0) == 80 and kept(1) == 0
+
+
+def test_fast_mode_equals_token_mode_with_sliding_window_prefix_caching(lib, hw_cache,
+                                                                         conv_head):
+    kw = dict(model=lib.model("gpt-oss-120b"), layout=Layout(tp=2), replicas=1,
+              gpu_memory_utilization=0.739, engine=EngineConfig(prefix_caching=True))
+    busy = RequestChunk(conv_head.arrival_s * 0.02, conv_head.input_tokens,
+                        conv_head.output_tokens)
+    fast = simulate(_setup(lib, hw_cache, mode="fast", **kw), [busy])
+    token = simulate(_setup(lib, hw_cache, mode="token", **kw), [busy])
+    for col in ("first_token_s", "finish_s"):
+        np.testing.assert_allclose(_by_rid(fast, col), _by_rid(token, col), rtol=1e-9, atol=0)
+    assert token.preemptions.sum() > 0

@@ -69,8 +69,9 @@ class EngineConfig:
     queue's tail, the request's last block first, and new blocks are taken from its head
     (vllm/v1/core/block_pool.py, free_block_queue in eviction order; vllm-project/vllm issue
     #40268). A preempted request readmitted later finds the full blocks of its prefix not yet
-    reused in the cache and recomputes only the rest. Models with sliding-window layers
-    (`seq_blocks` > 0) are not tracked."""
+    reused in the cache and recomputes only the rest. With sliding-window layers its window
+    blocks (`seq_blocks`, its latest tokens) are freed first, so they are evicted first: once
+    any of its blocks is reused, nothing of it is kept (the window would no longer hit)."""
 
     def __post_init__(self) -> None:
         for f in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
@@ -129,7 +130,8 @@ class Req:
     cached_tokens: int = 0
     spec_steps: int = 0
     freed: list | None = field(default=None, compare=False, repr=False)
-    """After a preemption: its run in the free queue, ["kept", blocks of its prefix there]."""
+    """After a preemption: its run in the free queue, ["kept", blocks still there, blocks
+    freed]."""
 
     @property
     def known(self) -> int:
@@ -168,7 +170,7 @@ class Replica:
         self.steps = 0
         self.peak_blocks_used = 0
         self.steps_to_first_finish = 0  # set by decode_span_limit
-        self.track_cache = cfg.prefix_caching and seq_blocks == 0
+        self.track_cache = cfg.prefix_caching
         self.free_queue: deque[list] = deque([[None, num_blocks]])
         """The free blocks in eviction order (head first) as [tag, count] runs; tag "kept": a
         preempted request's prefix blocks, None: plain. Kept only with
@@ -296,10 +298,11 @@ class Replica:
     def _kept_tokens(self, req: Req) -> int:
         """Tokens of a preempted request's prefix still cached in the free queue (whole
         blocks; at least its last known token is recomputed)."""
-        if req.freed is None or req.freed[1] <= 0:
+        run = req.freed
+        if run is None or run[1] <= 0 or (self.seq_blocks and run[1] < run[2]):
             return 0
         bs = self.cfg.block_size
-        return min(req.freed[1] * bs, (req.known - 1) // bs * bs)
+        return min((run[1] - self.seq_blocks) * bs, (req.known - 1) // bs * bs)
 
     def _take(self, k: int) -> None:
         """Take k free blocks from the head of the free queue (evicting cached prefixes)."""
@@ -324,7 +327,7 @@ class Replica:
         if req.blocks > cached_blocks:
             self.free_queue.append([None, req.blocks - cached_blocks])
         if cached_blocks > 0:
-            req.freed = ["kept", cached_blocks]
+            req.freed = ["kept", cached_blocks, cached_blocks]
             self.free_queue.append(req.freed)
 
     def _reclaim(self, req: Req, start: int) -> None:
@@ -333,7 +336,7 @@ class Replica:
         run, req.freed = req.freed, None
         if run is None or run[1] <= 0:
             return
-        hit = start // self.cfg.block_size if start > req.computed else 0
+        hit = start // self.cfg.block_size + self.seq_blocks if start > req.computed else 0
         hit = min(hit, run[1])
         run[0], run[1] = None, run[1] - hit
         self.free_blocks -= hit
@@ -343,7 +346,8 @@ class Replica:
 
     def _preempt(self, req: Req) -> None:
         self.running.remove(req)
-        self._release(req, min(req.blocks, req.computed // self.cfg.block_size))
+        full = req.computed // self.cfg.block_size
+        self._release(req, min(req.blocks, full + self.seq_blocks) if full else 0)
         req.blocks = 0
         req.computed = 0
         req.preemptions += 1
