@@ -256,3 +256,13 @@ def test_one_amd_stack_measured_at_tp1_and_tp8_is_fitted_by_one_factor_set(lib):
     assert sorted(by_tp) == [1, 8] and len(by_tp[1]) == 6 and len(by_tp[8]) == 12
     for tp, errs in by_tp.items():
         assert abs(statistics.median(errs)) <= 0.05, (tp, errs)
+
+
+def test_each_card_runs_releases_of_one_stack_only(lib):
+    """Scenarios pick a card's releases from every engine whose runs_on lists it
+    (`engines_for`, `in_force_at_start`, follow-releases) and read the card's stack from the
+    newest one (`stack_of`). A second stack on a card (e.g. vLLM on CUDA beside TensorRT-LLM)
+    would enter the shipped scenarios' series silently; it needs a stack filter there first."""
+    for cid in lib.ids("card"):
+        stacks = {e.stack for _, e in engines_for(cid, lib)}
+        assert len(stacks) == 1, f"{cid}: engines of stacks {sorted(stacks)}"
