@@ -877,25 +877,26 @@ def run_cmd(
 ) -> None:
     """Run a scenario through every layer and write results, summary and report (and the
     analyses its `analysis:` section asks for: Monte Carlo, tornado, flip points, sweep)."""
-    import sim.pipeline as runner
+    from sim.config.loader import ConfigError
+    from sim.stages import run
 
     lib = _lib(library)
     if out.exists() and not force:
-        raise runner.ConfigError(f"{out}: already exists (use --force to replace it)")
+        raise ConfigError(f"{out}: already exists (use --force to replace it)")
     with _stages() as say:
         say("loading scenario")
-        res = runner.run(scenario, lib, progress=say, allow_outside_paths=allow_outside_paths)
+        res = run(scenario, lib, progress=say, allow_outside_paths=allow_outside_paths)
         if not skip_analysis and res.scenario.analysis != type(res.scenario.analysis)():
             from sim.experiments.executors import make_executor
             from sim.experiments.suite import run_analyses
 
             with make_executor(dask, workers) as ex:
-                res.analyses = run_analyses(
+                res = res.with_analyses(run_analyses(
                     res.scenario, base=scenario.resolve().parent, library=lib, executor=ex,
-                    say=say, allow_outside_paths=allow_outside_paths)
+                    say=say, allow_outside_paths=allow_outside_paths))
         say("writing results")
         res.to_dir(out, force=force)
-    w = res.summary["winner"]
+    w = res.decision.winner
     console.print(f"winner: [bold]{w or 'none (no option meets the SLOs)'}[/bold]; results, "
                   f"summary.json and report.md in {out}")
     console.print(f"report: {out / 'report.html'}", soft_wrap=True, markup=False,

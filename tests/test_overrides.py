@@ -20,7 +20,7 @@ def scn():
 
 
 def test_library_record_override_reaches_the_performance_model(scn, tmp_path, monkeypatch):
-    from sim.pipeline import run
+    from sim.stages import run
 
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))
     lib = Library.default()
@@ -55,7 +55,7 @@ def test_bad_overrides_are_one_line_errors(scn, path, value, message):
 
 
 def test_override_in_yaml_is_checked_and_reported(tmp_path):
-    from sim.pipeline import resolved_yaml
+    from sim.report.files import resolved_yaml
     from sim.report.html import assumption_rows
 
     text = TINY.read_text().replace(
