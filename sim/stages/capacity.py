@@ -3,7 +3,8 @@ release, from the serving simulator (cached on disk, keyed by everything it is c
 and in a `RunCache` passed in), with its perf facts; then each card's capacity over the
 horizon under an engine plan (`software`) and the monthly trajectories the report draws.
 
-`precision_for` and `search_rate` are the same code the CLI's `capacity` command calls."""
+`precision_for`, `calibration_files` and `engine_files` are shared with the CLI's `serve` and
+`capacity` commands."""
 
 from __future__ import annotations
 
@@ -125,24 +126,32 @@ def row_key(rv: Resolved, wname: str, card: str, engine: str | None) -> tuple:
     w = scn.workloads[wname]
     hw = Hardware.load(card, lib, engine=engine, as_of=scn.start)
     prec = precision_for(hw, w.precision)
-    files = [lib.path("card", card), lib.path("model", w.model)]
-    if hw.engine_id is not None:  # the engine record and its fit belong in the cache key
-        files.append(lib.path("engine", hw.engine_id))
-        if hw.engine_id in lib.ids("engine_fit"):
-            files.append(lib.path("engine_fit", hw.engine_id))
+    files = [lib.path("card", card), lib.path("model", w.model), *engine_files(lib, hw)]
     trace = (resolve_path(rv.base, lib, w.traffic.trace, allow_outside=True)
              if w.traffic.trace else None)
     src = [trace] if trace else [lib.path("workload", w.traffic.lengths)]
     key = cache_key(ServeSetup(lib.model(w.model), hw, prec), {
         "row": 1, "workload": w.model_dump(mode="json", include={"model", "precision", "slo"}),
         "n": scn.capacity_requests, "seed": scn.seed,
-        "max_trace_rows": traffic.DEFAULT_MAX_TRACE_ROWS}, [*files, *src, *_calibrations(lib, card)])
+        "max_trace_rows": traffic.DEFAULT_MAX_TRACE_ROWS},
+        [*files, *src, *calibration_files(lib, card)])
     return key, hw, prec, files, trace
 
 
-def _calibrations(lib: Library, card: str) -> list[Path]:
+def calibration_files(lib: Library, card: str) -> list[Path]:
+    """A card's calibration files: their bytes belong in a capacity's cache key."""
     return [lib.path("calibration", i) for i in lib.ids("calibration")
             if i == card or i.startswith(card + "@")]
+
+
+def engine_files(lib: Library, hw: Hardware) -> list[Path]:
+    """The engine record a card runs and its fit: their bytes belong in a cache key."""
+    if hw.engine_id is None:
+        return []
+    files = [lib.path("engine", hw.engine_id)]
+    if hw.engine_id in lib.ids("engine_fit"):
+        files.append(lib.path("engine_fit", hw.engine_id))
+    return files
 
 
 def _search_one(args: tuple) -> None:
@@ -255,7 +264,7 @@ def _search(rv: Resolved, wname: str, card: str, hw: Hardware, prec: Precision,
     lengths, moments = _moments(rv, wname, trace, files)
     ests = _estimates(rv, wname, card, hw, prec, moments)
     slo, n = Slo(w.slo.ttft_p99_ms, w.slo.tpot_p99_ms), scn.capacity_requests
-    files += _calibrations(lib, card)
+    files += calibration_files(lib, card)
 
     def setup_for(est) -> ServeSetup:
         engine = EngineConfig(max_num_seqs=max(min(est.batch_size, 1024), 1))
