@@ -80,9 +80,9 @@ def _date(start: str, years: float) -> str:
 
 def _lead_weeks(scn: Scenario, card: str) -> tuple[float, float] | float:
     ov = scn.cards.get(card)
-    v = (ov.model_extra or {}).get("lead_time_weeks") if ov is not None else None
+    v = ov.lead_time_weeks if ov is not None else None
     if v is not None:
-        return tuple(v) if isinstance(v, list) else float(v)
+        return tuple(v) if isinstance(v, (list, tuple)) else float(v)
     for o in scn.options.values():
         for b in o.buy:
             if b.card == card:

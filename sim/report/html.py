@@ -117,8 +117,6 @@ def assumption_rows(scn) -> list[dict]:
             for name in type(obj).model_fields:
                 walk(getattr(obj, name), f"{path}.{name}" if path else name,
                      given and name in fields_set)
-            for name, v in (obj.model_extra or {}).items():
-                walk(v, f"{path}.{name}", given)
         elif isinstance(obj, dict) and obj and all(isinstance(v, BaseModel) for v in obj.values()):
             for k, v in obj.items():
                 walk(v, f"{path}.{k}", given)
@@ -140,7 +138,7 @@ def assumption_rows(scn) -> list[dict]:
             continue
         if name in ("cards", "models") and value:
             for ident, ov in value.items():
-                for k, v in (ov.model_extra or {}).items():
+                for k, v in ov.values().items():
                     rows.append({"path": f"{name}.{ident}.{k}", "value": number(v),
                                  "provenance": "override", "source": ov.source, "flag": ""})
             continue
@@ -162,7 +160,7 @@ def assumption_rows(scn) -> list[dict]:
             if b.price_usd is None:
                 r = next(r for r in rows if r["path"] == f"options.{oname}.buy[{i}].price_usd")
                 r["value"] = (f"not set: cards.{b.card}.price_usd" if b.card in scn.cards and
-                              "price_usd" in (scn.cards[b.card].model_extra or {}) else
+                              scn.cards[b.card].price_usd is not None else
                               "not set: the card library's price")
     by_path = {r["path"]: r for r in rows}
     for path, dist in scn.uncertain.items():

@@ -195,7 +195,7 @@ def scenario_html(scn) -> str:
         rows.append((esc(name), _option_text(o), esc("; ".join(extra))))
     body += "<b>options</b>" + _table(rows, ("name", "fleet", "notes"))
     ovr = [(esc(f"{kind}.{ident}"), esc(", ".join(f"{k}={number(v)}" for k, v in
-                                                  (ov.model_extra or {}).items())), esc(ov.source))
+                                                  ov.values().items())), esc(ov.source))
            for kind, section in (("cards", scn.cards), ("models", scn.models))
            for ident, ov in section.items()]
     if ovr:

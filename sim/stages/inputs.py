@@ -27,9 +27,10 @@ def hours_from(start: str, date: str | None) -> float:
 
 
 def card_value(scn: Scenario, card: str, key: str, default):
-    """A card override of the scenario (`cards.<card>.<key>`), else `default`."""
+    """A card's scenario-level override (`cards.<card>.<key>`, a `CardOverride` field), else
+    `default`."""
     ov = scn.cards.get(card)
-    v = (ov.model_extra or {}).get(key) if ov is not None else None
+    v = getattr(ov, key) if ov is not None else None
     return default if v is None else v
 
 
