@@ -321,3 +321,30 @@ def test_overheads_and_concurrency_cap_change_latencies(lib, hw_cache, conv_head
     for t in sends[4:]:  # never more than 4 in flight when one is sent
         assert np.sum((res.arrival_s <= t) & (res.finish_s > t)) <= 4
     assert ends[0] <= sends[4]
+
+
+def test_a_router_is_one_class_and_one_registration_line(lib, hw_cache, monkeypatch):
+    """A new router: a class with `pick`, registered by name; the simulator routes by it."""
+    import sim.serving.simulate as simulate_module
+    from sim.serving import routers
+    from sim.serving.routers import register_router
+
+    registry = dict(routers.ROUTERS)  # the test's router does not outlive it
+    monkeypatch.setattr(routers, "ROUTERS", registry)
+    monkeypatch.setattr(simulate_module, "ROUTERS", registry)
+
+    @register_router("first_replica")  # the registration line
+    class FirstReplica:  # the class: every request to the pool's first replica
+        def pick(self, first, count, outstanding, state, rng) -> int:
+            return first
+
+    n = 40
+    chunk = RequestChunk(np.arange(n) * 0.05, np.full(n, 256), np.full(n, 32))
+    res = simulate(ServeSetup(lib.model("llama-3.1-8b"), hw_cache("h100-sxm"),
+                              Precision.preset("fp8"), replicas=3, router="first_replica"),
+                   [chunk])
+    assert len(res.rid) == n and set(res.replica.tolist()) == {0}
+    spread = simulate(ServeSetup(lib.model("llama-3.1-8b"), hw_cache("h100-sxm"),
+                                 Precision.preset("fp8"), replicas=3, router="round_robin"),
+                      [chunk])
+    assert set(spread.replica.tolist()) == {0, 1, 2}
