@@ -282,7 +282,7 @@ def test_draw_values_within_bounds(drawn, plan, scn):
 
 def test_truncated_normal_and_lognormal_match_scipy():
     """Truncated (not clipped): quantiles equal scipy's truncnorm, all inside the bounds."""
-    from sim.config.scenario import Distribution
+    from sim.config.scenario import distribution as Distribution
     from sim.experiments.draws import ppf
 
     u = np.concatenate([[0.0, 1e-12, 0.5, 1 - 1e-12, 1.0],

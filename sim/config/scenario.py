@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (BeforeValidator, Field, PrivateAttr, model_serializer, model_validator)
+from pydantic import (BeforeValidator, Discriminator, Field, PrivateAttr, Tag, model_serializer,
+                      model_validator)
 
 from sim.config.base import DateStr, FleetsimModel, NonNegativeFloat, PositiveFloat
 from sim.config.library import Library
@@ -391,42 +392,128 @@ class LogNormal(FleetsimModel):
     high: float | None = None
 
 
-class Distribution(FleetsimModel):
-    """One uncertain input: exactly one of uniform [low, high], triangular [low, mode, high],
-    normal {mean, sd} or lognormal {median, sigma} (both optionally bounded by low/high:
-    truncated, not clipped), or a discrete `choice` (equally likely unless `weights`)."""
+DISTRIBUTION_KEYS = ("uniform", "triangular", "normal", "lognormal", "choice", "weights")
+"""The keys a distribution is written with (the first five name its kind)."""
 
-    uniform: tuple[float, float] | None = None
-    triangular: tuple[float, float, float] | None = None
-    normal: Normal | None = None
-    lognormal: LogNormal | None = None
-    choice: Annotated[tuple[float | str, ...], Field(min_length=1)] | None = None
+
+class _Dist(FleetsimModel):
+    """A kind of distribution. Dumped with every kind's key (the others null), as the resolved
+    scenario has always listed them."""
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in DISTRIBUTION_KEYS[:5] if k in type(self).model_fields)
+
+    @model_serializer(mode="wrap")
+    def _all_keys(self, handler) -> dict:
+        return {**dict.fromkeys(DISTRIBUTION_KEYS), **handler(self)}
+
+
+class UniformDist(_Dist):
+    """uniform [low, high]."""
+
+    uniform: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "UniformDist":
+        if self.uniform[0] > self.uniform[1]:
+            raise ValueError(f"low {self.uniform[0]} > high {self.uniform[1]}")
+        return self
+
+
+class TriangularDist(_Dist):
+    """triangular [low, mode, high]."""
+
+    triangular: tuple[float, float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TriangularDist":
+        lo, mode, hi = self.triangular
+        if not lo <= mode <= hi:
+            raise ValueError(f"need low <= mode <= high (got {list(self.triangular)})")
+        if lo == hi:
+            raise ValueError("low equals high")
+        return self
+
+
+def _bounds(d: Normal | LogNormal, name: str) -> None:
+    """Optional low/high bounds (truncated, not clipped)."""
+    if d.low is not None and d.high is not None and d.low >= d.high:
+        raise ValueError(f"{name}: low {d.low} >= high {d.high}")
+
+
+class NormalDist(_Dist):
+    """normal {mean, sd}, optionally bounded by low/high."""
+
+    normal: Normal
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "NormalDist":
+        _bounds(self.normal, "normal")
+        return self
+
+
+class LogNormalDist(_Dist):
+    """lognormal {median, sigma}, optionally bounded by low/high."""
+
+    lognormal: LogNormal
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "LogNormalDist":
+        _bounds(self.lognormal, "lognormal")
+        if self.lognormal.high is not None and self.lognormal.high <= 0:
+            raise ValueError("lognormal: high must be > 0")
+        return self
+
+
+class ChoiceDist(_Dist):
+    """A discrete `choice`, equally likely unless `weights` (one per choice)."""
+
+    choice: Annotated[tuple[float | str, ...], Field(min_length=1)]
     weights: tuple[PositiveFloat, ...] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Distribution":
-        given = [k for k in ("uniform", "triangular", "normal", "lognormal", "choice")
-                 if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one distribution (got {', '.join(given) or 'none'})")
-        if self.uniform and self.uniform[0] > self.uniform[1]:
-            raise ValueError(f"uniform: low {self.uniform[0]} > high {self.uniform[1]}")
-        if self.triangular and not (self.triangular[0] <= self.triangular[1]
-                                    <= self.triangular[2]):
-            raise ValueError("triangular: need low <= mode <= high "
-                             f"(got {list(self.triangular)})")
-        if self.triangular and self.triangular[0] == self.triangular[2]:
-            raise ValueError("triangular: low equals high")
-        for name in ("normal", "lognormal"):
-            d = getattr(self, name)
-            if d is not None and d.low is not None and d.high is not None and d.low >= d.high:
-                raise ValueError(f"{name}: low {d.low} >= high {d.high}")
-            if name == "lognormal" and d is not None and d.high is not None and d.high <= 0:
-                raise ValueError("lognormal: high must be > 0")
-        if self.weights is not None and (self.choice is None
-                                         or len(self.weights) != len(self.choice)):
+    def _one_weight_each(self) -> "ChoiceDist":
+        if self.weights is not None and len(self.weights) != len(self.choice):
             raise ValueError("weights: give one weight per choice")
         return self
+
+
+def _distribution_kind(v: Any) -> str | None:
+    """The union's tag: the kind a distribution is written with."""
+    if isinstance(v, _Dist):
+        return v.kind
+    if isinstance(v, dict):
+        return next((k for k in DISTRIBUTION_KEYS[:5] if v.get(k) is not None), None)
+    return None
+
+
+def _exactly_one_kind(v: Any) -> Any:
+    """Exactly one kind per input; the null keys of a dumped distribution dropped."""
+    if not isinstance(v, dict):
+        return v
+    given = [k for k in DISTRIBUTION_KEYS[:5] if v.get(k) is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one distribution (got {', '.join(given) or 'none'})")
+    return {k: x for k, x in v.items() if not (k in DISTRIBUTION_KEYS and x is None)}
+
+
+Distribution = Annotated[
+    Annotated[UniformDist, Tag("uniform")] | Annotated[TriangularDist, Tag("triangular")]
+    | Annotated[NormalDist, Tag("normal")] | Annotated[LogNormalDist, Tag("lognormal")]
+    | Annotated[ChoiceDist, Tag("choice")],
+    Discriminator(_distribution_kind), BeforeValidator(_exactly_one_kind)]
+"""One uncertain input: exactly one of uniform [low, high], triangular [low, mode, high],
+normal {mean, sd} or lognormal {median, sigma} (both optionally bounded by low/high:
+truncated, not clipped), or a discrete `choice` (equally likely unless `weights`): a union
+discriminated by the key it is written with."""
+
+
+def distribution(**kw: Any):
+    """A `Distribution` from keyword arguments, e.g. `distribution(normal={"mean": 1, "sd": 2})`."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Distribution).validate_python(kw)
 
 
 class Correlation(FleetsimModel):
@@ -618,9 +705,9 @@ def _check_experiment_paths(scn: Scenario, library: Library, where: str) -> None
             raise ConfigError(f"{where}: {section}: {msg}") from None
 
     for path, d in scn.uncertain.items():
-        probe = (d.uniform or d.triangular or (d.choice if d.choice is not None else None))
-        value = probe[0] if probe is not None else (
-            d.normal.mean if d.normal else d.lognormal.median)
+        value = {"uniform": lambda: d.uniform[0], "triangular": lambda: d.triangular[0],
+                 "choice": lambda: d.choice[0], "normal": lambda: d.normal.mean,
+                 "lognormal": lambda: d.lognormal.median}[d.kind]()
         try_path(f"uncertain.{path}", path, value)
     for i, c in enumerate(scn.correlations):
         for p in c.between:

@@ -193,7 +193,7 @@ def tornado(scn: Scenario, *, fidelity: bool = True, low_q: float = 0.1, high_q:
     ends = {}
     for path in sorted(inputs):
         d = inputs[path]
-        if d.choice is not None:
+        if d.kind == "choice":
             lo, hi = d.choice[0], d.choice[-1]
         else:
             lo, hi = (float(v) for v in D.ppf(d, np.array([low_q, high_q])))
