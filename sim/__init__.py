@@ -15,6 +15,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+LAYERS = ("units", "config", "perf", "serving", "calibrate", "fleet", "cost", "report", "stages",
+          "experiments", "cli")
+"""The direction of imports, written once: a module of `sim.<layer>` imports only from the
+layers before it (lazy imports inside functions included; tests/test_layers.py checks every
+file). `sim.config` reaches the report's Jupyter HTML by name only (`html_repr`); the
+`Result`'s `.plot`, `.to_dir` and `_repr_html_` call into `sim.report`, which reads the
+`Result`'s records and never imports the stages."""
+
 _SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "stages", "pipeline", "calibrate",
                "cli", "report", "experiments")
 
