@@ -22,10 +22,13 @@ def test_routers_policies_and_distribution_kinds_come_from_their_registries():
     from sim.experiments.draws import PPF
     from sim.serving.engine import SCHEDULING_POLICIES, EngineConfig
     from sim.serving.routers import ROUTERS
+    from sim.serving.traffic import SYNTHETIC_KINDS, TRAFFIC_KINDS, kinds_text
 
     assert list(ROUTERS) == ["round_robin", "least_outstanding", "power_of_two"]
     assert list(SCHEDULING_POLICIES) == ["decode_first", "prefill_first"]
     assert set(PPF) == {"uniform", "triangular", "normal", "lognormal", "choice"}
+    assert kinds_text(list(TRAFFIC_KINDS)) == "poisson, gamma or trace"  # `capacity --traffic`
+    assert kinds_text(SYNTHETIC_KINDS) == "poisson or gamma"  # `serve --traffic`
     try:
         EngineConfig(scheduling_policy="fifo")
     except ValueError as exc:

@@ -72,7 +72,8 @@ def serve(
     from sim.serving.engine import engine_config
     from sim.serving.metrics import Slo, summarize
     from sim.serving.simulate import ServeSetup, ServingError, simulate
-    from sim.serving.traffic import GammaTraffic, LognormalLengths, PoissonTraffic, TraceTraffic
+    from sim.serving.traffic import (SYNTHETIC_KINDS, TRAFFIC_KINDS, LognormalLengths,
+                                     TraceTraffic, kinds_text)
 
     lib = load_library(library)
     spec = lib.model(model)
@@ -109,12 +110,10 @@ def serve(
             if rate is None:
                 raise ValueError("give --trace FILE, or --rate for synthetic traffic")
             lengths = LognormalLengths.from_mix(lib.lengths(workload))
-            if traffic == "poisson":
-                source = PoissonTraffic(rate, requests, lengths, seed)
-            elif traffic == "gamma":
-                source = GammaTraffic(rate, cv, requests, lengths, seed)
-            else:
-                raise ValueError(f"--traffic must be poisson or gamma (got {traffic!r})")
+            if traffic not in SYNTHETIC_KINDS:
+                raise ValueError(f"--traffic must be {kinds_text(SYNTHETIC_KINDS)} "
+                                 f"(got {traffic!r})")
+            source = TRAFFIC_KINDS[traffic](rate, requests, lengths, seed, cv=cv)
     except ServingError:
         raise
     except ValueError as exc:
@@ -225,8 +224,8 @@ def capacity(
     from sim.serving.engine import EngineConfig
     from sim.serving.metrics import Slo
     from sim.serving.simulate import ServeSetup, ServingError
-    from sim.serving.traffic import (EmpiricalLengths, GammaTraffic, LognormalLengths,
-                                     PoissonTraffic, TraceTraffic, collect)
+    from sim.serving.traffic import (TRAFFIC_KINDS, EmpiricalLengths, LognormalLengths,
+                                     TraceTraffic, collect, kinds_text)
     from sim.stages.capacity import calibration_files, engine_files
 
     lib = load_library(library)
@@ -240,8 +239,9 @@ def capacity(
                               max_num_batched_tokens=max_num_batched_tokens)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if traffic not in ("poisson", "gamma", "trace"):
-        raise typer.BadParameter(f"--traffic must be poisson, gamma or trace (got {traffic!r})")
+    if traffic not in TRAFFIC_KINDS:
+        raise typer.BadParameter(f"--traffic must be {kinds_text(list(TRAFFIC_KINDS))} "
+                                 f"(got {traffic!r})")
     if traffic == "trace" and trace is None:
         raise typer.BadParameter("--traffic trace needs --trace FILE")
     if trace is not None and not trace.is_file():
@@ -263,22 +263,11 @@ def capacity(
     warning = check_serving_tp(card, hw, tp, allow_scale_out_tp)
     refuse_misfit(est)
     setup = ServeSetup(spec, hw, prec, Layout(tp=tp), 1, engine)
-    if traffic == "trace":
-        base = collect(TraceTraffic(trace, max_requests=requests))
-        span = float(base.arrival_s[-1] - base.arrival_s[0]) or 1.0
-        base_rate = len(base) / span
+    base = collect(TraceTraffic(trace, max_requests=requests)) if traffic == "trace" else None
+    make = TRAFFIC_KINDS[traffic]
 
-        def traffic_at(rate, s, _b=base, _r=base_rate):  # the trace's own burstiness, rescaled
-            from sim.serving.traffic import RequestChunk
-
-            return [RequestChunk((_b.arrival_s - _b.arrival_s[0]) * _r / rate, _b.input_tokens,
-                                 _b.output_tokens)]
-    elif traffic == "gamma":
-        def traffic_at(rate, s):
-            return GammaTraffic(rate, cv, requests, lengths, seed + s)
-    else:
-        def traffic_at(rate, s):
-            return PoissonTraffic(rate, requests, lengths, seed + s)
+    def traffic_at(rate, s):
+        return make(rate, requests, lengths, seed + s, cv=cv, trace=base)
 
     files = [lib.path("card", card), lib.path("model", model),
              *calibration_files(lib, card), *engine_files(lib, hw)]
