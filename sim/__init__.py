@@ -4,8 +4,8 @@
 runner (`python -m sim.calibrate.run`) works where only torch, numpy and pyyaml are installed.
 
 The notebook API, each loaded on first call: `sim.load_scenario(path)`, `sim.run(scenario)`
-(a `Result`: frames, `.summary`, `.plot.*` figures), `sim.with_overrides(scenario, {path:
-value})`.
+(a `Result`: `.options` records, `.decision`, frames, `.summary`, `.plot.*` figures),
+`sim.with_overrides(scenario, {path: value})`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,21 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "pipeline", "calibrate", "cli",
-               "report", "experiments")
+LAYERS = ("units", "config", "perf", "serving", "calibrate", "fleet", "cost", "report", "stages",
+          "experiments", "cli")
+"""The direction of imports, written once: a module of `sim.<layer>` imports only from the
+layers before it (lazy imports inside functions included; tests/test_layers.py checks every
+file). `sim.config` reaches the report's Jupyter HTML by name only (`html_repr`); the
+`Result`'s `.plot`, `.to_dir` and `_repr_html_` call into `sim.report`, which reads the
+`Result`'s records and never imports the stages."""
+
+_SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "stages", "pipeline", "calibrate",
+               "cli", "report", "experiments")
 
 
 def run(scenario, library=None, progress=None):
-    """Run a scenario (a path or a `Scenario`) through every layer: `sim.pipeline.run`."""
-    from sim.pipeline import run as _run
+    """Run a scenario (a path or a `Scenario`) through every stage: `sim.stages.run`."""
+    from sim.stages import run as _run
 
     return _run(scenario, library, progress)
 

@@ -195,7 +195,7 @@ def test_failing_section_is_recorded(tmp_path, monkeypatch):
         ctx.result["points"].append({"partial": 1})
         raise RuntimeError("synthetic failure")
 
-    monkeypatch.setattr(calib, "section_gemm", boom)
+    monkeypatch.setattr(calib.SECTIONS["gemm"], "run", boom)
     out = tmp_path / "cal.yaml"
     rc = calib.main(
         ["--device", "cpu", "--quick", "--sections", "gemm,overhead", "--out", str(out)]

@@ -224,7 +224,7 @@ def test_a_run_names_each_cards_engine_in_its_results_and_report(tmp_path, monke
     """The capacity frame carries each card's engine, and the report's assumptions table lists
     it with its version, release date and files."""
     from sim.config.scenario import load_scenario
-    from sim.pipeline import run
+    from sim.stages import run
     from sim.report.html import calibration_rows
 
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))

@@ -282,7 +282,7 @@ def test_draw_values_within_bounds(drawn, plan, scn):
 
 def test_truncated_normal_and_lognormal_match_scipy():
     """Truncated (not clipped): quantiles equal scipy's truncnorm, all inside the bounds."""
-    from sim.config.scenario import Distribution
+    from sim.config.scenario import distribution as Distribution
     from sim.experiments.draws import ppf
 
     u = np.concatenate([[0.0, 1e-12, 0.5, 1 - 1e-12, 1.0],
@@ -530,9 +530,9 @@ def _batches(scn, lib, price: float):
 
 
 def _ran_on_workers(ex) -> bool:
-    """Did the cluster's workers import the pipeline (only running a batch does)?"""
+    """Did the cluster's workers import the run stages (only running a batch does)?"""
     def imported() -> bool:
-        return "sim.pipeline" in sys.modules
+        return "sim.stages" in sys.modules
     return any(ex.client.run(imported).values())
 
 
@@ -552,7 +552,7 @@ def brute(scn, lib, cache_dir):
 
 def test_flip_point_inside_brute_force_bracket(scn, lib, brute):
     from sim.experiments.analyses import flip
-    from sim.pipeline import run
+    from sim.stages import run
     from sim.config.paths import with_overrides
 
     xs, d = brute
@@ -636,7 +636,7 @@ def tornado_df(scn, lib, cache_dir):
 def test_tornado_columns_and_percentiles(tornado_df, scn, lib, drawn):
     from sim.config.paths import with_overrides
     from sim.experiments import draws as D
-    from sim.pipeline import run
+    from sim.stages import run
 
     t = tornado_df
     assert list(t.columns) == ["input", "option", "low_value", "high_value", "npv_low_usd",

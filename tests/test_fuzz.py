@@ -210,6 +210,14 @@ def test_mutated_traces_load_or_fail_in_one_line(tmp_path_factory, data, fmt):
 
 # Leaves whose change keeps the (cached) serving capacity: the fleet and cost layers run for
 # real on every mutated value. Capacity-relevant leaves are fuzzed by the load tests above.
+@pytest.fixture(scope="module")
+def run_cache():
+    """One in-process cache for the mutated runs (the capacity rows they share)."""
+    from sim.stages import RunCache
+
+    return RunCache()
+
+
 _RUN_TARGETS = [
     ("horizon_years",), ("start",), ("seed",), ("site",), ("site", "preset"),
     ("site", "power_cap_mw"), ("finance",), ("finance", "discount_rate"),
@@ -265,8 +273,8 @@ def _set(doc, path, value):
 @settings(max_examples=n(250), suppress_health_check=SLOW_OK, deadline=None)
 @given(data=st.data())
 def test_mutated_tiny_scenario_runs_or_fails_in_one_line(tmp_path_factory, library, data,
-                                                         monkeypatch_session_cache):
-    import sim.pipeline as pipeline
+                                                         monkeypatch_session_cache, run_cache):
+    from sim.stages import run as run_stages
 
     doc = yaml.safe_load(TINY.read_text())
     for _ in range(data.draw(st.integers(1, 3), label="mutations")):
@@ -279,7 +287,7 @@ def test_mutated_tiny_scenario_runs_or_fails_in_one_line(tmp_path_factory, libra
     res = {}
 
     def run():
-        res["r"] = pipeline.run(f, library)
+        res["r"] = run_stages(f, library, cache=run_cache)
 
     result = outcome(run, str(f))
     event(result)

@@ -397,7 +397,7 @@ def test_serving_conserves_requests_and_tokens(small_setup, n, rate, seed, repli
 @given(start=st.dates(dt.date(1990, 1, 1), dt.date(2080, 1, 1)),
        days=st.integers(0, 3700), fmt=st.sampled_from(["day", "month", "year"]))
 def test_dates_and_hours_round_trip(start, days, fmt):
-    from sim.pipeline import _hours_from
+    from sim.stages.inputs import hours_from as _hours_from
 
     date = start + dt.timedelta(days=days)
     text = {"day": date.isoformat(), "month": date.isoformat()[:7],
@@ -427,7 +427,7 @@ def test_scenario_round_trips_through_its_resolved_yaml(lib, path):
     every value as run, the site preset's values spelled out."""
     from sim.config.loader import validate
     from sim.config.scenario import Scenario, load_scenario
-    from sim.pipeline import resolved_yaml
+    from sim.report.files import resolved_yaml
 
     scn = load_scenario(path, lib)
     doc = yaml.safe_load(resolved_yaml(scn))

@@ -12,6 +12,7 @@ from sim.config.paths import scenario_library, with_overrides
 from sim.config.scenario import load_scenario
 
 TINY = Path(__file__).parent / "data" / "tiny_scenario.yaml"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def scn():
 
 
 def test_library_record_override_reaches_the_performance_model(scn, tmp_path, monkeypatch):
-    from sim.pipeline import run
+    from sim.stages import run
 
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))
     lib = Library.default()
@@ -55,7 +56,7 @@ def test_bad_overrides_are_one_line_errors(scn, path, value, message):
 
 
 def test_override_in_yaml_is_checked_and_reported(tmp_path):
-    from sim.pipeline import resolved_yaml
+    from sim.report.files import resolved_yaml
     from sim.report.html import assumption_rows
 
     text = TINY.read_text().replace(
@@ -70,3 +71,32 @@ def test_override_in_yaml_is_checked_and_reported(tmp_path):
     p.write_text(text.replace("bandwidth_tbps: 3.0", "bandwidth_tbs: 3.0"))
     with pytest.raises(ConfigError, match=r"s\.yaml: cards\.h100-sxm\.memory\.bandwidth_tbs"):
         load_scenario(p)
+
+
+def test_card_overrides_are_typed_and_library_paths_kept_apart():
+    """Scenario-level keys are `CardOverride` fields validated by pydantic; any other key is a
+    library path in `fields`; the override dumps as written (no `fields` key)."""
+    from sim.config.scenario import CardOverride, ModelOverride
+
+    ov = CardOverride.model_validate({"source": "a test", "lead_time_weeks": [2, 4],
+                                      "memory": {"bandwidth_tbps": 3.0}, "price_usd": 9000})
+    assert ov.price_usd == 9000 and ov.lead_time_weeks == (2, 4) and ov.tdp_w is None
+    assert ov.fields == {"memory": {"bandwidth_tbps": 3.0}}
+    assert ov.model_dump(mode="json") == {"source": "a test", "lead_time_weeks": [2, 4],
+                                          "memory": {"bandwidth_tbps": 3.0}, "price_usd": 9000}
+    assert list(ov.values()) == ["lead_time_weeks", "memory", "price_usd"]  # as written
+    for bad, msg in (({"price_usd": -1}, "must be a number >= 0"),
+                     ({"tdp_w": True}, "must be a number >= 0"),
+                     ({"lead_time_weeks": [4, 2]}, r"must be \[low, high\] with low <= high")):
+        with pytest.raises(ValueError, match=msg):
+            CardOverride.model_validate({"source": "a test", **bad})
+    assert ModelOverride.model_validate({"source": "a test", "price_usd": 1}).fields == {
+        "price_usd": 1}  # a model has no scenario-level keys: a (bad) library path
+
+
+def test_model_extra_is_read_nowhere():
+    import re
+
+    hits = [str(p) for p in (REPO / "sim").rglob("*.py") if re.search(r"\bmodel_extra\b",
+                                                                      p.read_text())]
+    assert not hits, hits

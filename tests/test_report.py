@@ -25,7 +25,7 @@ def cache_dir(tmp_path_factory):
 
 
 def _run(path: Path, cache: Path):
-    from sim.pipeline import run
+    from sim.stages import run
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLEETSIM_CACHE", str(cache))
@@ -86,19 +86,17 @@ def test_assumptions_mark_overrides_presets_and_defaults(html):
 
 
 def test_no_winner_is_said_plainly(result):
-    import copy
     import dataclasses
 
     from sim.report.html import render_html
 
-    summary = copy.deepcopy(result.summary)
-    summary["winner"] = None
-    for i, o in enumerate(summary["options"].values()):
-        o["slo_attainment"] = 0.9 + 0.01 * i
-    page = render_html(dataclasses.replace(result, summary=summary))
+    options = {k: dataclasses.replace(v, slo_attainment=0.9 + 0.01 * i)
+               for i, (k, v) in enumerate(result.options.items())}
+    page = render_html(dataclasses.replace(
+        result, options=options, decision=dataclasses.replace(result.decision, winner=None)))
     lead = page[page.index('id="summary"'): page.index("</section>")]
     assert "No option meets the SLOs" in lead and " wins" not in lead
-    best = list(summary["options"])[-1]
+    best = list(options)[-1]
     assert f'<span class="name">{best}</span>,\nserving 91.0%' in lead
 
 

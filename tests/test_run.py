@@ -18,6 +18,16 @@ PER_YEAR_COLS = ["option", "year", "capex_usd", "energy_usd", "colo_usd", "maint
                  "output_tokens_served", "input_tokens_served", "slo_attainment", "utilization"]
 
 
+def _golden():
+    """benchmarks/golden.py: the recorded hashes of every shipped scenario's outputs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_golden", REPO / "benchmarks" / "golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _cli(*args, cache):
     env = {**os.environ, "COLUMNS": "200", "FLEETSIM_CACHE": str(cache)}
     return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True,
@@ -55,6 +65,14 @@ def test_same_seed_gives_identical_bytes(runs):
     assert b.returncode == 0, b.stderr
     for rel in ("summary.json", "results/per_year.parquet", "results/per_hour.parquet"):
         assert (d / "a" / rel).read_bytes() == (d / "b" / rel).read_bytes(), rel
+
+
+def test_tiny_scenario_matches_its_golden_hashes(runs):
+    """summary.json, the Parquet files, report.md and the resolved scenario byte for byte as
+    recorded in benchmarks/golden.json (the message says how to record an intended change)."""
+    d, a, _ = runs
+    assert a.returncode == 0, a.stderr
+    assert (why := _golden().mismatch("tiny", d / "a")) is None, why
 
 
 def test_refuses_to_overwrite_and_bad_input_is_one_line(runs, tmp_path):
@@ -182,3 +200,5 @@ def test_every_shipped_scenario_runs_from_the_cli(tmp_path, scenario):
     html = (out / "report.html").read_text()
     assert (summary["winner"] or "no option meets") in html
     assert f"winner: {summary['winner'] or 'none'}" in p.stdout
+    # byte for byte as recorded (benchmarks/golden.py; its message says how to record a change)
+    assert (why := _golden().mismatch(scenario.stem, out)) is None, why

@@ -130,11 +130,9 @@ def test_the_scan_would_catch_them():
 
 def test_capacity_cache_is_json_not_pickle(tmp_path, monkeypatch):
     import sim
-    import sim.pipeline as pipeline
 
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path / "c"))
-    monkeypatch.setattr(pipeline, "_MEMO", {})  # no in-process shortcut: the disk cache is used
-    sim.run(TINY)
+    sim.run(TINY)  # a fresh in-process cache per run: the disk cache is used
     files = [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
     assert files
     for p in files:
@@ -241,7 +239,7 @@ def test_relative_path_inside_the_scenario_folder_runs(layout):
 
 
 def test_library_relative_path_runs(layout):
-    from sim.pipeline import _resolve
+    from sim.stages.inputs import resolve_path as _resolve
     from sim.config.library import Library
 
     tmp, _, _ = layout
@@ -299,7 +297,7 @@ def test_allowed_outside_paths_reach_the_analyses(layout, capsys):
 
 def test_python_api_refuses_and_allows_by_keyword(layout):
     import sim
-    from sim.pipeline import run
+    from sim.stages import run
 
     tmp, _, outside = layout
     f = _trace_scenario(tmp / "proj" / "scn", str(outside))

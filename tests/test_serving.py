@@ -78,7 +78,6 @@ def test_fast_mode_equals_token_mode_per_request(lib, hw_cache, conv_head, kw):
         assert token.preemptions.sum() > 0
 
 
-
 def test_sliding_window_sequences_hold_their_window_blocks(lib, hw_cache, conv_head):
     """GPT-OSS: a block holds block_size tokens of the full-attention layers and every running
     sequence holds its sliding-window layers' KV on top, so a sequence's blocks match its bytes
@@ -389,3 +388,30 @@ def test_fast_mode_equals_token_mode_with_sliding_window_prefix_caching(lib, hw_
     for col in ("first_token_s", "finish_s"):
         np.testing.assert_allclose(_by_rid(fast, col), _by_rid(token, col), rtol=1e-9, atol=0)
     assert token.preemptions.sum() > 0
+
+
+def test_a_router_is_one_class_and_one_registration_line(lib, hw_cache, monkeypatch):
+    """A new router: a class with `pick`, registered by name; the simulator routes by it."""
+    import sim.serving.simulate as simulate_module
+    from sim.serving import routers
+    from sim.serving.routers import register_router
+
+    registry = dict(routers.ROUTERS)  # the test's router does not outlive it
+    monkeypatch.setattr(routers, "ROUTERS", registry)
+    monkeypatch.setattr(simulate_module, "ROUTERS", registry)
+
+    @register_router("first_replica")  # the registration line
+    class FirstReplica:  # the class: every request to the pool's first replica
+        def pick(self, first, count, outstanding, state, rng) -> int:
+            return first
+
+    n = 40
+    chunk = RequestChunk(np.arange(n) * 0.05, np.full(n, 256), np.full(n, 32))
+    res = simulate(ServeSetup(lib.model("llama-3.1-8b"), hw_cache("h100-sxm"),
+                              Precision.preset("fp8"), replicas=3, router="first_replica"),
+                   [chunk])
+    assert len(res.rid) == n and set(res.replica.tolist()) == {0}
+    spread = simulate(ServeSetup(lib.model("llama-3.1-8b"), hw_cache("h100-sxm"),
+                                 Precision.preset("fp8"), replicas=3, router="round_robin"),
+                      [chunk])
+    assert set(spread.replica.tolist()) == {0, 1, 2}

@@ -42,7 +42,7 @@ def test_power_cap_outside_the_cards_range_is_refused(scn):
 
 
 def test_power_cap_lowers_throughput_and_energy(scn, tmp_path, monkeypatch):
-    from sim.pipeline import run
+    from sim.stages import run
 
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))
     lib = Library.default()

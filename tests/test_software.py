@@ -185,7 +185,7 @@ def _tiny(tmp_path, edit: dict, name: str = "s.yaml"):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, lib):
-    from sim.pipeline import run
+    from sim.stages import run
 
     t = tmp_path_factory.mktemp("sw")
     base = {"start": "2025-01-01", "horizon_years": 2}
@@ -229,7 +229,7 @@ def test_a_faster_stack_serves_more_for_less(runs):
 
 def test_porting_is_dated_at_the_stacks_adoption(lib):
     from sim.config.scenario import load_scenario
-    from sim.pipeline import adoption_hour
+    from sim.stages import adoption_hour
 
     scn = load_scenario("scenarios/flagship.yaml", lib)
     assert adoption_hour(scn, lib, "h200+mi300x") == 0.0
@@ -267,7 +267,7 @@ def test_flip_finds_the_improvement_rate_at_which_two_options_cost_the_same(tmp_
     from sim.config.paths import with_overrides
     from sim.config.scenario import load_scenario
     from sim.experiments.analyses import flip
-    from sim.pipeline import run
+    from sim.stages import run
 
     p = _challenger(tmp_path)
     scn = load_scenario(p, lib)

@@ -69,19 +69,29 @@ RUN_ORDER = [
     "overhead",
     "allreduce",
 ]
-# Nominal seconds per section at --budget-s 400 on an H100 (scaled with the budget).
-# Expected use is far below these caps; they only bound pathological slowness.
-SECTION_CAP_S = {
-    "memory_bandwidth": 30.0,
-    "gemm": 150.0,
-    "layer": 60.0,
-    "layer_compiled": 60.0,  # mostly torch.compile time (~10-20 s per shape on an H100 host)
-    "attention_decode": 45.0,
-    "attention_prefill": 40.0,
-    "overhead": 15.0,
-    "allreduce": 20.0,
-}
-TELEMETRY_SECTIONS = {"memory_bandwidth", "gemm", "layer", "attention_decode", "attention_prefill"}
+
+
+class Section:
+    """A registered measurement section: its function, its nominal cap in seconds at
+    --budget-s 400 on an H100 (scaled with the budget; expected use is far below, the cap only
+    bounds pathological slowness) and whether power/clock telemetry runs beside it."""
+
+    def __init__(self, run, cap_s: float, telemetry: bool) -> None:
+        self.run, self.cap_s, self.telemetry = run, cap_s, telemetry
+
+
+SECTIONS: dict[str, Section] = {}
+"""The sections by name, registered with `@section(name, cap_s=...)` (a new section is one
+decorated function and its place in RUN_ORDER and REPORT_ORDER)."""
+
+
+def section(name: str, cap_s: float, telemetry: bool = False):
+    """Decorator: register a `section_<name>(ctx)` function."""
+    def add(fn):
+        SECTIONS[name] = Section(fn, cap_s, telemetry)
+        return fn
+    return add
+
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -721,6 +731,7 @@ def sustained(ctx, fn, seconds, work_per_call, work_key, label):
 
 
 # ---- memory bandwidth
+@section("memory_bandwidth", cap_s=30.0, telemetry=True)
 def section_memory_bandwidth(ctx):
     plan = ctx.plan
     res = ctx.result
@@ -816,6 +827,7 @@ def probe_fp8(dev):
         return False, _short_exc(e)
 
 
+@section("gemm", cap_s=150.0, telemetry=True)
 def section_gemm(ctx):
     plan = ctx.plan
     res = ctx.result
@@ -971,6 +983,7 @@ def section_gemm(ctx):
 
 
 # ---- attention
+@section("attention_prefill", cap_s=40.0, telemetry=True)
 def section_attention_prefill(ctx):
     plan = ctx.plan
     res = ctx.result
@@ -1015,6 +1028,7 @@ def section_attention_prefill(ctx):
             torch.cuda.empty_cache()
 
 
+@section("attention_decode", cap_s=45.0, telemetry=True)
 def section_attention_decode(ctx):
     plan = ctx.plan
     res = ctx.result
@@ -1164,6 +1178,7 @@ def _graph_time(ctx, fn):
     return st
 
 
+@section("layer", cap_s=60.0, telemetry=True)
 def section_layer(ctx):
     plan = ctx.plan
     res = ctx.result
@@ -1321,6 +1336,8 @@ _DYNAMO_LIMITS = (
 )
 
 
+# its cap is mostly torch.compile time (~10-20 s per shape on an H100 host)
+@section("layer_compiled", cap_s=60.0)
 def section_layer_compiled(ctx):
     plan = ctx.plan
     res = ctx.result
@@ -1506,6 +1523,7 @@ def _compiled_layer_model(ctx, model, tp, gen, mode, state):
 
 
 # ---- all-reduce
+@section("allreduce", cap_s=20.0)
 def section_allreduce(ctx):
     res = ctx.result
     if not ctx.cuda:
@@ -1547,6 +1565,7 @@ def section_allreduce(ctx):
 
 
 # ---- launch overhead
+@section("overhead", cap_s=15.0)
 def section_overhead(ctx):
     res = ctx.result
     dev = ctx.dev
@@ -1676,8 +1695,8 @@ class Runner:
         scale = self.budget_s / 400.0
         now = time.monotonic()
         left = self.deadline - now
-        later = sum(SECTION_CAP_S[n] * scale for n in remaining_order)
-        allow = max(SECTION_CAP_S[name] * scale, left - later)
+        later = sum(SECTIONS[n].cap_s * scale for n in remaining_order)
+        allow = max(SECTIONS[name].cap_s * scale, left - later)
         return min(self.deadline, now + allow)
 
     def run_section(self, name, remaining_order):
@@ -1693,14 +1712,14 @@ class Runner:
             log(f"section {name}: skipped (budget)")
             return
         ctx = SectionCtx(self, name, res, self.section_deadline(name, remaining_order))
-        fn = globals()[f"section_{name}"]
+        fn = SECTIONS[name].run
         log(
             f"section {name}: start (section budget {ctx.time_left():.0f}s, total left "
             f"{self.deadline - t_start:.0f}s)"
         )
         tel = (
             self.telemetry
-            if (name in TELEMETRY_SECTIONS and isinstance(self.telemetry, Telemetry))
+            if (SECTIONS[name].telemetry and isinstance(self.telemetry, Telemetry))
             else None
         )
         if tel is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sim.config.library import Library
 from sim.config.loader import ConfigError, validate
-from sim.config.scenario import CARD_OVERRIDES, Scenario, check_references
+from sim.config.scenario import Scenario, check_references
 
 EXPERIMENT_SOURCE = "set by experiment (sweep, Monte Carlo draw or flip-point search)"
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -235,12 +235,11 @@ def override_spec(spec, overrides: Mapping[str, Any]):
 
 def scenario_library(scn: Scenario, library: Library) -> Library:
     """The library as the scenario sees it: records with the scenario's `cards:` / `models:`
-    overrides applied (scenario-level keys such as `price_usd` are read by the pipeline)."""
+    overrides applied (scenario-level keys such as `price_usd` are read by the run's stages)."""
     replaced = {}
-    for kind, section, scenario_keys in (("card", scn.cards, CARD_OVERRIDES),
-                                         ("model", scn.models, ())):
+    for kind, section in (("card", scn.cards), ("model", scn.models)):
         for ident, ov in section.items():
-            rest = {k: v for k, v in (ov.model_extra or {}).items() if k not in scenario_keys}
+            rest = ov.fields
             if rest:
                 spec = library.card(ident) if kind == "card" else library.model(ident)
                 try:
@@ -258,10 +257,8 @@ def scenario_library(scn: Scenario, library: Library) -> Library:
 def spec_overrides(scn: Scenario) -> dict:
     """The library-record overrides of a scenario, as plain data (for cache keys)."""
     out = {}
-    for section_name, section, scenario_keys in (("cards", scn.cards, CARD_OVERRIDES),
-                                                 ("models", scn.models, ())):
+    for section_name, section in (("cards", scn.cards), ("models", scn.models)):
         for ident, ov in sorted(section.items()):
-            rest = {k: v for k, v in (ov.model_extra or {}).items() if k not in scenario_keys}
-            if rest:
-                out[f"{section_name}.{ident}"] = rest
+            if ov.fields:
+                out[f"{section_name}.{ident}"] = dict(ov.fields)
     return out

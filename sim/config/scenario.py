@@ -15,9 +15,10 @@ import datetime as dt
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import (BeforeValidator, Discriminator, Field, PrivateAttr, Tag, model_serializer,
+                      model_validator)
 
 from sim.config.base import DateStr, FleetsimModel, NonNegativeFloat, PositiveFloat
 from sim.config.library import Library
@@ -293,11 +294,88 @@ class FleetOptionSpec(FleetsimModel):
         return self
 
 
-class Override(FleetsimModel):
-    """A library value replaced for this scenario, with its source (shown in the report)."""
+def _amount(v: object) -> int | float:
+    """A scenario-level override value: a finite number >= 0 (not a bool, not text), kept as
+    written (an int stays an int in the resolved scenario)."""
+    import math
 
-    model_config = {**FleetsimModel.model_config, "extra": "allow"}
+    shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300
+            and math.isfinite(v) and v >= 0):  # (an int beyond any float fails, not raises)
+        raise ValueError(f"must be a number >= 0 (got {shown})")
+    return v
+
+
+def _lead_weeks(v: object) -> int | float | tuple[int | float, int | float]:
+    """One lead time in weeks, or a [low, high] range with low <= high."""
+    if not isinstance(v, (list, tuple)):
+        return _amount(v)
+    shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+    lo_hi = [_amount(x) for x in v]
+    if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+        raise ValueError(f"must be [low, high] with low <= high (got {shown})")
+    return (lo_hi[0], lo_hi[1])
+
+
+Amount = Annotated[int | float, BeforeValidator(_amount)]
+LeadWeeks = Annotated[int | float | tuple[int | float, int | float],
+                      BeforeValidator(_lead_weeks)]
+
+
+class Override(FleetsimModel):
+    """Library values replaced for this scenario, with their source (shown in the report).
+    `fields` maps a path into the library record (`memory.bandwidth_tbps`, or a nested
+    mapping as written) to its value; in the YAML those paths sit beside `source`. The record
+    with them applied is validated against its own schema when the scenario is loaded
+    (`check_references`). `values()` gives every key as written, in the file's order."""
+
+    SCENARIO_KEYS: ClassVar[tuple[str, ...]] = ()
     source: Annotated[str, Field(min_length=3)]
+    fields: dict[str, Any] = {}
+    _order: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _library_paths(cls, data: Any, handler):
+        """Keys other than `source` and the scenario-level ones are library-record paths."""
+        if not isinstance(data, dict):
+            return handler(data)
+        own = {"source", *cls.SCENARIO_KEYS}
+        paths = {k: v for k, v in data.items() if k not in own}
+        m = handler({**{k: v for k, v in data.items() if k in own},
+                     **({"fields": paths} if paths else {})})
+        m._order = tuple(k for k in data if k != "source")
+        return m
+
+    def values(self) -> dict[str, Any]:
+        """Every overridden key as written (scenario-level keys and library paths)."""
+        given = {k: getattr(self, k) for k in self.SCENARIO_KEYS if k in self.model_fields_set}
+        given = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+        both = {**given, **self.fields}
+        return {k: both[k] for k in (*self._order, *both) if k in both}
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler) -> dict:
+        """Dumped as written: `source` and the given keys side by side (no `fields` key)."""
+        handler(self)
+        return {"source": self.source, **self.values()}
+
+
+class CardOverride(Override):
+    """A card's scenario-level values (its price, TDP, power cap, rent, lead time) and library
+    paths, with their source."""
+
+    SCENARIO_KEYS: ClassVar[tuple[str, ...]] = (
+        "price_usd", "tdp_w", "power_cap_w", "rent_usd_per_hour", "lead_time_weeks")
+    price_usd: Amount | None = None
+    tdp_w: Amount | None = None
+    power_cap_w: Amount | None = None
+    rent_usd_per_hour: Amount | None = None
+    lead_time_weeks: LeadWeeks | None = None
+
+
+class ModelOverride(Override):
+    """A model's library paths replaced for this scenario, with their source."""
 
 
 class Normal(FleetsimModel):
@@ -314,42 +392,128 @@ class LogNormal(FleetsimModel):
     high: float | None = None
 
 
-class Distribution(FleetsimModel):
-    """One uncertain input: exactly one of uniform [low, high], triangular [low, mode, high],
-    normal {mean, sd} or lognormal {median, sigma} (both optionally bounded by low/high:
-    truncated, not clipped), or a discrete `choice` (equally likely unless `weights`)."""
+DISTRIBUTION_KEYS = ("uniform", "triangular", "normal", "lognormal", "choice", "weights")
+"""The keys a distribution is written with (the first five name its kind)."""
 
-    uniform: tuple[float, float] | None = None
-    triangular: tuple[float, float, float] | None = None
-    normal: Normal | None = None
-    lognormal: LogNormal | None = None
-    choice: Annotated[tuple[float | str, ...], Field(min_length=1)] | None = None
+
+class _Dist(FleetsimModel):
+    """A kind of distribution. Dumped with every kind's key (the others null), as the resolved
+    scenario has always listed them."""
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in DISTRIBUTION_KEYS[:5] if k in type(self).model_fields)
+
+    @model_serializer(mode="wrap")
+    def _all_keys(self, handler) -> dict:
+        return {**dict.fromkeys(DISTRIBUTION_KEYS), **handler(self)}
+
+
+class UniformDist(_Dist):
+    """uniform [low, high]."""
+
+    uniform: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "UniformDist":
+        if self.uniform[0] > self.uniform[1]:
+            raise ValueError(f"low {self.uniform[0]} > high {self.uniform[1]}")
+        return self
+
+
+class TriangularDist(_Dist):
+    """triangular [low, mode, high]."""
+
+    triangular: tuple[float, float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TriangularDist":
+        lo, mode, hi = self.triangular
+        if not lo <= mode <= hi:
+            raise ValueError(f"need low <= mode <= high (got {list(self.triangular)})")
+        if lo == hi:
+            raise ValueError("low equals high")
+        return self
+
+
+def _bounds(d: Normal | LogNormal, name: str) -> None:
+    """Optional low/high bounds (truncated, not clipped)."""
+    if d.low is not None and d.high is not None and d.low >= d.high:
+        raise ValueError(f"{name}: low {d.low} >= high {d.high}")
+
+
+class NormalDist(_Dist):
+    """normal {mean, sd}, optionally bounded by low/high."""
+
+    normal: Normal
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "NormalDist":
+        _bounds(self.normal, "normal")
+        return self
+
+
+class LogNormalDist(_Dist):
+    """lognormal {median, sigma}, optionally bounded by low/high."""
+
+    lognormal: LogNormal
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "LogNormalDist":
+        _bounds(self.lognormal, "lognormal")
+        if self.lognormal.high is not None and self.lognormal.high <= 0:
+            raise ValueError("lognormal: high must be > 0")
+        return self
+
+
+class ChoiceDist(_Dist):
+    """A discrete `choice`, equally likely unless `weights` (one per choice)."""
+
+    choice: Annotated[tuple[float | str, ...], Field(min_length=1)]
     weights: tuple[PositiveFloat, ...] | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "Distribution":
-        given = [k for k in ("uniform", "triangular", "normal", "lognormal", "choice")
-                 if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one distribution (got {', '.join(given) or 'none'})")
-        if self.uniform and self.uniform[0] > self.uniform[1]:
-            raise ValueError(f"uniform: low {self.uniform[0]} > high {self.uniform[1]}")
-        if self.triangular and not (self.triangular[0] <= self.triangular[1]
-                                    <= self.triangular[2]):
-            raise ValueError("triangular: need low <= mode <= high "
-                             f"(got {list(self.triangular)})")
-        if self.triangular and self.triangular[0] == self.triangular[2]:
-            raise ValueError("triangular: low equals high")
-        for name in ("normal", "lognormal"):
-            d = getattr(self, name)
-            if d is not None and d.low is not None and d.high is not None and d.low >= d.high:
-                raise ValueError(f"{name}: low {d.low} >= high {d.high}")
-            if name == "lognormal" and d is not None and d.high is not None and d.high <= 0:
-                raise ValueError("lognormal: high must be > 0")
-        if self.weights is not None and (self.choice is None
-                                         or len(self.weights) != len(self.choice)):
+    def _one_weight_each(self) -> "ChoiceDist":
+        if self.weights is not None and len(self.weights) != len(self.choice):
             raise ValueError("weights: give one weight per choice")
         return self
+
+
+def _distribution_kind(v: Any) -> str | None:
+    """The union's tag: the kind a distribution is written with."""
+    if isinstance(v, _Dist):
+        return v.kind
+    if isinstance(v, dict):
+        return next((k for k in DISTRIBUTION_KEYS[:5] if v.get(k) is not None), None)
+    return None
+
+
+def _exactly_one_kind(v: Any) -> Any:
+    """Exactly one kind per input; the null keys of a dumped distribution dropped."""
+    if not isinstance(v, dict):
+        return v
+    given = [k for k in DISTRIBUTION_KEYS[:5] if v.get(k) is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one distribution (got {', '.join(given) or 'none'})")
+    return {k: x for k, x in v.items() if not (k in DISTRIBUTION_KEYS and x is None)}
+
+
+Distribution = Annotated[
+    Annotated[UniformDist, Tag("uniform")] | Annotated[TriangularDist, Tag("triangular")]
+    | Annotated[NormalDist, Tag("normal")] | Annotated[LogNormalDist, Tag("lognormal")]
+    | Annotated[ChoiceDist, Tag("choice")],
+    Discriminator(_distribution_kind), BeforeValidator(_exactly_one_kind)]
+"""One uncertain input: exactly one of uniform [low, high], triangular [low, mode, high],
+normal {mean, sd} or lognormal {median, sigma} (both optionally bounded by low/high:
+truncated, not clipped), or a discrete `choice` (equally likely unless `weights`): a union
+discriminated by the key it is written with."""
+
+
+def distribution(**kw: Any):
+    """A `Distribution` from keyword arguments, e.g. `distribution(normal={"mean": 1, "sd": 2})`."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Distribution).validate_python(kw)
 
 
 class Correlation(FleetsimModel):
@@ -396,8 +560,8 @@ class Scenario(FleetsimModel):
     reliability: ReliabilitySpec = ReliabilitySpec()
     workloads: dict[str, InferenceWorkload]
     training: dict[str, TrainingCampaign] = {}
-    cards: dict[str, Override] = {}
-    models: dict[str, Override] = {}
+    cards: dict[str, CardOverride] = {}
+    models: dict[str, ModelOverride] = {}
     options: dict[str, FleetOptionSpec]
     engine: EnginePlan = EnginePlan()
     """The engine plan of every option that does not give its own (`options.<name>.engine`)."""
@@ -473,10 +637,10 @@ def check_references(scn: Scenario, library: Library, where: str) -> None:
                               f"(known: {', '.join(known_stacks)})")
     for cid, ov in scn.cards.items():
         need(f"cards.{cid}", "card", cid)
-        _check_override_fields(where, f"cards.{cid}", ov, CARD_OVERRIDES, library.card(cid))
+        _check_override_fields(where, f"cards.{cid}", ov, library.card(cid))
     for mid, ov in scn.models.items():
         need(f"models.{mid}", "model", mid)
-        _check_override_fields(where, f"models.{mid}", ov, (), library.model(mid))
+        _check_override_fields(where, f"models.{mid}", ov, library.model(mid))
     for cid in scn.efficiency:
         need(f"efficiency.{cid}", "card", cid)
     _check_site(scn, library, where)
@@ -541,9 +705,9 @@ def _check_experiment_paths(scn: Scenario, library: Library, where: str) -> None
             raise ConfigError(f"{where}: {section}: {msg}") from None
 
     for path, d in scn.uncertain.items():
-        probe = (d.uniform or d.triangular or (d.choice if d.choice is not None else None))
-        value = probe[0] if probe is not None else (
-            d.normal.mean if d.normal else d.lognormal.median)
+        value = {"uniform": lambda: d.uniform[0], "triangular": lambda: d.triangular[0],
+                 "choice": lambda: d.choice[0], "normal": lambda: d.normal.mean,
+                 "lognormal": lambda: d.lognormal.median}[d.kind]()
         try_path(f"uncertain.{path}", path, value)
     for i, c in enumerate(scn.correlations):
         for p in c.between:
@@ -572,7 +736,7 @@ def _check_experiment_paths(scn: Scenario, library: Library, where: str) -> None
             try_path(f"analysis.sweep.{path}", path, v)
 
 
-CARD_OVERRIDES = ("price_usd", "tdp_w", "power_cap_w", "rent_usd_per_hour", "lead_time_weeks")
+CARD_OVERRIDES = CardOverride.SCENARIO_KEYS
 SERVER_KW_PER_CARD_KW = 10.2 / (8 * 0.7)
 """Server power per card as a multiple of the card's power: DGX H100, 10.2 kW for 8 x 700 W
 GPUs (reference-data E4)."""
@@ -583,19 +747,20 @@ def card_power_w(scn: "Scenario", card_tdp_w: float, card: str) -> float:
     """The power a card runs at in this scenario: its power cap (`cards.<id>.power_cap_w`), else
     a TDP override, else the library's TDP."""
     ov = scn.cards.get(card)
-    extra = (ov.model_extra or {}) if ov is not None else {}
-    return float(extra.get("power_cap_w") or extra.get("tdp_w") or card_tdp_w)
+    if ov is None:
+        return float(card_tdp_w)
+    return float(ov.power_cap_w or ov.tdp_w or card_tdp_w)
 
 
 def _check_site(scn: "Scenario", library: Library, where: str) -> None:
     """Liquid-cooled parts need a site with liquid cooling; an 8-card server must fit a rack;
     a power cap lies between the card's configurable minimum and its TDP."""
     for cid, ov in scn.cards.items():
-        cap = (ov.model_extra or {}).get("power_cap_w")
+        cap = ov.power_cap_w
         if cap is None:
             continue
         p = library.card(cid).power
-        tdp = float((ov.model_extra or {}).get("tdp_w") or p.tdp_w)
+        tdp = float(ov.tdp_w or p.tdp_w)
         lo = p.configurable_min_w or 0.3 * p.tdp_w
         if not lo <= cap <= tdp:
             raise ConfigError(f"{where}: cards.{cid}.power_cap_w: {cap:g} W is outside the card's "
@@ -620,45 +785,24 @@ def _check_site(scn: "Scenario", library: Library, where: str) -> None:
                             f"kW); cap its power (cards.{b.card}.power_cap_w) or raise rack_kw")
 
 
-def _check_override_fields(where: str, path: str, ov: Override, allowed: tuple[str, ...],
-                           spec=None):
-    """Scenario-level keys (`allowed`: prices, power, rent, lead time) are numbers; any other
-    key is a path into the library record (`spec`), which must exist and stay valid."""
-    import math
-
+def _check_override_fields(where: str, path: str, ov: Override, spec) -> None:
+    """Each library path must name a field of the record (`spec`), and the record with the
+    values applied must stay valid (its own pydantic schema). The scenario-level keys are
+    typed on `CardOverride`."""
     from sim.config.paths import override_spec
 
-    rest = {k: v for k, v in (ov.model_extra or {}).items() if k not in allowed}
-    fields = set(type(spec).model_fields) if spec is not None else set()
-    for k in rest:
+    fields = set(type(spec).model_fields)
+    for k in ov.fields:
         if k.split(".")[0] not in fields:
-            known = [*allowed, *sorted(fields - {"sources", "notes"})]
+            known = [*type(ov).SCENARIO_KEYS, *sorted(fields - {"sources", "notes"})]
             close = difflib.get_close_matches(k.split(".")[0], known, n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
             raise ConfigError(f"{where}: {path}.{k}: cannot be overridden{hint}")
-    if rest and spec is not None:
+    if ov.fields:
         try:
-            override_spec(spec, rest)
+            override_spec(spec, ov.fields)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {path}.{str(exc)}") from None
-        return _check_override_fields(where, path, Override.model_validate(
-            {"source": ov.source, **{k: v for k, v in (ov.model_extra or {}).items()
-                                     if k in allowed}}), allowed)
-    for k, v in (ov.model_extra or {}).items():
-        vals = v if isinstance(v, list) else [v]
-        shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
-        if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                and abs(x) < 1e300 and math.isfinite(x) and x >= 0
-                                for x in vals):  # (an int beyond any float fails, not raises)
-            raise ConfigError(f"{where}: {path}.{k}: must be a number >= 0 (got {shown})")
-        if isinstance(v, list) and (k != "lead_time_weeks" or len(v) != 2 or v[0] > v[1]):
-            want = "[low, high] with low <= high" if k == "lead_time_weeks" else "one number"
-            raise ConfigError(f"{where}: {path}.{k}: must be {want} (got {shown})")
-    extra = [k for k in (ov.model_extra or {}) if k not in allowed]
-    if extra:
-        close = difflib.get_close_matches(extra[0], allowed, n=1, cutoff=0.6)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(allowed)})"
-        raise ConfigError(f"{where}: {path}.{extra[0]}: cannot be overridden{hint}")
 
 
 def load_scenario(path: Path | str, library: Library | None = None) -> Scenario:

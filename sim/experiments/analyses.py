@@ -193,7 +193,7 @@ def tornado(scn: Scenario, *, fidelity: bool = True, low_q: float = 0.1, high_q:
     ends = {}
     for path in sorted(inputs):
         d = inputs[path]
-        if d.choice is not None:
+        if d.kind == "choice":
             lo, hi = d.choice[0], d.choice[-1]
         else:
             lo, hi = (float(v) for v in D.ppf(d, np.array([low_q, high_q])))
@@ -288,16 +288,18 @@ def flip(scn: Scenario, param: str, between: tuple[float, float],
     if d[i] == 0:
         value = float(xs[i])
     else:
+        from sim.stages import RunCache, run
+
         lib = library or Library.default()
         memo: dict[float, float] = {}
+        cache = RunCache()
 
         def f(x: float) -> float:
             if x not in memo:
                 s = with_overrides(scn, {param: x}, lib, where="flip")
-                from sim.pipeline import run
-                r = run(s, lib, base=base, detail=False,
-                        allow_outside_paths=allow_outside_paths).summary["options"]
-                memo[x] = r[a]["npv_usd"] - r[b]["npv_usd"]
+                r = run(s, lib, base=base, detail=False, allow_outside_paths=allow_outside_paths,
+                        cache=cache).options
+                memo[x] = r[a].npv_usd - r[b].npv_usd
             return memo[x]
 
         value = float(brentq(f, float(xs[i]), float(xs[i + 1]),
@@ -319,16 +321,13 @@ def _diff_frame(df: pd.DataFrame, param: str, a: str, b: str) -> pd.DataFrame:
 def _two_leaders(scn: Scenario, base: Path | None, library: Library | None,
                  allow_outside_paths: bool = False) -> tuple[str, str]:
     """The base run's winner and the cheapest other option (by NPV)."""
-    from sim.pipeline import run
+    from sim.stages import run
 
-    r = run(scn, library, base=base, detail=False,
-            allow_outside_paths=allow_outside_paths).summary
-    if len(r["options"]) < 2:
+    r = run(scn, library, base=base, detail=False, allow_outside_paths=allow_outside_paths)
+    if len(r.options) < 2:
         raise ConfigError("flip: the scenario needs two options to compare")
-    tol = r["slo_tolerance"]
     # options meeting the SLOs first, each group cheapest first
-    opts = sorted(r["options"], key=lambda k: (r["options"][k]["slo_attainment"] < tol,
-                                               r["options"][k]["npv_usd"]))
-    first = r["winner"] or opts[0]
+    opts = sorted(r.options, key=lambda k: (not r.options[k].meets_slo, r.options[k].npv_usd))
+    first = r.decision.winner or opts[0]
     second = next(o for o in opts if o != first)
     return first, second

@@ -29,7 +29,8 @@ import numpy as np
 from scipy import stats
 
 from sim.config.loader import ConfigError
-from sim.config.scenario import Distribution, LogNormal, Normal, Scenario
+from sim.config.scenario import (Distribution, LogNormal, LogNormalDist, Normal, NormalDist,
+                                 Scenario)
 
 FIDELITY_BOUNDS = (0.5, 1.5)
 """Truncation of the efficiency draws (assumed: a card delivers between half and 1.5x the
@@ -77,10 +78,10 @@ def uncertain_inputs(scn: Scenario, fidelity: bool = True) -> dict[str, Distribu
             if f"efficiency.{card}" in out:
                 continue
             f = fidelity_prior(card, scn.start)
-            out.setdefault(f"efficiency.{card}", Distribution(lognormal=LogNormal(
+            out.setdefault(f"efficiency.{card}", LogNormalDist(lognormal=LogNormal(
                 median=f["median"], sigma=f["sigma"], low=f["low"], high=f["high"])))
         for stack, p in software_priors(scn).items():
-            out.setdefault(f"software_rate_per_year.{stack}", Distribution(normal=Normal(
+            out.setdefault(f"software_rate_per_year.{stack}", NormalDist(normal=Normal(
                 mean=p["mean"], sd=p["sd"], low=p["low"], high=p["high"])))
     return out
 
@@ -106,26 +107,43 @@ def software_priors(scn: Scenario, library=None) -> dict[str, dict]:
     return dict(sorted(out.items()))
 
 
-def ppf(d: Distribution, u: np.ndarray) -> np.ndarray:
-    """Inverse CDF of one marginal at uniforms `u` (object array for string choices)."""
-    u = np.asarray(u, dtype=float)
-    if d.uniform is not None:
-        lo, hi = d.uniform
-        return lo + (hi - lo) * u
-    if d.triangular is not None:
-        lo, mode, hi = d.triangular
-        return stats.triang.ppf(u, (mode - lo) / (hi - lo), loc=lo, scale=hi - lo)
-    if d.normal is not None:
-        n = d.normal
-        return _truncated(stats.norm(n.mean, n.sd), n.low, n.high, u)
-    if d.lognormal is not None:
-        ln = d.lognormal
-        return _truncated(stats.lognorm(ln.sigma, scale=ln.median), ln.low, ln.high, u)
-    choices = list(d.choice or ())
+def _ppf_uniform(d, u):
+    lo, hi = d.uniform
+    return lo + (hi - lo) * u
+
+
+def _ppf_triangular(d, u):
+    lo, mode, hi = d.triangular
+    return stats.triang.ppf(u, (mode - lo) / (hi - lo), loc=lo, scale=hi - lo)
+
+
+def _ppf_normal(d, u):
+    n = d.normal
+    return _truncated(stats.norm(n.mean, n.sd), n.low, n.high, u)
+
+
+def _ppf_lognormal(d, u):
+    ln = d.lognormal
+    return _truncated(stats.lognorm(ln.sigma, scale=ln.median), ln.low, ln.high, u)
+
+
+def _ppf_choice(d, u):
+    choices = list(d.choice)
     w = np.asarray(d.weights or [1.0] * len(choices), dtype=float)
     cdf = np.cumsum(w) / w.sum()
     idx = np.minimum(np.searchsorted(cdf, u, side="right"), len(choices) - 1)
     return np.array([choices[i] for i in idx], dtype=object)
+
+
+PPF = {"uniform": _ppf_uniform, "triangular": _ppf_triangular, "normal": _ppf_normal,
+       "lognormal": _ppf_lognormal, "choice": _ppf_choice}
+"""Inverse CDF per distribution kind (a new kind: its class in sim.config.scenario, in the
+`Distribution` union, and its function here)."""
+
+
+def ppf(d: Distribution, u: np.ndarray) -> np.ndarray:
+    """Inverse CDF of one marginal at uniforms `u` (object array for string choices)."""
+    return PPF[d.kind](d, np.asarray(u, dtype=float))
 
 
 def _truncated(dist, low: float | None, high: float | None, u: np.ndarray) -> np.ndarray:

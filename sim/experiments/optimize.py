@@ -80,9 +80,9 @@ def _date(start: str, years: float) -> str:
 
 def _lead_weeks(scn: Scenario, card: str) -> tuple[float, float] | float:
     ov = scn.cards.get(card)
-    v = (ov.model_extra or {}).get("lead_time_weeks") if ov is not None else None
+    v = ov.lead_time_weeks if ov is not None else None
     if v is not None:
-        return tuple(v) if isinstance(v, list) else float(v)
+        return tuple(v) if isinstance(v, (list, tuple)) else float(v)
     for o in scn.options.values():
         for b in o.buy:
             if b.card == card:
@@ -121,10 +121,10 @@ def _software(scn: Scenario, cards: list[str]) -> dict[str, tuple[float, float, 
 
 
 def _probe(scn: Scenario, cards: list[str], lib: Library, base: Path | None,
-           allow_outside_paths: bool = False):
+           allow_outside_paths: bool = False, cache=None):
     """One pipeline run with every candidate card owned from hour 0: capacities, hourly demand,
     the training calendar."""
-    from sim.pipeline import run
+    from sim.stages import run
 
     train_need = {}
     for t in scn.training.values():
@@ -135,14 +135,14 @@ def _probe(scn: Scenario, cards: list[str], lib: Library, base: Path | None,
     doc["options"] = {PROBE: {"buy": buys, "serve_on": cards}}
     doc.pop("analysis", None)
     probe = Scenario.model_validate(doc)
-    return run(probe, lib, base=base, allow_outside_paths=allow_outside_paths)
+    return run(probe, lib, base=base, allow_outside_paths=allow_outside_paths, cache=cache)
 
 
 def _card_cost_pv(scn: Scenario, lib: Library, fin, card: str, year: int, price: float,
                   lead_years: float, life_years: float, horizon: float) -> tuple[float, float]:
     """(order time, present cost) of one card arriving by the start of `year`."""
     from sim.config.scenario import card_power_w
-    from sim.pipeline import SERVER_POWER_PER_TDP
+    from sim.stages import SERVER_POWER_PER_TDP
 
     order = max(0.0, year - lead_years)
     deliver = order + lead_years
@@ -166,7 +166,7 @@ def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
              allow_outside_paths: bool = False) -> OptimizeResult:
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    from sim.pipeline import card_price_usd, finance_assumptions, run
+    from sim.stages import RunCache, card_price_usd, finance_assumptions, run
 
     lib = library or Library.default()
     cand = _candidates(scn, cards)
@@ -178,7 +178,8 @@ def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
     fin = finance_assumptions(scn)
     H = float(scn.horizon_years)
     Y = int(math.ceil(H - 1e-9))
-    probe = _probe(scn, cand, lib, base, allow_outside_paths)
+    cache = RunCache()  # the probe's capacities and training plans, reused by each round
+    probe = _probe(scn, cand, lib, base, allow_outside_paths, cache)
     capdf = probe.capacity
     ph = probe.per_hour[probe.per_hour.option == PROBE]
     year_of = (ph["hour"].to_numpy() // HOURS_PER_YEAR).astype(int)
@@ -195,18 +196,17 @@ def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
             rent[w] = (float(rc.rps_per_card.iloc[0]), spec.rent.usd_per_hour,
                        spec.rent.max_cards if spec.rent.max_cards is not None else math.inf)
     train = {(c, y): 0.0 for c in cand for y in range(Y)}
-    for camp in probe.summary["options"][PROBE]["campaigns"]:
-        if camp.get("start_hour") is None:
+    for camp in probe.options[PROBE].campaigns:
+        if not camp.started:
             continue
-        card = next((t.card for n, t in scn.training.items()
-                     if camp["campaign"].startswith(n + "#")), None)
-        if card not in cand:
-            raise ConfigError(f"optimize: training runs on '{card}', which is not a candidate")
-        y0 = int(camp["start_hour"] // HOURS_PER_YEAR)
-        y1 = int(min(camp["end_hour"] or H * HOURS_PER_YEAR, H * HOURS_PER_YEAR - 1)
+        if camp.card not in cand:
+            raise ConfigError(f"optimize: training runs on '{camp.card}', which is not a "
+                              "candidate")
+        y0 = int(camp.start_hour // HOURS_PER_YEAR)
+        y1 = int(min(camp.end_hour or H * HOURS_PER_YEAR, H * HOURS_PER_YEAR - 1)
                  // HOURS_PER_YEAR)
         for y in range(y0, min(y1, Y - 1) + 1):
-            train[(card, y)] = max(train[(card, y)], float(camp["cards"]))
+            train[(camp.card, y)] = max(train[(camp.card, y)], float(camp.cards))
     spares = max((o.spare_fraction for o in scn.options.values()), default=0.05)
     avail = (1 - spares) * 0.99  # ~1% in repair (reference-data D2 failure rates)
     life = min((b.life_years for o in scn.options.values() for b in o.buy), default=5.0)
@@ -346,19 +346,17 @@ def optimize(scn: Scenario, *, cards: list[str] | None = None, unit: int = 8,
         doc.pop("analysis", None)
         with_plan = Scenario.model_validate(doc)
         res = run(with_plan, lib, base=base, detail=False,
-                  allow_outside_paths=allow_outside_paths)
-        sim_sum = res.summary["options"][PLAN]
-        tol = res.summary["slo_tolerance"]
-        ok = sim_sum["slo_attainment"] >= tol
+                  allow_outside_paths=allow_outside_paths, cache=cache)
+        planned = res.options[PLAN]
+        sim_sum, tol, ok = planned.as_json(), planned.slo_tolerance, planned.meets_slo
         if ok:
             break
         notes.append(f"round {rounds}: margin {m:.0%} served {sim_sum['slo_attainment']:.2%} "
                      f"in simulation (< {tol:.0%}); solving again with a larger margin")
         m = m + 0.10
-    comp = pd.DataFrame([{"option": o, "npv_usd": v["npv_usd"],
-                          "slo_attainment": v["slo_attainment"],
-                          "meets_slo": v["slo_attainment"] >= tol}
-                         for o, v in res.summary["options"].items()])
+    comp = pd.DataFrame([{"option": o, "npv_usd": v.npv_usd,
+                          "slo_attainment": v.slo_attainment, "meets_slo": v.meets_slo}
+                         for o, v in res.options.items()])
     if not ok:
         notes.append(f"after {max_rounds} rounds the plan still serves "
                      f"{sim_sum['slo_attainment']:.2%} in simulation")

@@ -1,10 +1,10 @@
-"""One batch of points of an experiment: a scenario with overrides through `sim.pipeline.run`.
+"""One batch of points of an experiment: a scenario with overrides through `sim.stages.run`.
 
 A batch is plain data (picklable, no open files), so any executor can ship it: the scenario as
 its as-written JSON, the folder its relative paths start from, the library roots, and per point
 the YAML-path overrides and the fleet seed. A worker parses the scenario once per process
 (memoised by content hash); each point reruns only the fleet and the cost, since the serving
-capacity is memoised inside the pipeline.
+capacity and the training plans are memoised in the worker's `RunCache`, passed to each run.
 """
 
 from __future__ import annotations
@@ -48,6 +48,16 @@ def scenario_json(scn: Scenario) -> str:
 
 
 _SCENARIOS: dict[str, tuple[Scenario, Library]] = {}
+"""This worker process's scenario, parsed once (one at a time)."""
+_WORKER: dict[str, object] = {}
+"""This worker process's `RunCache` (capacity rows and training plans, keyed by everything
+they are computed from), handed to every run of every batch it executes."""
+
+
+def _cache():
+    from sim.stages import RunCache
+
+    return _WORKER.setdefault("cache", RunCache())
 
 
 def _scenario(batch: Batch) -> tuple[Scenario, Library]:
@@ -63,21 +73,21 @@ def run_batch(batch: Batch) -> pd.DataFrame:
     """Rows per (point, option): the summary metrics, whether the option meets the SLOs and
     whether it wins, plus the point's labels (its input values)."""
     from sim.config.paths import with_overrides
-    from sim.pipeline import run
+    from sim.stages import run
 
     scn, lib = _scenario(batch)
+    cache = _cache()
     rows = []
     for p in batch.points:
         s = with_overrides(scn, p.overrides, lib, where=f"point {p.id}")
         res = run(s, lib, base=Path(batch.base), fleet_seed=p.fleet_seed, detail=False,
-                  allow_outside_paths=batch.allow_outside_paths)
-        tol = res.summary["slo_tolerance"]
-        for oname, v in res.summary["options"].items():
+                  allow_outside_paths=batch.allow_outside_paths, cache=cache)
+        for oname, v in res.options.items():
             row = {"point": p.id, "option": oname}
-            row.update({k: (float("nan") if v[k] is None else float(v[k]))
+            row.update({k: (float("nan") if (x := getattr(v, k)) is None else float(x))
                         for k in SUMMARY_COLUMNS})
-            row["meets_slo"] = bool(v["slo_attainment"] >= tol)
-            row["winner"] = res.summary["winner"] == oname
+            row["meets_slo"] = bool(v.meets_slo)
+            row["winner"] = res.decision.winner == oname
             row.update(p.labels)
             rows.append(row)
     return pd.DataFrame(rows)

@@ -342,20 +342,20 @@ def verdict(result) -> dict:
     sure the answer is and what would change it. Empty parts are left out."""
     from sim.config.paths import get_value
 
-    s, an = result.summary, getattr(result, "analyses", None) or {}
+    an = getattr(result, "analyses", None) or {}
     out: dict = {}
-    winner = s.get("winner")
+    winner = result.decision.winner
+    win_npv = None if winner is None else result.options[winner].npv_usd
     opt = an.get("optimize")
     if opt is not None and hasattr(opt, "plan") and opt.meets_slo:
         npv = float(opt.simulated["npv_usd"])
-        if winner is None or npv < s["options"][winner]["npv_usd"]:
+        if winner is None or npv < win_npv:
             out["best_plan"] = {"name": "optimised plan", "npv_usd": npv,
-                                "below_winner_usd": None if winner is None else
-                                s["options"][winner]["npv_usd"] - npv,
+                                "below_winner_usd": None if winner is None else win_npv - npv,
                                 "cards": ", ".join(f"{r.cards:,} {r.card} ordered {r.order_date}"
                                                    for r in opt.plan.itertuples())}
     if "best_plan" not in out and winner is not None:
-        out["best_plan"] = {"name": winner, "npv_usd": s["options"][winner]["npv_usd"]}
+        out["best_plan"] = {"name": winner, "npv_usd": win_npv}
     mc = an.get("monte_carlo")
     parts = []
     if mc is not None and hasattr(mc, "win_probability"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import math
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -118,8 +117,6 @@ def assumption_rows(scn) -> list[dict]:
             for name in type(obj).model_fields:
                 walk(getattr(obj, name), f"{path}.{name}" if path else name,
                      given and name in fields_set)
-            for name, v in (obj.model_extra or {}).items():
-                walk(v, f"{path}.{name}", given)
         elif isinstance(obj, dict) and obj and all(isinstance(v, BaseModel) for v in obj.values()):
             for k, v in obj.items():
                 walk(v, f"{path}.{k}", given)
@@ -141,7 +138,7 @@ def assumption_rows(scn) -> list[dict]:
             continue
         if name in ("cards", "models") and value:
             for ident, ov in value.items():
-                for k, v in (ov.model_extra or {}).items():
+                for k, v in ov.values().items():
                     rows.append({"path": f"{name}.{ident}.{k}", "value": number(v),
                                  "provenance": "override", "source": ov.source, "flag": ""})
             continue
@@ -163,7 +160,7 @@ def assumption_rows(scn) -> list[dict]:
             if b.price_usd is None:
                 r = next(r for r in rows if r["path"] == f"options.{oname}.buy[{i}].price_usd")
                 r["value"] = (f"not set: cards.{b.card}.price_usd" if b.card in scn.cards and
-                              "price_usd" in (scn.cards[b.card].model_extra or {}) else
+                              scn.cards[b.card].price_usd is not None else
                               "not set: the card library's price")
     by_path = {r["path"]: r for r in rows}
     for path, dist in scn.uncertain.items():
@@ -209,50 +206,33 @@ def calibration_rows(capacity) -> list[dict]:
 
 # ---- the page --------------------------------------------------------------------------------
 
-def _campaigns(camps: list[dict]) -> str:
+def _campaigns(camps) -> str:
     if not camps:
         return "none"
-    done = sum(bool(c.get("completed")) for c in camps)
-    missed = sum(c.get("met_deadline") is False for c in camps)
+    done = sum(c.completed for c in camps)
+    missed = sum(c.met_deadline is False for c in camps)
     return f"{done}/{len(camps)} done" + (f", {missed} late" if missed else "")
-
-
-def _planned_start_hours(scn) -> dict[str, float]:
-    """Each campaign run's earliest start (hours from the scenario's start), by its name."""
-    from sim.config.scenario import hours_after_start
-    from sim.units import HOURS_PER_YEAR
-
-    out = {}
-    for name, t in scn.training.items():
-        first = hours_after_start(scn.start, t.start) if t.start else 0.0
-        step = (t.every_months or 0) * HOURS_PER_YEAR / 12
-        for k in range(1, 1000):
-            out[f"{name}#{k}"] = first + (k - 1) * step
-            if not step:
-                break
-    return out
 
 
 def _campaign_rows(result, names: list[str]) -> list[dict]:
     """One row per option: how many campaigns ran, completed, slipped (started more than a day
     after their earliest start, for want of free cards) and missed a deadline."""
-    planned = _planned_start_hours(result.scenario)
     t0 = plots.start_date(result.scenario.start)
     rows = []
     for o in names:
-        camps = result.summary["options"][o].get("campaigns") or []
+        camps = result.options[o].campaigns
         if not camps:
             continue
-        slips = [(c["campaign"], (c["start_hour"] - planned.get(c["campaign"], c["start_hour"]))
-                  / 24.0) for c in camps]
-        slipped = [(n, d) for n, d in slips if d > 1.0]
-        late = [c["campaign"] for c in camps if c.get("met_deadline") is False]
-        unfinished = [f"{c['campaign']} ({c.get('reason') or 'not finished'})" for c in camps
-                      if not c.get("completed")]
+        started = [c for c in camps if c.started]
+        slipped = [(c.campaign, d) for c in started
+                   if (d := (c.start_hour - c.planned_start_hour) / 24.0) > 1.0]
+        late = [c.campaign for c in camps if c.met_deadline is False]
+        unfinished = [f"{c.campaign} ({c.reason or 'not finished'})" for c in camps
+                      if not c.completed]
         rows.append({
-            "option": o, "runs": len(camps), "cards": ", ".join(sorted({f"{c['cards']:,}"
-                                                                        for c in camps})),
-            "first": str(t0 + int(camps[0]["start_hour"] // 24)),
+            "option": o, "runs": len(camps),
+            "cards": ", ".join(sorted({f"{c.cards:,}" for c in started})),
+            "first": str(t0 + int(started[0].start_hour // 24)) if started else "-",
             "completed": f"{len(camps) - len(unfinished)} of {len(camps)}",
             "slipped": "none" if not slipped else "; ".join(
                 f"{n} by {d:,.0f} days" for n, d in slipped),
@@ -261,61 +241,47 @@ def _campaign_rows(result, names: list[str]) -> list[dict]:
     return rows
 
 
-def slo_tolerance(summary: dict) -> float:
-    """The share of demand an option must serve to qualify: `summary["slo_tolerance"]`, or the
-    percentage in the winner rule (">= 99% of demand ...") of summaries without it."""
-    if summary.get("slo_tolerance") is not None:
-        return float(summary["slo_tolerance"])
-    m = re.search(r">=\s*([0-9.]+)%", summary.get("winner_rule", ""))
-    if m is None:
-        raise ValueError("summary has no slo_tolerance and its winner_rule names no percentage")
-    return float(m[1]) / 100
-
-
 def _context(result) -> dict:
-    s, scn = result.summary, result.scenario
-    tolerance = slo_tolerance(s)
-    names = list(s["options"])
-    opts = s["options"]
-    meets = sorted((o for o in names if opts[o]["slo_attainment"] >= tolerance
-                    or o == s.get("winner")),
-                   key=lambda o: opts[o]["npv_usd"])
-    fails = sorted((o for o in names if o not in meets), key=lambda o: opts[o]["npv_usd"])
-    winner = s.get("winner")
-    headline: dict = {"winner": winner, "rule": s.get("winner_rule", ""),
+    scn, opts, winner = result.scenario, result.options, result.decision.winner
+    tolerance = result.decision.slo_tolerance
+    names = list(opts)
+    meets = sorted((o for o in names if opts[o].meets_slo or o == winner),
+                   key=lambda o: opts[o].npv_usd)
+    fails = sorted((o for o in names if o not in meets), key=lambda o: opts[o].npv_usd)
+    headline: dict = {"winner": winner, "rule": result.decision.rule,
                       "tolerance": pct(tolerance, 0), "n_options": len(names)}
     if winner:
-        headline["winner_npv"] = usd(opts[winner]["npv_usd"])
+        headline["winner_npv"] = usd(opts[winner].npv_usd)
         rest = [o for o in meets if o != winner]
         if rest:
             r = rest[0]
-            gap = opts[r]["npv_usd"] - opts[winner]["npv_usd"]
-            headline.update(runner=r, runner_npv=usd(opts[r]["npv_usd"]), gap=usd(gap),
-                            gap_pct=pct(gap / opts[r]["npv_usd"]) if opts[r]["npv_usd"] else
+            gap = opts[r].npv_usd - opts[winner].npv_usd
+            headline.update(runner=r, runner_npv=usd(opts[r].npv_usd), gap=usd(gap),
+                            gap_pct=pct(gap / opts[r].npv_usd) if opts[r].npv_usd else
                             "n/a")
-        cheaper = [o for o in fails if opts[o]["npv_usd"] < opts[winner]["npv_usd"]]
+        cheaper = [o for o in fails if opts[o].npv_usd < opts[winner].npv_usd]
         headline["cheaper_failing"] = [
-            {"name": o, "npv": usd(opts[o]["npv_usd"]),
-             "attainment": pct(opts[o]["slo_attainment"])} for o in cheaper]
+            {"name": o, "npv": usd(opts[o].npv_usd),
+             "attainment": pct(opts[o].slo_attainment)} for o in cheaper]
     else:
-        best = max(names, key=lambda o: (opts[o]["slo_attainment"], -opts[o]["npv_usd"]))
-        headline.update(best=best, best_attainment=pct(opts[best]["slo_attainment"]))
+        best = max(names, key=lambda o: (opts[o].slo_attainment, -opts[o].npv_usd))
+        headline.update(best=best, best_attainment=pct(opts[best].slo_attainment))
 
     rows = []
     for o in names:
         v = opts[o]
-        jpt = v.get("joules_per_token")
+        jpt = v.joules_per_token
         rows.append({
             "name": o, "meets": o in meets, "is_winner": o == winner,
-            "npv": usd(v["npv_usd"]), "total": usd(v["total_cost_usd"]),
-            "npv_after_tax": usd(v.get("after_tax_npv_usd")),
-            "usd_m": usd_per_m(v.get("usd_per_m_tokens")),
-            "usd_m_in": usd_per_m(v.get("usd_per_m_input_tokens")),
-            "usd_m_out": usd_per_m(v.get("usd_per_m_output_tokens")),
+            "npv": usd(v.npv_usd), "total": usd(v.total_cost_usd),
+            "npv_after_tax": usd(v.after_tax_npv_usd),
+            "usd_m": usd_per_m(v.usd_per_m_tokens),
+            "usd_m_in": usd_per_m(v.usd_per_m_input_tokens),
+            "usd_m_out": usd_per_m(v.usd_per_m_output_tokens),
             "jpt": "n/a" if jpt is None else f"{jpt:,.3f}",
-            "slo": pct(v["slo_attainment"]), "util": pct(v["utilization"]),
-            "card_hour": usd(v.get("usd_per_card_hour")),
-            "campaigns": _campaigns(v.get("campaigns") or []),
+            "slo": pct(v.slo_attainment), "util": pct(v.utilization),
+            "card_hour": usd(v.usd_per_card_hour),
+            "campaigns": _campaigns(v.campaigns),
         })
 
     per_year = [{"option": r.option, "year": int(r.year), "total": usd(r.total_usd),
@@ -339,7 +305,7 @@ def _context(result) -> dict:
     site = scn.site.resolved()
     images = {
         "cost": _png_uri(plots.cost_per_year(result.per_year, names)),
-        "tokens": _png_uri(plots.usd_per_m_tokens(s, names)),
+        "tokens": _png_uri(plots.usd_per_m_tokens(opts, names)),
         "demand": _png_uri(plots.demand_vs_served(result.per_hour, shown, scn.start)),
         "states": _png_uri(plots.utilisation(result.per_hour, scn, shown, scn.start)),
         "slo": _png_uri(plots.slo_attainment(result.per_hour, names, scn.start, tolerance)),
@@ -352,12 +318,12 @@ def _context(result) -> dict:
         "rows": rows, "per_year": per_year, "capacity": capacity, "campaigns": camp_rows,
         "software": software_lines(result),
         "verdict": _verdict(result),
-        "training": [{"name": k, "card": v["card"], "cards": f"{v['cards']:,}",
-                      "layout": v["layout"], "mfu": pct(v["mfu"]),
-                      "tps": f"{v['tokens_per_s_per_card']:,.0f}", "goodput": pct(v["goodput"]),
-                      "days": f"{v['time_to_train_days']:,.1f}",
-                      "ideal": f"{v['ideal_days']:,.1f}", "calibration": v["calibration"]}
-                     for k, v in (s.get("training") or {}).items()],
+        "training": [{"name": k, "card": v.card, "cards": f"{v.cards:,}",
+                      "layout": v.layout, "mfu": pct(v.mfu),
+                      "tps": f"{v.tokens_per_s_per_card:,.0f}", "goodput": pct(v.goodput),
+                      "days": f"{v.time_to_train_days:,.1f}",
+                      "ideal": f"{v.ideal_days:,.1f}", "calibration": v.calibration}
+                     for k, v in result.training.items()],
         "images": images, "shown": shown, "hidden": names[plots.MAX_TIMELINE_OPTIONS:],
         "period": plots.PERIOD[plots.bucket_days(result.per_hour)],
         "assumptions": assumption_rows(scn) + calibration_rows(result.capacity),
@@ -398,9 +364,9 @@ def software_lines(result) -> list[str]:
         return []
     t0 = plots.start_date(result.scenario.start)
     out = []
-    for o, v in result.summary["options"].items():
+    for o, v in result.options.items():
         rows = sw[(sw.option == o) & (sw.role == "own")]
-        gain = v.get("software_gain")
+        gain = v.software_gain
         if not len(rows) or gain is None:
             continue
         parts = []

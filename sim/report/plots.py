@@ -170,12 +170,13 @@ def cost_per_year_figure(per_year: pd.DataFrame, options: list[str]) -> Figure:
         return fig
 
 
-def usd_per_m_tokens_figure(summary: dict, options: list[str]) -> Figure | None:
-    """Horizontal bars: $ per million tokens (all, input, output) per option; None if no tokens."""
+def usd_per_m_tokens_figure(summaries: dict, options: list[str]) -> Figure | None:
+    """Horizontal bars: $ per million tokens (all, input, output) per option (`summaries`: its
+    `OptionSummary` records by name); None if no tokens."""
     keys = (("usd_per_m_tokens", "all tokens", "#0072B2"),
             ("usd_per_m_input_tokens", "input tokens", "#56B4E9"),
             ("usd_per_m_output_tokens", "output tokens", "#E69F00"))
-    vals = {o: [summary["options"][o].get(k) for k, _, _ in keys] for o in options}
+    vals = {o: [getattr(summaries[o], k) for k, _, _ in keys] for o in options}
     if all(v is None for vs in vals.values() for v in vs):
         return None
     with matplotlib.rc_context(RC):
@@ -205,9 +206,9 @@ def cost_per_year(per_year: pd.DataFrame, options: list[str]) -> bytes:
     return to_png(cost_per_year_figure(per_year, options))
 
 
-def usd_per_m_tokens(summary: dict, options: list[str]) -> bytes | None:
+def usd_per_m_tokens(summaries: dict, options: list[str]) -> bytes | None:
     """`usd_per_m_tokens_figure` as PNG bytes; None if no option served tokens."""
-    fig = usd_per_m_tokens_figure(summary, options)
+    fig = usd_per_m_tokens_figure(summaries, options)
     return None if fig is None else to_png(fig)
 
 
@@ -370,21 +371,12 @@ LINE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9"
 LINE_STYLES = ("-", "--", "-.", ":")
 
 
-def serving_cards(scenario, option: str) -> list[str]:
-    """The cards that may serve inference in `option`, as the pipeline decides: its `serve_on`
-    (else every card it holds), plus, under the elastic policy, the training cards it holds."""
-    spec = scenario.options[option]
-    held = {b.card for b in (*spec.buy, *spec.lease, *spec.reserve)}
-    cards = set(spec.serve_on) or set(held)
-    if spec.policy == "elastic":
-        cards |= {t.card for t in scenario.training.values()} & held
-    return sorted(cards)
-
-
-def capacity_vs_demand_figure(per_hour: pd.DataFrame, capacity: pd.DataFrame, scenario,
-                              options: list[str], start: str) -> Figure | None:
+def capacity_vs_demand_figure(per_hour: pd.DataFrame, capacity: pd.DataFrame,
+                              serving_cards: dict[str, tuple[str, ...]], options: list[str],
+                              start: str) -> Figure | None:
     """Per option: demand (requests/s, summed over workloads) against the capacity of the
-    option's serving cards at the SLOs, period means. Capacity counts the cards serving or idle
+    option's serving cards at the SLOs (`serving_cards`: per option, as its `OptionSummary`
+    says), period means. Capacity counts the cards serving or idle
     (not training, failed, spare or unpowered) times each card's max rate at the SLOs in force
     that hour (per_hour `<workload>.<card>.capacity_rps_per_card`: engine upgrades and their
     projection; else `Result.capacity`), at the period's demand mix: cards / sum_w(share_w / rate_w,card).
@@ -403,7 +395,7 @@ def capacity_vs_demand_figure(per_hour: pd.DataFrame, capacity: pd.DataFrame, sc
             for w in wls:
                 for k in ("demand", "served", "rented"):
                     cols[f"{w}.{k}"] = ph[f"{w}.{k}_rps"].fillna(0.0)
-            cards = [c for c in serving_cards(scenario, opt) if f"{c}.owned" in ph]
+            cards = [c for c in serving_cards[opt] if f"{c}.owned" in ph]
             for c in cards:
                 cols[c] = sum(ph[f"{c}.{k}"].fillna(0.0) for k in
                               ("serving", "idle", "reserved_serving", "reserved_idle")
@@ -729,7 +721,7 @@ class ResultPlots:
                 "capacity_vs_demand, card_states, slo_attainment, software_trajectory>")
 
     def _options(self, options) -> list[str]:
-        names = list(self._result.summary["options"])
+        names = list(self._result.options)
         if options is None:
             return names
         options = [options] if isinstance(options, str) else list(options)
@@ -750,7 +742,7 @@ class ResultPlots:
 
     def usd_per_m_tokens(self, options=None) -> Figure:
         """Levelised $ per million tokens (all, input, output) per option."""
-        return self._need(usd_per_m_tokens_figure(self._result.summary,
+        return self._need(usd_per_m_tokens_figure(self._result.options,
                                                   self._options(options)),
                           "no option served tokens")
 
@@ -764,8 +756,9 @@ class ResultPlots:
     def capacity_vs_demand(self, options=None) -> Figure:
         """Demand against the SLO capacity of each option's own serving cards, over time."""
         r = self._result
-        return self._need(capacity_vs_demand_figure(r.per_hour, r.capacity, r.scenario,
-                                                    self._options(options), r.scenario.start),
+        return self._need(capacity_vs_demand_figure(
+            r.per_hour, r.capacity, {o: v.serving_cards for o, v in r.options.items()},
+            self._options(options), r.scenario.start),
                           "the scenario has no inference workloads")
 
     def card_states(self, options=None) -> Figure:
@@ -786,7 +779,7 @@ class ResultPlots:
     def slo_attainment(self, options=None) -> Figure:
         """Share of demand served within the SLOs per month, per option, and the target."""
         r = self._result
-        tolerance = r.summary.get("slo_tolerance", 0.99)
+        tolerance = r.decision.slo_tolerance
         return self._need(slo_attainment_figure(r.per_hour, self._options(options),
                                                 r.scenario.start, tolerance),
                           "the scenario has no inference workloads")

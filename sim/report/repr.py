@@ -6,7 +6,7 @@ or a scenario (names, ids, sources, notes) passes through `html.escape`; numbers
 here. The classes' `_repr_html_` methods are thin: `CardSpec`, `ModelSpec` and `Scenario`
 (sim.config) call `render(kind, obj)` through `sim.config.base.html_repr`, which loads this
 module by name only when an object is displayed (config never imports the report layer);
-`sim.pipeline.Result` imports `result_html` directly.
+`sim.stages.records.Result` imports `result_html` directly.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def scenario_html(scn) -> str:
         rows.append((esc(name), _option_text(o), esc("; ".join(extra))))
     body += "<b>options</b>" + _table(rows, ("name", "fleet", "notes"))
     ovr = [(esc(f"{kind}.{ident}"), esc(", ".join(f"{k}={number(v)}" for k, v in
-                                                  (ov.model_extra or {}).items())), esc(ov.source))
+                                                  ov.values().items())), esc(ov.source))
            for kind, section in (("cards", scn.cards), ("models", scn.models))
            for ident, ov in section.items()]
     if ovr:
@@ -215,15 +215,13 @@ def scenario_html(scn) -> str:
 def result_html(res) -> str:
     """A `Result`: the winner and its rule, and per option NPV, total cost, $/M tokens, SLO
     attainment and utilisation; then capacity per card at the SLOs."""
-    s = res.summary
-    opts = s["options"]
-    winner = s.get("winner")
+    opts, winner = res.options, res.decision.winner
     lead = (f"winner: <b>{esc(winner)}</b>" if winner else
-            "<b>no option meets the SLOs</b>") + f' <span class="muted">({esc(s["winner_rule"])})'\
-        "</span>"
-    rows = [(("<b>" + esc(o) + "</b>") if o == winner else esc(o), esc(usd(v["npv_usd"])),
-             esc(usd(v["total_cost_usd"])), esc(usd_per_m(v.get("usd_per_m_tokens"))),
-             esc(pct(v["slo_attainment"])), esc(pct(v["utilization"])))
+            "<b>no option meets the SLOs</b>") + \
+        f' <span class="muted">({esc(res.decision.rule)})</span>'
+    rows = [(("<b>" + esc(o) + "</b>") if o == winner else esc(o), esc(usd(v.npv_usd)),
+             esc(usd(v.total_cost_usd)), esc(usd_per_m(v.usd_per_m_tokens)),
+             esc(pct(v.slo_attainment)), esc(pct(v.utilization)))
             for o, v in opts.items()]
     body = _table(rows, ("option", "NPV", "total cost", "$/M tokens", "SLO attainment",
                          "utilisation"))

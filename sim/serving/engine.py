@@ -37,6 +37,17 @@ from dataclasses import dataclass, field
 from sim.perf.step import StepBatch, StepCostTable
 from sim.serving.overheads import Overheads
 
+SCHEDULING_POLICIES: dict[str, "SchedulingPolicy"] = {}
+"""The registered scheduling policies by name (`EngineConfig.scheduling_policy`)."""
+
+
+def register_policy(name: str):
+    """Class decorator: register an instance of the class as scheduling policy `name`."""
+    def add(cls):
+        SCHEDULING_POLICIES[name] = cls()
+        return cls
+    return add
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -77,8 +88,8 @@ class EngineConfig:
         for f in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1 (got {getattr(self, f)})")
-        if self.scheduling_policy not in ("decode_first", "prefill_first"):
-            raise ValueError(f"scheduling_policy must be decode_first or prefill_first "
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(f"scheduling_policy must be {' or '.join(SCHEDULING_POLICIES)} "
                              f"(got {self.scheduling_policy!r})")
         if self.num_speculative_tokens < 0 or not 0.0 <= self.spec_acceptance_rate <= 1.0:
             raise ValueError("num_speculative_tokens must be >= 0 and spec_acceptance_rate in "
@@ -158,6 +169,7 @@ class Replica:
         self.idx = idx
         self.ov = overheads or Overheads()
         self.cfg = cfg
+        self.policy = SCHEDULING_POLICIES[cfg.scheduling_policy]
         self.costs = costs
         self.total_blocks = num_blocks
         self.free_blocks = num_blocks
@@ -206,14 +218,7 @@ class Replica:
         self._budget = cfg.max_num_batched_tokens
         items: list[tuple[Req, int]] = []
         preempted: list[Req] = []
-        if cfg.scheduling_policy == "prefill_first":
-            before = len(self.running)
-            self._schedule_waiting(items)  # admitted requests are appended after `before`
-            self._schedule_running(items, preempted, limit=before)
-        else:
-            self._schedule_running(items, preempted)
-            if not preempted:  # V1 admits nothing new in a step that preempted
-                self._schedule_waiting(items)
+        self.policy.schedule(self, items, preempted)
         used = self.total_blocks - self.free_blocks
         self.peak_blocks_used = max(self.peak_blocks_used, used)
         return StepPlan(items, self._batch(items), preempted)
@@ -424,7 +429,7 @@ class Replica:
             return 0  # a prefill finishing its last token emits the first token: one step
         # admission only gets harder while the batch decodes (free blocks shrink), so if the
         # head cannot be admitted now it cannot be until a request finishes
-        first = self.cfg.scheduling_policy == "prefill_first"
+        first = self.policy.prompts_first
         if self.can_admit_head(self.cfg.max_num_batched_tokens - (0 if first else len(run))):
             return 0
         # steps until the first request finishes (that step ends the span)
@@ -529,3 +534,37 @@ def steps_until(start_s: float, a: float, b: float, t: float, k_max: int) -> int
         else:
             lo = mid + 1
     return lo
+
+
+class SchedulingPolicy:
+    """The order in which a step's token budget goes to running requests and waiting prompts:
+    a subclass registered with `@register_policy("name")` (`EngineConfig.scheduling_policy`).
+    `prompts_first`: waiting prompts take the budget before running decodes (the fast mode's
+    spans need it)."""
+
+    prompts_first = False
+
+    def schedule(self, replica: Replica, items: list, preempted: list) -> None:
+        raise NotImplementedError
+
+
+@register_policy("decode_first")
+class DecodeFirst(SchedulingPolicy):
+    """vLLM V1: running requests first; nothing new is admitted in a step that preempted."""
+
+    def schedule(self, replica: Replica, items: list, preempted: list) -> None:
+        replica._schedule_running(items, preempted)
+        if not preempted:
+            replica._schedule_waiting(items)
+
+
+@register_policy("prefill_first")
+class PrefillFirst(SchedulingPolicy):
+    """vLLM V0's default: new prompts first, running decodes get the remaining budget."""
+
+    prompts_first = True
+
+    def schedule(self, replica: Replica, items: list, preempted: list) -> None:
+        before = len(replica.running)
+        replica._schedule_waiting(items)  # admitted requests are appended after `before`
+        replica._schedule_running(items, preempted, limit=before)

@@ -26,8 +26,7 @@ from sim.perf.step import StepCostTable, StepModel
 from sim.serving.api_server import ApiServer, Span
 from sim.serving.engine import EngineConfig, Replica, Req, steps_until
 from sim.serving.overheads import Overheads
-
-ROUTERS = ("round_robin", "least_outstanding", "power_of_two")
+from sim.serving.routers import ROUTERS
 
 
 class ServingError(ValueError):
@@ -277,15 +276,8 @@ def admit_lengths(p: int, o: int, max_len: int, cfg: EngineConfig,
 
 def pick_replica(router: str, first: int, count: int, outstanding: list[int], state: dict,
                  rng: np.random.Generator) -> int:
-    """Route among replicas first..first+count-1 by `router` (ties: lowest index)."""
-    if router == "round_robin":
-        i = first + state["rr"] % count
-        state["rr"] += 1
-        return i
-    if router == "least_outstanding" or count < 2:
-        return min(range(first, first + count), key=lambda j: (outstanding[j], j))
-    a, b = (first + int(x) for x in rng.choice(count, size=2, replace=False))
-    return a if (outstanding[a], a) <= (outstanding[b], b) else b
+    """Route among replicas first..first+count-1 by the registered `router` (sim.serving.routers)."""
+    return ROUTERS[router].pick(first, count, outstanding, state, rng)
 
 
 def arrival_process(env: simpy.Environment, traffic, max_len: int, cfg: EngineConfig,

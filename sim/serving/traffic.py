@@ -686,3 +686,51 @@ def fit_lengths(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_TRACE_BYTE
         raise ConfigError(f"{os.fspath(path)}: no requests")
     return {"num_requests": n, "span_s": last_s - first_s,
             **{side: _stats(*h) for side, h in hist.items()}}
+
+
+# ---- traffic kinds ---------------------------------------------------------------------------
+
+TRAFFIC_KINDS: dict[str, object] = {}
+"""Arrival processes by name (`fleetsim serve/capacity --traffic`), each a factory
+`make(rate, requests, lengths, seed, *, cv, trace)` -> traffic, registered with
+`@register_traffic(name, synthetic=...)`; a synthetic kind needs no trace."""
+SYNTHETIC_KINDS: list[str] = []
+
+
+def register_traffic(name: str, synthetic: bool = True):
+    """Decorator: register a traffic factory under `name`."""
+    def add(make):
+        TRAFFIC_KINDS[name] = make
+        if synthetic:
+            SYNTHETIC_KINDS.append(name)
+        return make
+    return add
+
+
+def kinds_text(names: list[str]) -> str:
+    """'a, b or c' (the names a message lists)."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+@register_traffic("poisson")
+def _poisson(rate: float, requests: int, lengths, seed: int, *, cv: float = 1.0,
+             trace: RequestChunk | None = None):
+    return PoissonTraffic(rate, requests, lengths, seed)
+
+
+@register_traffic("gamma")
+def _gamma(rate: float, requests: int, lengths, seed: int, *, cv: float = 2.0,
+           trace: RequestChunk | None = None):
+    return GammaTraffic(rate, cv, requests, lengths, seed)
+
+
+@register_traffic("trace", synthetic=False)
+def _trace(rate: float, requests: int, lengths, seed: int, *, cv: float = 1.0,
+           trace: RequestChunk | None = None):
+    """The trace's own burstiness, its arrivals rescaled to `rate`."""
+    if trace is None:
+        raise ValueError("trace traffic needs a trace")
+    span = float(trace.arrival_s[-1] - trace.arrival_s[0]) or 1.0
+    base_rate = len(trace) / span
+    return [RequestChunk((trace.arrival_s - trace.arrival_s[0]) * base_rate / rate,
+                         trace.input_tokens, trace.output_tokens)]

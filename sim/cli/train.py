@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from sim.cli import LibraryOpt, _lib, app, calibrate_app, console
+from sim.cli.shared import app, calibrate_app, console, load_library, LibraryOpt
 from sim.report import json_safe
 
 
@@ -49,7 +49,7 @@ def train(
     from sim.config.loader import ConfigError
     from sim.perf.training import TrainJob, TrainLayout, plan_training
 
-    lib = _lib(library)
+    lib = load_library(library)
     lib.card(card)
     bench = lib.training_benchmark(workload) if workload else None
     model_id = model or (bench.model if bench else None)
@@ -110,7 +110,7 @@ def calibrate_training(
     from sim.calibrate.training import fit_all, render_markdown, write_fits
     from sim.config.library import packaged_root
 
-    lib = _lib(library)
+    lib = load_library(library)
     fits, rows, skipped = fit_all(lib, loo)
     paths = write_fits(fits, out or packaged_root() / "hardware_specs" / "training_fits")
     md = render_markdown(fits, rows, skipped)

@@ -17,7 +17,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from sim.cli import LibraryOpt, OutsidePathsOpt, _lib, _PlainProgress, app, console, err_console
+from sim.cli.shared import (app, console, err_console, load_library, LibraryOpt, OutsidePathsOpt,
+                            PlainProgress)
+
 
 WorkersOpt = Annotated[int, typer.Option(help="local worker processes (1: in this process)")]
 DaskOpt = Annotated[Optional[str], typer.Option(
@@ -34,7 +36,7 @@ FidelityOpt = Annotated[bool, typer.Option(
 def _load(scenario: Path, library):
     from sim.config.scenario import load_scenario
 
-    lib = _lib(library)
+    lib = load_library(library)
     return load_scenario(scenario, lib), lib, scenario.resolve().parent
 
 
@@ -82,7 +84,7 @@ def _progress_bar(label: str, quiet: bool, unit: str):
         yield None
         return
     if not err_console.is_terminal:
-        yield _PlainProgress(label, unit).count
+        yield PlainProgress(label, unit).count
         return
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=err_console,
