@@ -63,7 +63,7 @@ def _xfer_by_hand(lib, hw, prompt: int, nic: bool) -> float:
 def test_fast_mode_equals_token_mode_per_request(lib, hw_cache, conv800, case):
     kw, link, hw, ch = {}, "auto", None, conv800
     if case != "default":  # the trace at 4x its rate, a small KV cache
-        kw = {"gpu_memory_utilization": 0.175}
+        kw = {"gpu_memory_utilization": 0.1435}
         ch = RequestChunk(conv800.arrival_s / 4, conv800.input_tokens, conv800.output_tokens)
     if case == "slow_link":  # slow contended transfers: prefill KV held until sent fills cache
         link, hw = "network", hw_cache("h100-sxm").with_overrides(allreduce_busbw=0.01)
@@ -95,10 +95,10 @@ def test_conservation_and_pools(lib, hw_cache, conv800):
         max_model_len=8192, long_prompt_policy="reject")), [ch], P, D)
     assert rej.rejected == 2 and rej.clipped == 0 and rej.unfinished == 0
     assert rej.arrived == len(rej.rid) + 2 and {5, 11}.isdisjoint(rej.rid.tolist())
-    too_big = simulate_disaggregated(_setup(lib, hw_cache, gpu_memory_utilization=0.175),
+    too_big = simulate_disaggregated(_setup(lib, hw_cache, gpu_memory_utilization=0.1435),
                                      [ch], P, D)  # KV cache of 20K tokens: 30K cannot fit
     assert too_big.rejected == 1 and too_big.clipped == 0 and 5 not in set(too_big.rid.tolist())
-    res = simulate_disaggregated(_setup(lib, hw_cache, gpu_memory_utilization=0.175,
+    res = simulate_disaggregated(_setup(lib, hw_cache, gpu_memory_utilization=0.1435,
                                         engine=EngineConfig(max_model_len=8192)),
                                  [ch], P, D, "network")
     assert res.arrived == len(ch)
@@ -189,14 +189,15 @@ def test_kv_link_choice(lib, hw_cache):
 def test_ttft_with_enough_prefill_capacity_beats_aggregated_at_light_load(lib, hw_cache, rate,
                                                                           seed):
     """Same 3 replicas: 2 prefill + 1 decode against 3 aggregated. Prefill steps carry no decodes,
-    so TTFT is no worse (p99 equal when it is one isolated long prompt) and better on average."""
+    so TTFT is better on average and at the median. Not at p99: with 2 prefill replicas against
+    3 aggregated ones a long prompt can queue behind another (rate 4, seed 1: a 5,965-token
+    prompt waits, 168.6 ms), so the tail is not bounded by this mechanism."""
     agg = summarize(simulate(_setup(lib, hw_cache, replicas=3), PoissonTraffic(rate, 400, LONG,
                                                                                 seed)))
     dis = summarize(simulate_disaggregated(_setup(lib, hw_cache),
                                            PoissonTraffic(rate, 400, LONG, seed), 2, 1))
     assert dis["ttft_ms"]["mean"] < agg["ttft_ms"]["mean"]
-    for q in ("p50", "p99"):
-        assert dis["ttft_ms"][q] <= agg["ttft_ms"][q] * (1 + 1e-12)
+    assert dis["ttft_ms"]["p50"] <= agg["ttft_ms"]["p50"] * (1 + 1e-12)
 
 
 @pytest.mark.parametrize("rate", [4.0, 10.0])
