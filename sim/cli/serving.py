@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from sim.cli.shared import (app, console, engine_fields, load_library, refuse_misfit, warn,
-                            AsOfOpt, EngineOpt, LibraryOpt, ScaleOutTpOpt)
+from sim.cli.shared import (app, card_setup, console, engine_fields, load_library,
+                            refuse_misfit, warn, AsOfOpt, EngineOpt, LibraryOpt, ScaleOutTpOpt)
 from sim.report import json_safe
 
 
@@ -66,20 +66,14 @@ def serve(
     With --dataset random it takes vLLM benchmark_serving's load flags and --result-json
     writes its result keys (mean_ttft_ms, p99_tpot_ms, output_throughput, ...)."""
     from sim.perf.estimate import check_serving_tp, serving_tp_limit, tp_limit_words
-    from sim.perf.hardware import Hardware
     from sim.perf.memory import TP_CHOICES, Layout, min_tp, plan_memory
-    from sim.perf.precision import Precision
     from sim.serving.engine import engine_config
     from sim.serving.metrics import Slo, summarize
     from sim.serving.simulate import ServeSetup, ServingError, simulate
     from sim.serving.traffic import (SYNTHETIC_KINDS, TRAFFIC_KINDS, LognormalLengths,
                                      TraceTraffic, kinds_text)
 
-    lib = load_library(library)
-    spec = lib.model(model)
-    hw = Hardware.load(card, lib, engine=engine, as_of=as_of)
-    prec = Precision.preset(precision)
-    hw.check_precision(prec)
+    lib, spec, hw, prec = card_setup(card, model, precision, engine, as_of, library)
     try:
         slo = Slo(slo_ttft_ms, slo_tpot_ms)
         given = {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
@@ -217,9 +211,7 @@ def capacity(
 ) -> None:
     """Highest request rate per replica that meets p99 TTFT and TPOT SLOs (cached on disk)."""
     from sim.perf.estimate import check_serving_tp, estimate, lengths_for
-    from sim.perf.hardware import Hardware
     from sim.perf.memory import Layout
-    from sim.perf.precision import Precision
     from sim.serving.capacity import cache_key, cached, max_rate
     from sim.serving.engine import EngineConfig
     from sim.serving.metrics import Slo
@@ -228,11 +220,7 @@ def capacity(
                                      TraceTraffic, collect, kinds_text)
     from sim.stages.capacity import calibration_files, engine_files
 
-    lib = load_library(library)
-    spec = lib.model(model)
-    hw = Hardware.load(card, lib, engine=engine, as_of=as_of)
-    prec = Precision.preset(precision)
-    hw.check_precision(prec)
+    lib, spec, hw, prec = card_setup(card, model, precision, engine, as_of, library)
     try:
         slo = Slo(slo_ttft_ms, slo_tpot_ms)
         engine = EngineConfig(max_num_seqs=max_num_seqs,

@@ -58,6 +58,21 @@ def load_library(library: list[Path] | None):
     return Library.default(library or [])
 
 
+def card_setup(card: str, model: str, precision: str, engine: str | None, as_of,
+               library: list[Path] | None):
+    """(library, model record, hardware view, precision) of a serving command, the precision
+    checked against the card (an unknown card, model or engine is a located error)."""
+    from sim.perf.hardware import Hardware
+    from sim.perf.precision import Precision
+
+    lib = load_library(library)
+    spec = lib.model(model)
+    hw = Hardware.load(card, lib, engine=engine, as_of=as_of)
+    prec = Precision.preset(precision)
+    hw.check_precision(prec)
+    return lib, spec, hw, prec
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     from sim.config.loader import ConfigError
     from sim.perf.memory import LayoutError

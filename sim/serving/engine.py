@@ -31,6 +31,7 @@ arrival that could be admitted. The token mode runs the same code with spans of 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -536,7 +537,7 @@ def steps_until(start_s: float, a: float, b: float, t: float, k_max: int) -> int
     return lo
 
 
-class SchedulingPolicy:
+class SchedulingPolicy(ABC):
     """The order in which a step's token budget goes to running requests and waiting prompts:
     a subclass registered with `@register_policy("name")` (`EngineConfig.scheduling_policy`).
     `prompts_first`: waiting prompts take the budget before running decodes (the fast mode's
@@ -544,8 +545,9 @@ class SchedulingPolicy:
 
     prompts_first = False
 
+    @abstractmethod
     def schedule(self, replica: Replica, items: list, preempted: list) -> None:
-        raise NotImplementedError
+        """Append (request, tokens) to `items` and preempted requests to `preempted`."""
 
 
 @register_policy("decode_first")
