@@ -224,9 +224,21 @@ class Hardware:
         return (f.value * self.factors["gemm_sustained"].value
                 * self.factors["engine_compute"].value * m_tokens / (m_tokens + m_half))
 
+    # The calibration files state fixed times in µs or ms (the factor names carry the unit);
+    # these properties are the only place they become seconds.
     @property
     def gemm_latency_s(self) -> float:
         return self.factors["gemm_kernel_latency_us"].value * 1e-6
+
+    @property
+    def allreduce_latency_s(self) -> float:
+        """Fixed time of one all-reduce (the alpha of alpha + S/busbw), s."""
+        return self.factors["allreduce_latency_us"].value * 1e-6
+
+    @property
+    def layer_fixed_s(self) -> float:
+        """Fixed time per transformer layer per step (kernel launches not hidden), s."""
+        return self.factors["layer_fixed_us"].value * 1e-6
 
     @property
     def gemm_compute_fixed_s(self) -> float:
@@ -286,7 +298,7 @@ class Hardware:
         S = np.asarray(message_bytes, dtype=float)
         alg = S * 2 * (group - 1) / group
         busbw = self.factors["allreduce_busbw"].value * self.link_bandwidth_bps(group)
-        t = self.factors["allreduce_latency_us"].value * 1e-6 + alg / busbw
+        t = self.allreduce_latency_s + alg / busbw
         curve = self.collectives.get(group)
         if curve:
             t_lib = _curve_time(curve, S, group)

@@ -255,7 +255,7 @@ class StepModel:
             flops = hottest * fpa
             m_per = hottest / np.maximum(experts_card, 1e-9)
             a2a = 2 * T * k * h * ACT_BYTES * (t - 1) / t / t
-            comm = 2 * self.hw.factors["allreduce_latency_us"].value * 1e-6 + a2a / (
+            comm = 2 * self.hw.allreduce_latency_s + a2a / (
                 self.hw.factors["allreduce_busbw"].value * self.hw.link_bandwidth_bps(t))
         else:
             byts = distinct * self.expert_params * wb / t + T * k * 2 * h * ACT_BYTES
@@ -307,8 +307,7 @@ class StepModel:
         # write both: 4·h each) and the SwiGLU activation (read 2f, write f). RoPE and the KV
         # write are fused into attention; GEMM inputs/outputs are counted in the GEMMs.
         elem = a.num_layers * T * (8 * h + 3 * self.f_card) * ACT_BYTES / self.bw * ls
-        fixed = np.where(T > 0, a.num_layers * self.hw.factors["layer_fixed_us"].value * 1e-6
-                         * ls, 0.0)
+        fixed = np.where(T > 0, a.num_layers * self.hw.layer_fixed_s * ls, 0.0)
         ar = np.zeros_like(T)
         if t > 1:  # 2 all-reduces per layer of the 16-bit activations
             ar = np.where(T > 0, 2 * a.num_layers * ls * self.hw.allreduce_s(

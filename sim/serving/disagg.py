@@ -88,7 +88,7 @@ def kv_link_for(setup: ServeSetup, prefill_replicas: int, decode_replicas: int,
     if kv_link == "auto":
         kv_link = "scale_up" if cards <= domain else "network"
     eff = hw.factors["allreduce_busbw"].value
-    latency = hw.factors["allreduce_latency_us"].value * 1e-6
+    latency = hw.allreduce_latency_s
     if kv_link == "scale_up":
         if cards > domain:
             raise ServingError(
