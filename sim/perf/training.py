@@ -21,6 +21,12 @@ virtual pipeline stages; activation recomputation; ZeRO stage):
                scale-up domain; overlapped with one micro-batch's backward and forward, the rest
                exposed
     moe        4 all-to-alls per MoE layer and micro-batch (dispatch and combine, both passes)
+    fp8        an FP8 run's quantisation of GEMM operands (Transformer Engine): per micro-batch
+               each GEMM's input (forward; again under full recomputation) and output gradient
+               (backward), 2 B read + 1 B per FP8 copy written, with a transposed copy where a
+               weight gradient needs one and the card's FP8 GEMMs take TN layouts only; the
+               weights once per step; memory-bound at the card's achieved bandwidth
+               (`fp8_quantize_bytes_per_token`, `fp8_weight_quantize_bytes`)
     optimizer  28 bytes per local parameter (Adam: read master, m, v, grad; write master, m, v,
                param) at the achieved memory bandwidth
 
@@ -199,6 +205,126 @@ def fp8_storage(job: TrainJob, hw: Hardware) -> bool:
     return job.precision == "fp8" and hw.card.stack in FP8_STORAGE_STACKS
 
 
+# ---- FP8 quantisation traffic ----------------------------------------------------------------
+
+FP8_COLUMNWISE_NATIVE_CARDS = ("b200", "gb200")
+"""Cards whose FP8 GEMMs read an operand column-wise, so one quantised copy of a tensor serves
+the forward GEMM and both backward GEMMs. Transformer Engine (docs, 'Performance Considerations -
+Handling transposes'): a Linear's forward reads its input and weight row-wise, the weight
+gradient reads the input and the output gradient column-wise, the input gradient the weight
+column-wise; 'Hopper: cannot efficiently access elements in columnwise fashion, so columnwise
+tensors need to be physically transposed in memory ... Blackwell: supports columnwise access
+natively'. `is_non_tn_fp8_gemm_supported` (transformer_engine/pytorch/utils.py,
+NVIDIA/TransformerEngine @0139fa5) holds for compute capability 10.x-11.x and >= 13.0: the B200
+and GB200 (10.0, Blackwell data centre), not Hopper (9.0), Ada (8.9: L4, L40, L40S, RTX 4090) or
+consumer Blackwell (12.0: RTX 5090). ROCm's Transformer Engine returns False on every AMD GPU
+(ROCm/TransformerEngine @07f3c6a, same function: 'release until rocm support non-TN fp8
+gemms'), so the MI300X, MI325X and MI355X write transposed copies. Intel Gaudi trains FP8 through
+its own Transformer Engine (docs.habana.ai 'FP8 Training with Intel Gaudi Transformer Engine');
+whether its matrix engine needs transposed copies is not published: assumed not (one copy)."""
+
+
+def _fp8_transposed_copy(hw: Hardware) -> bool:
+    """Whether a column-wise use of an FP8 tensor needs its own, transposed, copy on `hw`."""
+    return hw.card.stack != "synapseai" and hw.card_id not in FP8_COLUMNWISE_NATIVE_CARDS
+
+
+@dataclass(frozen=True)
+class Fp8Gemm:
+    """One FP8 GEMM of a layer, per token of the layer (unsharded): input and output widths,
+    whether a fused norm quantises its input, its rows per token (top-k for routed experts) and
+    its weight matrices (the experts for routed ones), both scaled by the share of layers that
+    have it."""
+
+    k: float
+    n: float
+    norm_fused: bool
+    rows: float = 1.0
+    matrices: float = 1.0
+    routed: bool = False
+
+
+def fp8_gemms(a) -> list[Fp8Gemm]:
+    """The GEMMs Transformer Engine quantises, averaged over the layers. Attention: every
+    projection but the output one reads a normalised tensor (the input norm; MLA's
+    up-projections the latent norms), so its quantisation is fused into the norm
+    (`LayerNormLinear`: 'the LayerNorm output is quantized directly, eliminating the separate
+    quantization step'); the output projection quantises the attention output. Dense FFN:
+    fc1 fused with the norm, fc2 quantises the activation. Routed experts quantise the permuted
+    tokens (no norm in front) for both GEMMs, top-k rows per token; shared experts as a dense
+    FFN. The router and the LM head stay 16-bit (the step model runs them in BF16)."""
+    h, L = a.hidden_size, a.num_layers
+    if a.attention == "mla":
+        m = a.mla
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        heads = a.num_attention_heads
+        attn = [(m.q_lora_rank or h, heads * qk), (h, m.kv_lora_rank + m.qk_rope_head_dim),
+                (m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim))]
+        if m.q_lora_rank:
+            attn.insert(0, (h, m.q_lora_rank))
+        out = [Fp8Gemm(k, n, True) for k, n in attn]
+        out.append(Fp8Gemm(heads * m.v_head_dim, h, False))
+    else:
+        q = a.num_attention_heads * a.head_dim
+        kv = a.num_kv_heads * a.head_dim
+        out = [Fp8Gemm(h, q + 2 * kv, True), Fp8Gemm(q, h, False)]
+    up = 2 if a.ffn_kind == "swiglu" else 1
+    moe = a.moe
+    dense_f = float(a.ffn_size if moe is None else (moe.dense_ffn_size or 0))
+    dense_share = 1.0 if moe is None else moe.num_dense_layers / L
+    if dense_share > 0:
+        out += [Fp8Gemm(h, up * dense_f, True, dense_share, dense_share),
+                Fp8Gemm(dense_f, h, False, dense_share, dense_share)]
+    if moe is not None:
+        share = 1.0 - dense_share
+        fe = float(moe.expert_ffn_size)
+        if moe.num_shared_experts:
+            fs = moe.num_shared_experts * fe
+            out += [Fp8Gemm(h, up * fs, True, share, share), Fp8Gemm(fs, h, False, share, share)]
+        k, e = moe.experts_per_token * share, moe.num_experts * share
+        out += [Fp8Gemm(h, up * fe, False, k, e, True), Fp8Gemm(fe, h, False, k, e, True)]
+    return out
+
+
+def fp8_quantize_bytes_per_token(job: TrainJob, hw: Hardware) -> tuple[float, float]:
+    """(forward, backward) bytes per token and layer, unsharded, that an FP8 run moves
+    quantising GEMM operands: a memory-bound cast kernel reads the 16-bit tensor (2 B per
+    element) and writes one FP8 byte per copy (amax is reduced in the same pass: delayed
+    scaling's `cast_transpose` fuses it; current scaling's separate amax pass is not counted).
+    Copies: the row-wise one, plus a transposed one where a weight gradient reads the tensor
+    column-wise and the card needs it (`FP8_COLUMNWISE_NATIVE_CARDS`). Forward: each GEMM's
+    input (a norm-fused quantisation writes FP8 in place of the norm's 16-bit output, counted in
+    the elementwise term: the extra copies only). Backward: each GEMM's output gradient (the row-
+    wise copy for the input gradient, the column-wise one for the weight gradient). A LoRA job's
+    frozen GEMMs compute no weight gradient: one copy (Transformer Engine saves the column-wise
+    input only when `weight.requires_grad`). 0 for a 16-bit job."""
+    if job.precision != "fp8":
+        return 0.0, 0.0
+    copies = 1 + int(job.task != "lora" and _fp8_transposed_copy(hw))
+    fwd = bwd = 0.0
+    for g in fp8_gemms(job.model.architecture):
+        cast_in = max(0.0, copies - 2.0) if g.norm_fused else 2.0 + copies
+        fwd += g.rows * g.k * cast_in
+        bwd += g.rows * g.n * (2.0 + copies)
+    return fwd, bwd
+
+
+def fp8_weight_quantize_bytes(job: TrainJob, lay: TrainLayout, hw: Hardware) -> float:
+    """Bytes one card moves quantising its stage's FP8 GEMM weights, per quantisation: Transformer
+    Engine stores FP8 weights (`fp8_storage`) and then only writes the transposed copy the input
+    gradient reads where the card needs one (read 1 B, write 1 B); else it reads the 16-bit
+    weight and writes the row-wise copy and, where needed, the transposed one. Weights of routed
+    experts count whole (E per layer) over TP x EP."""
+    if job.precision != "fp8":
+        return 0.0
+    a = job.model.architecture
+    t_copy = _fp8_transposed_copy(hw)
+    per_w = 2.0 * t_copy if fp8_storage(job, hw) else 3.0 + t_copy
+    params = sum(g.k * g.n * g.matrices / (lay.ep if g.routed else 1) for g in fp8_gemms(a))
+    layers = stage_layers(a.num_layers, lay.pp)
+    return per_w * params * layers / lay.tp
+
+
 # ---- pipeline split ------------------------------------------------------------------------
 
 def stage_layers(num_layers: int, pp: int) -> int:
@@ -333,8 +459,10 @@ def training_hardware(card: str, library, compute: float | None = None,
     return TrainingHardware(base.with_overrides(engine_compute=c, **TRAIN_NEUTRAL), o, tier, src)
 
 
-def _forward(job: TrainJob, lay: TrainLayout, hw: Hardware) -> tuple[float, float, float]:
-    """(forward s of one micro-batch on the slowest stage, its attention part, its TP part).
+def _forward(job: TrainJob, lay: TrainLayout,
+             hw: Hardware) -> tuple[float, float, float, int]:
+    """(forward s of one micro-batch on the slowest stage, its attention part, its TP part, its
+    transformer layers).
     The stages other than the last hold ceil(layers / pp) layers; the last holds the rest and
     the LM head; the slower of the two sets the pace."""
     a = job.model.architecture
@@ -355,7 +483,7 @@ def _forward(job: TrainJob, lay: TrainLayout, hw: Hardware) -> tuple[float, floa
     full, last = stage_layers(a.num_layers, lay.pp), last_stage_layers(a.num_layers, lay.pp)
     n = full if full * layer >= last * layer + head else last
     fwd = n * layer + (head if n == last else 0.0)
-    return fwd, n * attn, n * parts["allreduce"]
+    return fwd, n * attn, n * parts["allreduce"], n
 
 
 def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
@@ -371,17 +499,25 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
         if forward is None:
             forward = {}
         forward[key] = got
-    fwd, attn, tp_s = forward[key]
+    fwd, attn, tp_s, n_layers = forward[key]
     fwd -= tp_overlap * tp_s
     # backward: GEMMs twice the forward (activation and weight gradients; once for LoRA's frozen
     # weights), attention 2.5x (FlashAttention's backward recomputes the scores: 5 matmuls to 2)
     bwd = (1.0 if job.task == "lora" else 2.0) * (fwd - attn) + 2.5 * attn
     rec = {"full": fwd, "selective": attn, "none": 0.0}[lay.recompute]
     m = job.global_batch // (lay.dp * lay.micro_batch)
-    per_mb = fwd + bwd + rec
-    compute = m * per_mb
-    bubble = (lay.pp - 1) / lay.vp * per_mb
     T = lay.micro_batch * job.seq_tokens / lay.cp
+    # FP8 quantisation of GEMM operands: memory-bound kernels apart from the GEMMs, sharded
+    # over TP (sequence parallel quantises before gathering); full recomputation redoes the
+    # forward's; the weights once per step (per micro-batch when ZeRO-3 gathers them each time)
+    q_fwd_b, q_bwd_b = fp8_quantize_bytes_per_token(job, hw)
+    bw = hw.mem_bandwidth_bps
+    q_fwd = n_layers * T * q_fwd_b / lay.tp / bw
+    q_mb = q_fwd * (2.0 if lay.recompute == "full" else 1.0) + n_layers * T * q_bwd_b / lay.tp / bw
+    q_w = fp8_weight_quantize_bytes(job, lay, hw) / bw * (m if lay.zero >= 3 else 1)
+    per_mb = fwd + bwd + rec + q_mb
+    compute = m * per_mb + q_w
+    bubble = (lay.pp - 1) / lay.vp * per_mb
     p2p = 0.0
     if lay.pp > 1:
         # interleaved, a micro-batch crosses vp x as many boundaries, but Megatron overlaps
@@ -389,7 +525,7 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
         p2p = 2 * m * T * a.hidden_size * 2.0 / _group_bps(hw, lay.pp, lay.tp)
     p_local = _local_params(job, lay)
     dp_ranks = lay.dp * lay.cp
-    dp_s, window = 0.0, fwd + bwd
+    dp_s, window = 0.0, fwd + bwd + q_mb
     if dp_ranks > 1 and (job.task != "lora" or lay.zero >= 3):
         # ZeRO-1/2: one reduce-scatter of the gradients and one all-gather of the parameters
         # per step, overlapped with the last micro-batch's backward and the first's forward;
@@ -410,6 +546,7 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
     opt_params = 0.0 if job.task == "lora" else p_local / (dp_ranks if lay.zero >= 1 else 1)
     optimizer = opt_params * OPTIMIZER_BYTES_PER_PARAM / hw.mem_bandwidth_bps
     parts = {"forward": m * fwd, "backward": m * bwd, "recompute": m * rec,
+             "fp8_quantize": m * q_mb + q_w,
              "pipeline_bubble": bubble, "pipeline_p2p": p2p, "dp_exposed": dp_exposed,
              "moe_all_to_all": moe_s, "optimizer": optimizer}
     step = compute + bubble + p2p + dp_exposed + moe_s + optimizer
