@@ -59,7 +59,7 @@ from typing import Literal
 
 import numpy as np
 
-from sim.config.model import ModelSpec
+from sim.config.model import Architecture, ModelSpec
 from sim.perf.hardware import Hardware
 from sim.perf.memory import Layout
 from sim.perf.params import active_params, layer_params, total_params
@@ -244,7 +244,7 @@ class Fp8Gemm:
     routed: bool = False
 
 
-def fp8_gemms(a) -> list[Fp8Gemm]:
+def fp8_gemms(a: Architecture) -> list[Fp8Gemm]:
     """The GEMMs Transformer Engine quantises, averaged over the layers. Attention: every
     projection but the output one reads a normalised tensor (the input norm; MLA's
     up-projections the latent norms), so its quantisation is fused into the norm
@@ -293,8 +293,9 @@ def fp8_quantize_bytes_per_token(job: TrainJob, hw: Hardware) -> tuple[float, fl
     scaling's `cast_transpose` fuses it; current scaling's separate amax pass is not counted).
     Copies: the row-wise one, plus a transposed one where a weight gradient reads the tensor
     column-wise and the card needs it (`FP8_COLUMNWISE_NATIVE_CARDS`). Forward: each GEMM's
-    input (a norm-fused quantisation writes FP8 in place of the norm's 16-bit output, counted in
-    the elementwise term: the extra copies only). Backward: each GEMM's output gradient (the row-
+    input; a norm-fused quantisation writes its FP8 copies (1 B each) in place of the norm's
+    16-bit output (2 B, already in the elementwise term), so it adds nothing for up to two copies
+    (no saving is claimed for one). Backward: each GEMM's output gradient (the row-
     wise copy for the input gradient, the column-wise one for the weight gradient). A LoRA job's
     frozen GEMMs compute no weight gradient: one copy (Transformer Engine saves the column-wise
     input only when `weight.requires_grad`). 0 for a 16-bit job."""
