@@ -11,7 +11,9 @@ virtual pipeline stages; activation recomputation; ZeRO stage):
     B          backward = 2 (F - attention) + 2.5 attention (activation and weight gradients;
                FlashAttention's backward recomputes the scores); a LoRA job's frozen weights need
                only activation gradients: B = (F - attention) + 2.5 attention
-    R          recomputation: full = F again, selective = the attention core, none = 0
+    R          recomputation: full = F again, selective = the attention core, block = the
+               forward of the N layers recomputed whole (Megatron's `recompute_method=block`,
+               `recompute_num_layers`), none = 0
     compute    (m + (pp - 1) / vp) (F + B + R), m = global_batch / (dp x micro_batch): 1F1B with
                its pipeline bubble (interleaved by vp)
     pp p2p     2 m sends of one micro-batch's activations per stage boundary (not overlapped;
@@ -39,8 +41,10 @@ weights too; a LoRA job keeps only its frozen weights. Activations per layer and
 follow Korthikanti et al. 2022 (sequence parallel, FlashAttention: no s^2 term), with the FFN
 width in place of 4h; full recomputation keeps only each layer's input; selective
 recomputation (Megatron's: the attention core) saves nothing more once FlashAttention keeps no
-score matrix; a LoRA job (adapters on QKV and the output projection, the MLPerf recipe) does not
-keep the frozen MLP GEMMs' inputs (needed only for weight gradients); the first stage holds
+score matrix; block recomputation keeps only the input of its N layers per stage; a dense LoRA
+job (adapters on QKV and the output projection, the MLPerf recipe) is counted tensor by tensor
+from what Transformer Engine and Megatron save (`lora_saved_bytes_per_token_layer`: no frozen
+GEMM input, the stacks' FP8 attention and FP8 SwiGLU-input settings); the first stage holds
 min(m, pp) micro-batches in flight through its ceil(layers / pp) layers, more when interleaved
 (`in_flight_layer_microbatches`); the last stage also holds fp32 logits; FP8 runs on a
 Transformer Engine stack keep the saved GEMM inputs in FP8. `USABLE_FRACTION` of the card's
@@ -75,7 +79,7 @@ NIC_EFFICIENCY = 0.8
 """Achieved share of the NIC's line rate in ring collectives over the scale-out network
 (assumed; NCCL over InfiniBand/RoCE reaches 80-90%)."""
 
-Recompute = Literal["none", "selective", "full"]
+Recompute = Literal["none", "selective", "full", "block"]
 Task = Literal["pretrain", "finetune", "lora"]
 
 
@@ -94,6 +98,10 @@ class TrainLayout:
     vp: int = 1
     recompute: Recompute = "none"
     zero: int = 1
+    recompute_layers: int = 0
+    """With recompute "block": the layers of each pipeline stage recomputed whole (Megatron's
+    `recompute_method=block`, `recompute_num_layers`: the first N layers of a stage keep only
+    their input, the others all their activations)."""
 
     @property
     def cards(self) -> int:
@@ -102,8 +110,10 @@ class TrainLayout:
     def label(self) -> str:
         extra = [f"CP{self.cp}"] * (self.cp > 1) + [f"EP{self.ep}"] * (self.ep > 1) + [
             f"VP{self.vp}"] * (self.vp > 1)
+        rc = (f"block {self.recompute_layers}" if self.recompute == "block"
+              else self.recompute)
         return " ".join([f"TP{self.tp} PP{self.pp} DP{self.dp}", *extra,
-                         f"mb{self.micro_batch}", f"recompute {self.recompute}",
+                         f"mb{self.micro_batch}", f"recompute {rc}",
                          f"ZeRO-{self.zero}"])
 
 
@@ -189,6 +199,10 @@ def check_train_layout(job: TrainJob, lay: TrainLayout, cards: int | None = None
                                   "it divides, within DP x CP")
     if lay.zero not in (0, 1, 2, 3):
         raise TrainingLayoutError(f"layout {name}: ZeRO stage must be 0-3")
+    n = stage_layers(a.num_layers, lay.pp)
+    if lay.recompute == "block" and not 0 < lay.recompute_layers <= n:
+        raise TrainingLayoutError(f"layout {name}: block recomputation of "
+                                  f"{lay.recompute_layers} layers needs 1 to the stage's {n}")
 
 
 # ---- FP8 storage --------------------------------------------------------------------------
@@ -366,25 +380,100 @@ def _local_params(job: TrainJob, lay: TrainLayout) -> float:
     return (total_params(a) - experts) / (lay.tp * lay.pp) + experts / (lay.tp * lay.pp * lay.ep)
 
 
-def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout, fp8_saved: bool) -> float:
+LORA_FP8_ATTENTION_STACKS = ("cuda",)
+"""Stacks whose LoRA recipe runs attention in FP8 (Transformer Engine's FP8 fused attention keeps
+Q, K, V and O in FP8 for the backward): NVIDIA's MLPerf Llama 2 70B LoRA recipe sets FP8_DPA=1
+with NVTE_FP8_DPA_BWD=1 (config_common.sh of the NeMo LoRA implementation, as copied by Inventec,
+jkjung-avt/training_results_v5.0 @7f52382 Inventec/benchmarks/llama2_70b_lora/implementations/
+nemo25.09, and by Krai for the H200, mlcommons/training_results_v5.1 @4da2d1c Krai/.../
+Cray-XD670-H200-SXM5-141GB_nX_v5.0/config_XD670_common.sh); AMD's recipe sets FP8_DPA=0
+(Krai's reproduction, mlcommons/training_results_v5.1 @4da2d1c Krai/benchmarks/llama2_70b_lora/
+implementations/PowerEdge-XE9680-MI300X-192GB_n1_v5.0/config_MI300X_1x8x1.sh)."""
+
+LORA_FP8_SWIGLU_INPUT_STACKS = ("cuda",)
+"""Stacks whose LoRA recipe stores the SwiGLU input in FP8 for its backward (Megatron's
+`activation_func_fp8_input_store`: `input.to(torch.float8_e4m3fn)` before `save_for_backward`,
+megatron/core/fusions/fused_bias_swiglu.py): NVIDIA's B200 1x8 configs set FP8_ACT=1, which
+NVIDIA's megatron_gpt_peft_tuning_config.yaml maps to `activation_func_fp8_input_store`
+(prishajain1/training_results_v5.0 @0fdc28f NVIDIA/benchmarks/llama2_70b_lora/implementations/
+nyx_n1_ngc25.04_nemo/conf; the B200 config read is Inventec's copy, config_P9000AG7B200_1x8x1x
+tp1pp1cp1.sh @0709c7c, with the v5.0 log's LR 0.00055 and 800 steps); AMD's recipe does not set
+FP8_ACT (the yaml's default 0)."""
+
+
+def lora_saved_bytes_per_token_layer(job: TrainJob, hw: Hardware) -> float:
+    """Bytes a LoRA job (adapters on QKV and the output projection, the MLPerf recipe) keeps
+    for the backward per token and dense attention layer, unsharded, no recomputation, on
+    Megatron-core's Transformer Engine layer (fused norm + QKV, fused attention, output
+    projection, fused norm + fc1, SwiGLU, fc2):
+
+    - each RMSNorm's input in 16 bits and its fp32 rsigma (TE's LayerNormLinear saves
+      `inputmat`, `mu`, `rsigma`): 2 x (2 h + 4);
+    - the frozen GEMMs' inputs are not kept (TE frees the norm output when the weight needs no
+      gradient and the output is not returned; Linear saves its input only for a weight
+      gradient): nothing for fc1, fc2 and the output projection;
+    - the normalised input of QKV, which NeMo's LoRA returns to the adapter
+      (`return_layernorm_output = True`): kept in 16 bits by the adapter's first GEMM (2 h),
+      and, in an FP8 run, also TE's FP8 copy, which a returned norm output does not free (h);
+    - fused attention keeps Q, K, V, O and fp32 softmax statistics (TE fused_attn_fp8.cu: Q, K,
+      V, O, M, ZInv; FP8 on `LORA_FP8_ATTENTION_STACKS`, else 16 bits and one log-sum-exp per
+      head); the output projection's adapter keeps O in 16 bits, the same tensor as
+      attention's unless attention keeps it in FP8 (then 2 q more);
+    - the SwiGLU input (2 f wide; f for a plain activation) in 16 bits, or FP8 on
+      `LORA_FP8_SWIGLU_INPUT_STACKS` in an FP8 run.
+
+    Not counted: the adapters' rank-wide inputs to their second GEMM (4 r B: 64 B at rank 16,
+    0.04%) and LoRA dropout masks (not sourced)."""
+    a = job.model.architecture
+    h, f, heads = a.hidden_size, float(a.ffn_size), a.num_attention_heads
+    q, kv = heads * a.head_dim, a.num_kv_heads * a.head_dim
+    fp8 = fp8_storage(job, hw)
+    fp8_attn = fp8 and hw.card.stack in LORA_FP8_ATTENTION_STACKS
+    e_attn = 1.0 if fp8_attn else 2.0
+    norms = 2 * (2.0 * h + 4.0)
+    qkv_norm_out = 2.0 * h + (h if fp8 else 0.0)
+    attn = e_attn * (2 * q + 2 * kv) + 4.0 * heads * (2 if fp8_attn else 1)
+    proj_adapter_in = 2.0 * q if fp8_attn else 0.0
+    act_in = (2 if a.ffn_kind == "swiglu" else 1) * f
+    act = act_in * (1.0 if fp8 and hw.card.stack in LORA_FP8_SWIGLU_INPUT_STACKS else 2.0)
+    return norms + qkv_norm_out + attn + proj_adapter_in + act
+
+
+def _lora_accounting_applies(job: TrainJob) -> bool:
+    a = job.model.architecture
+    return job.task == "lora" and a.moe is None and a.attention != "mla"
+
+
+def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout, hw: Hardware,
+                               recomputed: bool = False) -> float:
+    """Bytes per token of one layer's saved activations on one card (TP-sharded); a
+    recomputed layer (full recomputation, or one of a block) keeps only its 16-bit input."""
     a = job.model.architecture
     h = a.hidden_size
+    if recomputed or lay.recompute == "full":
+        return 2.0 * h / lay.tp
+    if _lora_accounting_applies(job):
+        return lora_saved_bytes_per_token_layer(job, hw) / lay.tp
+    fp8_saved = fp8_storage(job, hw)
     moe = a.moe
     f = float(moe.expert_ffn_size * moe.experts_per_token if moe else a.ffn_size)
-    if lay.recompute == "full":
-        return 2.0 * h / lay.tp
     mlp = 2 * h + (6 * f if a.ffn_kind == "swiglu" else 4 * f) + h
     total = 15 * h + mlp  # Korthikanti: attention 15 sbh; MLP with width f
     if fp8_saved:  # GEMM inputs are kept in FP8 (Transformer Engine): 1 byte
         total -= 3 * h + f
-    if job.task == "lora":
-        # a frozen GEMM needs its input only for its weight gradient, which it never computes
-        # (Transformer Engine's Linear saves its input only when the weight requires a
-        # gradient, transformer_engine/pytorch/module/linear.py): the MLP's fc1 and fc2 inputs
-        # are not kept (the adapters on QKV and the output
-        # projection still need theirs)
+    if job.task == "lora":  # MoE / MLA LoRA: the frozen MLP GEMMs' inputs are not kept
         total -= (h + f) if fp8_saved else (2 * h + 2 * f)
     return total / lay.tp
+
+
+def _recomputed_share(num_layers: int, lay: TrainLayout) -> float:
+    """Share of a stage's layers recomputed whole: 1 for full, N / stage layers for block."""
+    if lay.recompute == "full":
+        return 1.0
+    if lay.recompute == "block":
+        return min(lay.recompute_layers, stage_layers(num_layers, lay.pp)) / stage_layers(
+            num_layers, lay.pp)
+    return 0.0
 
 
 def memory_per_card(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainMemory:
@@ -398,7 +487,9 @@ def memory_per_card(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainMemor
     opt = 0.0 if lora else 12.0 * p / (d if lay.zero >= 1 else 1)
     m = job.global_batch // (lay.dp * lay.micro_batch)
     tokens = lay.micro_batch * job.seq_tokens / lay.cp
-    per_layer = tokens * _act_bytes_per_token_layer(job, lay, fp8_storage(job, hw))
+    share = _recomputed_share(a.num_layers, lay)
+    per_layer = tokens * ((1 - share) * _act_bytes_per_token_layer(job, lay, hw)
+                          + share * _act_bytes_per_token_layer(job, lay, hw, recomputed=True))
     one = per_layer * stage_layers(a.num_layers, lay.pp)
     acts = per_layer * in_flight_layer_microbatches(a.num_layers, lay, m)
     logits = tokens * a.vocab_size / lay.tp * 4.0  # fp32, on the last stage
@@ -461,9 +552,9 @@ def training_hardware(card: str, library, compute: float | None = None,
 
 
 def _forward(job: TrainJob, lay: TrainLayout,
-             hw: Hardware) -> tuple[float, float, float, int]:
+             hw: Hardware) -> tuple[float, float, float, int, float]:
     """(forward s of one micro-batch on the slowest stage, its attention part, its TP part, its
-    transformer layers).
+    transformer layers, one transformer layer's forward s).
     The stages other than the last hold ceil(layers / pp) layers; the last holds the rest and
     the LM head; the slower of the two sets the pace."""
     a = job.model.architecture
@@ -484,7 +575,7 @@ def _forward(job: TrainJob, lay: TrainLayout,
     full, last = stage_layers(a.num_layers, lay.pp), last_stage_layers(a.num_layers, lay.pp)
     n = full if full * layer >= last * layer + head else last
     fwd = n * layer + (head if n == last else 0.0)
-    return fwd, n * attn, n * parts["allreduce"], n
+    return fwd, n * attn, n * parts["allreduce"], n, layer
 
 
 def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
@@ -500,12 +591,15 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
         if forward is None:
             forward = {}
         forward[key] = got
-    fwd, attn, tp_s, n_layers = forward[key]
+    fwd, attn, tp_s, n_layers, layer_s = forward[key]
     fwd -= tp_overlap * tp_s
+    layer_s -= tp_overlap * tp_s / max(n_layers, 1)  # one layer's share of the hidden TP time
     # backward: GEMMs twice the forward (activation and weight gradients; once for LoRA's frozen
     # weights), attention 2.5x (FlashAttention's backward recomputes the scores: 5 matmuls to 2)
     bwd = (1.0 if job.task == "lora" else 2.0) * (fwd - attn) + 2.5 * attn
-    rec = {"full": fwd, "selective": attn, "none": 0.0}[lay.recompute]
+    # block: the stage's first N layers run their forward again (not the LM head)
+    n_rec = min(lay.recompute_layers, n_layers)
+    rec = {"full": fwd, "selective": attn, "none": 0.0, "block": n_rec * layer_s}[lay.recompute]
     m = job.global_batch // (lay.dp * lay.micro_batch)
     T = lay.micro_batch * job.seq_tokens / lay.cp
     # FP8 quantisation of GEMM operands: memory-bound kernels apart from the GEMMs, sharded
@@ -514,7 +608,8 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
     q_fwd_b, q_bwd_b = fp8_quantize_bytes_per_token(job, hw)
     bw = hw.mem_bandwidth_bps
     q_fwd = n_layers * T * q_fwd_b / lay.tp / bw
-    q_mb = q_fwd * (2.0 if lay.recompute == "full" else 1.0) + n_layers * T * q_bwd_b / lay.tp / bw
+    redo = {"full": 1.0, "block": n_rec / max(n_layers, 1)}.get(lay.recompute, 0.0)
+    q_mb = q_fwd * (1.0 + redo) + n_layers * T * q_bwd_b / lay.tp / bw
     q_w = fp8_weight_quantize_bytes(job, lay, hw) / bw * (m if lay.zero >= 3 else 1)
     per_mb = fwd + bwd + rec + q_mb
     compute = m * per_mb + q_w
@@ -567,9 +662,11 @@ def _divisors(n: int, cap: int) -> list[int]:
 def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayout]:
     """The search space of Megatron-LM / NeMo recipes: TP within the scale-up domain (1-8),
     PP 1-16 (uneven splits allowed, `stage_layers`), virtual stages 2-8, CP 1-4 for sequences of 8K or more, EP for MoE, micro-
-    batches 1-4, virtual stages, recomputation none/selective/full, ZeRO-1 (distributed
-    optimizer) or ZeRO-3."""
+    batches 1-4, virtual stages, recomputation none/selective/full or the fewest layers of a
+    block recomputation that fit (`min_block_recompute`), ZeRO-1 (distributed optimizer) or
+    ZeRO-3 (not for LoRA on `LORA_UNSHARDED_STACKS`)."""
     a = job.model.architecture
+    zeros = (1,) if job.task == "lora" and hw.card.stack in LORA_UNSHARDED_STACKS else (1, 3)
     dom = hw.card.scale_up.domain_size
     out = []
     tps = [t for t in (1, 2, 4, 8) if t <= max(dom, 1) and a.num_attention_heads % t == 0]
@@ -589,10 +686,46 @@ def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayo
                         vps = [1] + [v for v in (2, 4, 8) if pp > 1
                                      and stage_layers(a.num_layers, pp) >= v]
                         for vp in vps:
-                            for rc in ("none", "selective", "full"):
-                                for z in (1, 3):
+                            for z in zeros:
+                                for rc in ("none", "selective", "full"):
                                     out.append(TrainLayout(tp, pp, dp, cp, ep, mb, vp, rc, z))
+                                block = min_block_recompute(job, out[-3], hw)
+                                if block is not None:
+                                    out.append(block)
     return out
+
+
+LORA_UNSHARDED_STACKS = ("cuda", "rocm")
+"""Stacks whose LoRA recipe keeps the frozen weights whole on every data-parallel rank (no
+ZeRO-3 / FSDP): NVIDIA's NeMo LoRA config runs Megatron DDP with the distributed optimizer
+(`use_distributed_optimizer`, `ddp:` overlap settings, no FSDP option:
+prishajain1/training_results_v5.0 @0fdc28f NVIDIA/benchmarks/llama2_70b_lora/implementations/
+nyx_n1_ngc25.04_nemo/conf/megatron_gpt_peft_tuning_config.yaml) at TP1 PP1 CP1 on 8 B200s
+(Inventec's copy of the config, @0709c7c) and CP8 on GB200 (config_GB200_128x4x1xtp1pp1cp8.sh,
+@0fdc28f); AMD's recipe (Krai's reproduction, mlcommons/training_results_v5.1 @4da2d1c
+config_MI300X_1x8x1.sh) runs TP1 PP1 CP1 and recomputes 21 of 80 layers (ACG=full ACM=block
+ACL=21) instead of sharding. Intel Gaudi's LoRA recipe runs DeepSpeed ZeRO-3
+(`FP8_STORAGE_STACKS`), so it keeps the choice."""
+
+
+def min_block_recompute(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainLayout | None:
+    """`lay` (no recomputation) with the fewest whole layers per stage recomputed (Megatron's
+    block method) that make it fit, when some but not all do; else None. Memory falls by the
+    same amount per recomputed layer, so the count is solved, then checked."""
+    n = stage_layers(job.model.architecture.num_layers, lay.pp)
+    base = replace(lay, recompute="none", recompute_layers=0)
+    m0 = memory_per_card(job, base, hw)
+    if m0.fits or n < 2:
+        return None
+    full = memory_per_card(job, replace(lay, recompute="block", recompute_layers=n), hw)
+    if not full.fits:
+        return None
+    per_layer = (m0.total_gb - full.total_gb) / n
+    k = max(1, math.ceil((m0.total_gb - m0.usable_gb) / per_layer - 1e-9))
+    while k < n and not memory_per_card(job, replace(lay, recompute="block",
+                                                     recompute_layers=k), hw).fits:
+        k += 1
+    return replace(lay, recompute="block", recompute_layers=k) if k < n else None
 
 
 def search_layout(job: TrainJob, hw: Hardware, cards: int, tp_overlap: float = 0.0) -> TrainStep:
