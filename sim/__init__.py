@@ -27,11 +27,14 @@ _SUBMODULES = ("config", "perf", "serving", "fleet", "cost", "stages", "pipeline
                "cli", "report", "experiments")
 
 
-def run(scenario, library=None, progress=None):
-    """Run a scenario (a path or a `Scenario`) through every stage: `sim.stages.run`."""
+def run(scenario, library=None, progress=None, cache=None):
+    """Run a scenario (a path or a `Scenario`) through every stage: `sim.stages.run`. `cache`:
+    a `sim.stages.RunCache` kept across calls (e.g. in a notebook that reruns variants), so
+    capacity rows and training plans already found are not read from disk again; by default
+    each call starts a fresh one."""
     from sim.stages import run as _run
 
-    return _run(scenario, library, progress)
+    return _run(scenario, library, progress, cache=cache)
 
 
 def load_scenario(path, library=None):

@@ -33,3 +33,12 @@ def hw_cache(lib):
         return cache[card_id]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def run_cache():
+    """One in-process `RunCache` for the tests that rerun the same small scenarios (keys name
+    every input, so sharing it changes no result; the disk cache lies beneath it)."""
+    from sim.stages import RunCache
+
+    return RunCache()

@@ -60,14 +60,16 @@ def test_same_seed_same_bytes_across_processes(outputs):
 
 def test_in_process_run_matches_the_cli(outputs, tmp_path, monkeypatch):
     import sim
+    from sim.stages import RunCache
 
     _, a, _, _ = outputs
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path / "cache"))
-    res = sim.run(TINY)
+    memo = RunCache()
+    res = sim.run(TINY, cache=memo)
     out = res.to_dir(tmp_path / "inproc")
     for rel in _written(a):
         assert (a / rel).read_bytes() == (out / rel).read_bytes(), rel
-    again = sim.run(TINY)  # warm in-process memo: still the same numbers
+    again = sim.run(TINY, cache=memo)  # warm in-process memo: still the same numbers
     assert again.summary == res.summary
     assert again.per_hour.equals(res.per_hour) and again.per_year.equals(res.per_year)
 

@@ -20,17 +20,18 @@ def scn():
     return load_scenario(TINY)
 
 
-def test_library_record_override_reaches_the_performance_model(scn, tmp_path, monkeypatch):
+def test_library_record_override_reaches_the_performance_model(scn, tmp_path, monkeypatch,
+                                                               run_cache):
     from sim.stages import run
 
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))
     lib = Library.default()
     bw = lib.card("l40s").memory.bandwidth_tbps
-    base = run(scn, lib, base=TINY.parent, detail=False).capacity.set_index("card")
+    base = run(scn, lib, base=TINY.parent, detail=False, cache=run_cache).capacity.set_index("card")
     fast = with_overrides(scn, {"cards.l40s.memory.bandwidth_tbps": 2 * bw}, lib)
     assert scenario_library(fast, lib).card("l40s").memory.bandwidth_tbps == 2 * bw
     assert lib.card("l40s").memory.bandwidth_tbps == bw  # the shared library is untouched
-    got = run(fast, lib, base=TINY.parent, detail=False).capacity.set_index("card")
+    got = run(fast, lib, base=TINY.parent, detail=False, cache=run_cache).capacity.set_index("card")
     # doubling the bandwidth raises capacity clearly, not twofold: the engine's per-step and
     # per-sequence costs and the compute-bound prefill do not shrink with it
     assert got.loc["l40s", "rps_per_card"] > base.loc["l40s", "rps_per_card"] * 1.15

@@ -107,7 +107,7 @@ def test_resolved_scenario_has_defaults_and_sources(runs):
     assert doc["sources"]["cards.l40s"].startswith("override:")
 
 
-def test_traffic_events_and_quarterly_growth_reach_the_timeline(tmp_path):
+def test_traffic_events_and_quarterly_growth_reach_the_timeline(tmp_path, run_cache):
     """A launch spike written in YAML multiplies the hourly demand in its window only; a
     quarterly growth table equal to the annual rate gives the annual run's demand."""
     import numpy as np
@@ -115,11 +115,11 @@ def test_traffic_events_and_quarterly_growth_reach_the_timeline(tmp_path):
     import sim
 
     text = TINY.read_text()
-    base = sim.run(TINY).per_hour
+    base = sim.run(TINY, cache=run_cache).per_hour
     spiked = tmp_path / "spike.yaml"
     spiked.write_text(text.replace("growth_per_year: 0.5,", "growth_per_year: 0.5, events: "
                                    "{launch: {at: 2026-03-02, days: 7, multiplier: 2.5}},"))
-    sp = sim.run(spiked).per_hour
+    sp = sim.run(spiked, cache=run_cache).per_hour
     col = "chat-8b.demand_rps"
     for o in base.option.unique():
         a = base[base.option == o].set_index("hour")[col]
@@ -131,7 +131,7 @@ def test_traffic_events_and_quarterly_growth_reach_the_timeline(tmp_path):
     quarterly = tmp_path / "q.yaml"
     q = (1.5 ** 0.25) - 1
     quarterly.write_text(text.replace("growth_per_year: 0.5,", f"growth_by_quarter: [{q!r}],"))
-    qd = sim.run(quarterly).per_hour
+    qd = sim.run(quarterly, cache=run_cache).per_hour
     np.testing.assert_allclose(qd[col].to_numpy(), base[col].to_numpy(), rtol=1e-9)
 
 

@@ -309,11 +309,11 @@ def test_python_api_refuses_and_allows_by_keyword(layout):
 # ---------------------------------------------------------------- atomic output
 
 
-def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
+def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch, run_cache):
     import sim
     import sim.report.html as html
 
-    res = sim.run(TINY)
+    res = sim.run(TINY, cache=run_cache)
     out = tmp_path / "out"
 
     def boom(_res):

@@ -41,14 +41,14 @@ def test_power_cap_outside_the_cards_range_is_refused(scn):
         with_overrides(scn, {"cards.h100-sxm.power_cap_w": 900}, Library.default())
 
 
-def test_power_cap_lowers_throughput_and_energy(scn, tmp_path, monkeypatch):
+def test_power_cap_lowers_throughput_and_energy(scn, tmp_path, monkeypatch, run_cache):
     from sim.stages import run
 
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))
     lib = Library.default()
-    base = run(scn, lib, base=TINY.parent, detail=False)
+    base = run(scn, lib, base=TINY.parent, detail=False, cache=run_cache)
     capped = run(with_overrides(scn, {"cards.h100-sxm.power_cap_w": 500}, lib), lib,
-                 base=TINY.parent, detail=False)
+                 base=TINY.parent, detail=False, cache=run_cache)
     b = base.capacity.set_index("card")
     c = capped.capacity.set_index("card")
     share = float(b.loc["h100-sxm", "prefill_time_fraction"])
