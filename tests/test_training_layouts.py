@@ -212,3 +212,17 @@ def test_the_published_512_h100_405b_layout_fits_in_80_gb(lib, job405):
     lay = TrainLayout(tp=8, pp=8, dp=4, cp=2, micro_batch=1, vp=8, recompute="none", zero=1)
     check_train_layout(job405, lay, 512)
     assert memory_per_card(job405, lay, training_hardware("h100-sxm", lib).hw).fits
+
+
+def test_interleaved_block_recomputation_counts_whole_virtual_stages(lib, job405):
+    """Megatron applies `recompute_num_layers` to each virtual stage, so an interleaved
+    stage recomputes a multiple of vp layers."""
+    hw = training_hardware("h200-sxm", lib).hw
+    lay = TrainLayout(tp=4, pp=2, dp=128, vp=8, zero=3)
+    assert not memory_per_card(job405, lay, hw).fits
+    block = min_block_recompute(job405, lay, hw)
+    assert block is not None and block.recompute_layers % 8 == 0
+    assert memory_per_card(job405, block, hw).fits
+    with pytest.raises(TrainingLayoutError, match="each of the 8 virtual stages"):
+        check_train_layout(job405, TrainLayout(tp=4, pp=2, dp=128, vp=8, zero=3,
+                                               recompute="block", recompute_layers=6))

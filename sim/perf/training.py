@@ -101,7 +101,10 @@ class TrainLayout:
     recompute_layers: int = 0
     """With recompute "block": the layers of each pipeline stage recomputed whole (Megatron's
     `recompute_method=block`, `recompute_num_layers`: the first N layers of a stage keep only
-    their input, the others all their activations)."""
+    their input, the others all their activations). Megatron applies the count to each
+    TransformerBlock, i.e. to each virtual stage when interleaved
+    (megatron/core/transformer/transformer_block.py loops over `num_layers_per_pipeline_rank` of
+    the block), so a stage's count is a multiple of vp."""
 
     @property
     def cards(self) -> int:
@@ -203,6 +206,10 @@ def check_train_layout(job: TrainJob, lay: TrainLayout, cards: int | None = None
     if lay.recompute == "block" and not 0 < lay.recompute_layers <= n:
         raise TrainingLayoutError(f"layout {name}: block recomputation of "
                                   f"{lay.recompute_layers} layers needs 1 to the stage's {n}")
+    if lay.recompute == "block" and lay.recompute_layers % lay.vp:
+        raise TrainingLayoutError(f"layout {name}: block recomputation of "
+                                  f"{lay.recompute_layers} layers is not the same number in "
+                                  f"each of the {lay.vp} virtual stages")
 
 
 # ---- FP8 storage --------------------------------------------------------------------------
@@ -721,10 +728,12 @@ def min_block_recompute(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainL
     if not full.fits:
         return None
     per_layer = (m0.total_gb - full.total_gb) / n
+    v = lay.vp  # the same count in each virtual stage
     k = max(1, math.ceil((m0.total_gb - m0.usable_gb) / per_layer - 1e-9))
+    k = v * math.ceil(k / v)
     while k < n and not memory_per_card(job, replace(lay, recompute="block",
                                                      recompute_layers=k), hw).fits:
-        k += 1
+        k += v
     return replace(lay, recompute="block", recompute_layers=k) if k < n else None
 
 
