@@ -668,9 +668,9 @@ def _divisors(n: int, cap: int) -> list[int]:
 
 def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayout]:
     """The search space of Megatron-LM / NeMo recipes: TP within the scale-up domain (1-8),
-    PP 1-16 (uneven splits allowed, `stage_layers`), virtual stages 2-8, CP 1-4 for sequences of 8K or more, EP for MoE, micro-
-    batches 1-4, virtual stages, recomputation none/selective/full or the fewest layers of a
-    block recomputation that fit (`min_block_recompute`), ZeRO-1 (distributed optimizer) or
+    PP 1-16 (uneven splits allowed, `stage_layers`), virtual stages 2-8, CP 1-4 for sequences
+    of 8K or more, EP for MoE, micro-batches 1-4, recomputation none/selective/full or the
+    fewest layers of a block recomputation that fit (`min_block_recompute`), ZeRO-1 (distributed optimizer) or
     ZeRO-3 (not for LoRA on `LORA_UNSHARDED_STACKS`)."""
     a = job.model.architecture
     zeros = (1,) if job.task == "lora" and hw.card.stack in LORA_UNSHARDED_STACKS else (1, 3)
