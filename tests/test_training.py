@@ -114,6 +114,42 @@ def test_cli_train_refuses_in_one_line(args, needle):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["--recompute", "block"], "--recompute block needs --recompute-layers >= 1"),
+    (["--recompute", "full", "--recompute-layers", "4"], "only it takes one"),
+    (["--recompute", "some"], "--recompute none|selective|full|block"),
+    (["--recompute", "block", "--recompute-layers", "33"], "block recomputation of 33 layers"),
+])
+def test_cli_train_recompute_refusals(args, needle):
+    r = subprocess.run([sys.executable, "-m", "sim.cli", "train", "--model", "llama-3.1-8b",
+                        "--card", "h100-sxm", "--cards", "8", "--tokens", "1e9", "--tp", "1",
+                        *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+
+
+def test_cli_train_takes_block_recomputation(lib):
+    """`--recompute block --recompute-layers N`: a fixed layout recomputing N of each stage's
+    layers whole (Megatron's block method); its memory lies between none and full."""
+    import json
+
+    def run(*extra):
+        r = subprocess.run([sys.executable, "-m", "sim.cli", "train", "--model", "llama-3.1-8b",
+                            "--card", "h100-sxm", "--cards", "8", "--tokens", "1e9", "--tp", "1",
+                            "--global-batch", "32", "--seq-len", "4096", *extra, "--json"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    d = run("--recompute", "block", "--recompute-layers", "16")
+    assert d["layout"]["recompute"] == "block" and d["layout"]["recompute_layers"] == 16
+    assert "recompute block 16" in d["layout"]["label"]
+    none, full = run("--recompute", "none"), run("--recompute", "full")
+    assert full["memory_gb_per_card"] < d["memory_gb_per_card"] < none["memory_gb_per_card"]
+    assert none["step_time_s"] < d["step_time_s"] < full["step_time_s"]
+
+
 def test_cli_train_json_names_the_benchmark_time(lib):
     import json
 

@@ -226,3 +226,103 @@ def test_interleaved_block_recomputation_counts_whole_virtual_stages(lib, job405
     with pytest.raises(TrainingLayoutError, match="each of the 8 virtual stages"):
         check_train_layout(job405, TrainLayout(tp=4, pp=2, dp=128, vp=8, zero=3,
                                                recompute="block", recompute_layers=6))
+
+
+def test_lora_tensor_accounting_only_on_transformer_engine_stacks(lib):
+    """The tensor-by-tensor LoRA count is read from Transformer Engine / Megatron code (CUDA,
+    ROCm); Intel Gaudi's recipe (optimum-habana, DeepSpeed) runs neither, so a Gaudi layer
+    without recomputation keeps Korthikanti's count less the frozen MLP GEMM inputs, by hand
+    for Llama 2 70B BF16 (h 8,192, f 28,672, SwiGLU): 15 h + (2 h + 6 f + h) - (2 h + 2 f) =
+    122,880 + 196,608 - 73,728 = 245,760 B per token and layer."""
+    m = lib.model("llama-2-70b")
+    for prec in ("bf16", "fp8"):  # Gaudi stores no FP8 activations either way
+        job = TrainJob(m, 8192, 8, prec, "lora")
+        mem = memory_per_card(job, TrainLayout(dp=8), training_hardware("gaudi2", lib).hw)
+        assert mem.activations_gb == pytest.approx(245_760 * 8192 * 80 / 1e9), prec
+    job = TrainJob(m, 8192, 8, "bf16", "lora")
+    b200 = memory_per_card(job, TrainLayout(dp=8), training_hardware("b200", lib).hw)
+    assert b200.activations_gb == pytest.approx(200_968 * 8192 * 80 / 1e9)
+
+
+def test_gaudi_lora_search_is_intels_deepspeed_recipe(lib):
+    """Intel's v4.0 LoRA code: DeepSpeed ZeRO-3 over every card as data parallel, every decoder
+    layer checkpointed (`gradient_checkpointing_enable`); the search offers only that."""
+    m = lib.model("llama-2-70b")
+    hw = training_hardware("gaudi2", lib).hw
+    lays = candidate_layouts(TrainJob(m, 8192, 8, "fp8", "lora"), hw, 8)
+    assert lays == [TrainLayout(dp=8, recompute="full", zero=3)]
+    lays = candidate_layouts(TrainJob(m, 8192, 32, "fp8", "lora"), hw, 8)
+    assert [lay.micro_batch for lay in lays] == [1, 2, 4]
+    assert all(lay.cards == 8 and lay.tp == lay.pp == lay.cp == 1 for lay in lays)
+    # a Gaudi pre-training job keeps the Megatron-style space
+    pre = candidate_layouts(TrainJob(m, 8192, 8, "bf16", "pretrain"), hw, 8)
+    assert {lay.tp for lay in pre} > {1}
+
+
+def test_context_parallel_bytes_by_hand(lib):
+    """Transformer Engine's CP exchanges, per local token and layer, Llama 2 70B (q = o =
+    64 x 128 = 8,192, k = v = 8 x 128 = 1,024).
+    LoRA on CUDA (NeMo's a2a, FP8 attention, 1 B): forward Q, K, V, O x (cp - 1) / cp at CP2
+    = (8,192 + 2,048 + 8,192) / 2 = 9,216; backward O, dO, dQ, dK, dV = (3 x 8,192 + 2,048) / 2
+    = 13,312. ROCm (a2a, 16-bit attention): twice that. At CP4 the share is 3 / 4.
+    Pre-training (Megatron's p2p ring, 16-bit), TP4: K, V = 2 x 256 x 2 B = 1,024 per ring step,
+    cp - 1 steps; backward K, V and dK, dV: twice."""
+    from sim.perf.training import cp_bytes_per_token_layer, cp_comm_type
+
+    m = lib.model("llama-2-70b")
+    lora = TrainJob(m, 8192, 8, "fp8", "lora")
+    b200, mi300x = training_hardware("b200", lib).hw, training_hardware("mi300x", lib).hw
+    assert cp_comm_type(lora, b200) == cp_comm_type(lora, mi300x) == "a2a"
+    assert cp_bytes_per_token_layer(lora, TrainLayout(dp=4, cp=2), b200) == (9_216, 13_312)
+    assert cp_bytes_per_token_layer(lora, TrainLayout(dp=4, cp=2), mi300x) == (18_432, 26_624)
+    assert cp_bytes_per_token_layer(lora, TrainLayout(dp=2, cp=4), b200) == \
+        pytest.approx((18_432 * 3 / 4, 26_624 * 3 / 4))
+    assert cp_bytes_per_token_layer(lora, TrainLayout(dp=8), b200) == (0.0, 0.0)
+    pre = TrainJob(m, 8192, 64, "fp8", "pretrain")
+    assert cp_comm_type(pre, b200) == "p2p"
+    assert cp_bytes_per_token_layer(pre, TrainLayout(tp=4, dp=1, cp=2), b200) == (1_024, 2_048)
+    assert cp_bytes_per_token_layer(pre, TrainLayout(tp=2, dp=1, cp=4), b200) == (6_144, 12_288)
+
+
+def test_context_parallelism_is_not_free(lib):
+    """AMD's LoRA recipe at CP2 on 8 MI300X: every layer of each micro-batch all-to-alls its
+    forward (18,432 B per token) and backward (26,624 B) over the pair's link; nothing hides
+    it. By hand: m = 8 / 4 = 2 micro-batches of 4,096 local tokens through 80 layers, at the
+    card's all-reduce bus bandwidth for a group of two (link bandwidth x bus-bandwidth
+    factor), and the step is that much longer than its other parts."""
+    m = lib.model("llama-2-70b")
+    job = TrainJob(m, 8192, 8, "fp8", "lora")
+    th = training_hardware("mi300x", lib)
+    bw = th.hw.link_bandwidth_bps(2) * th.hw.factors["allreduce_busbw"].value
+    st = train_step(job, TrainLayout(dp=4, cp=2), th.hw, th.tp_overlap)
+    assert st.parts["cp_comm"] == pytest.approx(2 * 80 * 4096 * (18_432 + 26_624) / bw)
+    assert st.parts["cp_comm"] > 0.1 * st.step_s
+    assert st.step_s == pytest.approx(sum(st.parts.values()))
+    # full recomputation redoes each layer's forward exchange
+    full = train_step(job, TrainLayout(dp=4, cp=2, recompute="full"), th.hw, th.tp_overlap)
+    assert full.parts["cp_comm"] == pytest.approx(
+        2 * 80 * 4096 * (2 * 18_432 + 26_624) / bw)
+    # CP1 pays none
+    assert train_step(job, TrainLayout(dp=8), th.hw, th.tp_overlap).parts["cp_comm"] == 0.0
+
+
+def test_ring_exchange_hides_under_attention_up_to_its_length(lib):
+    """The p2p ring overlaps each step's K, V send with that step's attention: exposed time is
+    (cp - 1) x max(0, send - attention / cp), forward, and with dK, dV and 2.5 x attention,
+    backward. Over the NIC (CP across servers) a long sequence's ring is still hidden on
+    H100; the exposed part is never negative and grows when the bandwidth shrinks."""
+    from sim.perf.training import cp_comm_s
+
+    m = lib.model("llama-3.1-70b")
+    job = TrainJob(m, 65536, 8, "bf16", "pretrain")
+    hw = training_hardware("h100-sxm", lib).hw
+    lay = TrainLayout(tp=8, dp=1, cp=4)
+    tokens = 65536 / 4
+    kv_step = tokens * 2 * (8 * 128 / 8) * 2.0
+    # no attention time at all: the whole ring is exposed
+    f0, b0 = cp_comm_s(job, lay, hw, 0.0)
+    from sim.perf.training import _group_bps
+    bw = _group_bps(hw, 4, 8)
+    assert f0 == pytest.approx(3 * kv_step / bw) and b0 == pytest.approx(3 * 2 * kv_step / bw)
+    # enough attention hides it
+    assert cp_comm_s(job, lay, hw, 4 * kv_step / bw * 1.01) == (0.0, 0.0)

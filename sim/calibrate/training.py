@@ -70,6 +70,10 @@ def tables_dir(library: Library) -> list[Path]:
 
 
 def _layout(job: TrainJob, p: dict, card: str, library: Library) -> TrainLayout:
+    """The point's published layout with the least recomputation that fits (none, selective,
+    full). Block recomputation is not tried: no table point records a recomputation setting
+    (`hardware_specs/training_tables/*.yaml` carry no recompute field; checked 2026-12-03), so
+    there is no published layer count to use."""
     tp, pp, cp = int(p.get("tp") or 1), int(p.get("pp") or 1), int(p.get("cp") or 1)
     gpus = int(p["gpus"])
     dp = gpus // (tp * pp * cp)

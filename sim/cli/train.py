@@ -37,7 +37,11 @@ def train(
     ep: Annotated[int, typer.Option(help="expert parallel")] = 1,
     vp: Annotated[int, typer.Option(help="virtual pipeline stages")] = 1,
     micro_batch: Annotated[int, typer.Option(help="micro-batch (sequences)")] = 1,
-    recompute: Annotated[str, typer.Option(help="none, selective or full")] = "selective",
+    recompute: Annotated[str, typer.Option(help="none, selective, full or block (with "
+                                               "--recompute-layers)")] = "selective",
+    recompute_layers: Annotated[int, typer.Option(
+        help="with --recompute block: layers of each pipeline stage recomputed whole "
+             "(Megatron's recompute_num_layers)")] = 0,
     zero: Annotated[int, typer.Option(help="ZeRO stage 0-3")] = 1,
     failures_per_card_year: Annotated[float, typer.Option(
         help="interruptions per card-year (reference-data D1)")] = 0.17,
@@ -61,8 +65,11 @@ def train(
     if precision not in ("bf16", "fp8") or task not in ("pretrain", "finetune", "lora"):
         raise ConfigError(f"train: --precision bf16|fp8 and --task pretrain|finetune|lora "
                           f"(got {precision}, {task})")
-    if recompute not in ("none", "selective", "full"):
-        raise ConfigError(f"train: --recompute none|selective|full (got {recompute})")
+    if recompute not in ("none", "selective", "full", "block"):
+        raise ConfigError(f"train: --recompute none|selective|full|block (got {recompute})")
+    if (recompute == "block") != (recompute_layers > 0):
+        raise ConfigError(f"train: --recompute block needs --recompute-layers >= 1, and only "
+                          f"it takes one (got {recompute}, {recompute_layers})")
     if cards < 1 or (tokens is None and bench is None) or (tokens is not None and tokens <= 0):
         raise ConfigError("train: give --cards >= 1 and --tokens > 0 (or --workload)")
     gbs = global_batch or (bench.default_global_batch if bench else max(1, 4 * 2**20 // seq_len))
@@ -71,7 +78,7 @@ def train(
     if tp is not None:
         dp = cards // (tp * pp * cp) if tp * pp * cp else 0
         layout = TrainLayout(tp, pp, max(dp, 1), cp, ep, micro_batch, vp, recompute,  # type: ignore[arg-type]
-                             zero)
+                             zero, recompute_layers)
     plan = plan_training(job, card, cards, lib, tokens=tokens, layout=layout,
                          failures_per_card_year=failures_per_card_year, benchmark=bench)
     out = plan.to_dict() | {"model": model_id, "workload": workload, "global_batch": gbs,

@@ -23,6 +23,10 @@ virtual pipeline stages; activation recomputation; ZeRO stage):
                scale-up domain; overlapped with one micro-batch's backward and forward, the rest
                exposed
     moe        4 all-to-alls per MoE layer and micro-batch (dispatch and combine, both passes)
+    cp         context parallelism's exchange per layer and micro-batch as Transformer Engine
+               runs it (`cp_comm_s`): all-to-all of Q, K, V and O (a NeMo LoRA recipe's "a2a",
+               exposed) or the ring's K, V blocks (Megatron's default "p2p", hidden under each
+               ring step's attention up to its length); again for a recomputed layer
     fp8        an FP8 run's quantisation of GEMM operands (Transformer Engine): per micro-batch
                each GEMM's input (forward; again under full recomputation) and output gradient
                (backward), 2 B read + 1 B per FP8 copy written, with a transposed copy where a
@@ -446,9 +450,19 @@ def lora_saved_bytes_per_token_layer(job: TrainJob, hw: Hardware) -> float:
     return norms + qkv_norm_out + attn + proj_adapter_in + act
 
 
-def _lora_accounting_applies(job: TrainJob) -> bool:
+LORA_TE_ACCOUNTING_STACKS = ("cuda", "rocm")
+"""Stacks whose LoRA recipe runs Megatron-core's Transformer Engine layer, the code
+`lora_saved_bytes_per_token_layer` was read from (NVIDIA's NeMo LoRA; AMD's recipe is the same
+NeMo implementation on ROCm's Transformer Engine). Intel Gaudi's LoRA recipe runs neither
+(Hugging Face PEFT on optimum-habana's GaudiTrainer with DeepSpeed ZeRO-3: mlcommons/
+training_results_v4.0 @62f111b Intel-HabanaLabs/benchmarks/llm_finetune/scripts/train.py and
+utils.py), so its layers are not counted this way (`LORA_DEEPSPEED_STACKS`)."""
+
+
+def _lora_accounting_applies(job: TrainJob, hw: Hardware) -> bool:
     a = job.model.architecture
-    return job.task == "lora" and a.moe is None and a.attention != "mla"
+    return (job.task == "lora" and a.moe is None and a.attention != "mla"
+            and hw.card.stack in LORA_TE_ACCOUNTING_STACKS)
 
 
 def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout, hw: Hardware,
@@ -459,7 +473,7 @@ def _act_bytes_per_token_layer(job: TrainJob, lay: TrainLayout, hw: Hardware,
     h = a.hidden_size
     if recomputed or lay.recompute == "full":
         return 2.0 * h / lay.tp
-    if _lora_accounting_applies(job):
+    if _lora_accounting_applies(job, hw):
         return lora_saved_bytes_per_token_layer(job, hw) / lay.tp
     fp8_saved = fp8_storage(job, hw)
     moe = a.moe
@@ -523,6 +537,92 @@ def _group_bps(hw: Hardware, group: int, span_cards: int) -> float:
         return hw.link_bandwidth_bps(min(group, hw.card.scale_up.domain_size)) * \
             hw.factors["allreduce_busbw"].value
     return _scale_out_bps(hw)
+
+
+# ---- context-parallel communication -----------------------------------------------------------
+
+CpComm = Literal["a2a", "p2p"]
+
+CP_A2A_LORA_STACKS = ("cuda", "rocm")
+"""Stacks whose LoRA recipe runs context parallelism as all-to-all of Q, K, V and O
+(Transformer Engine's `cp_comm_type="a2a"`, Ulysses-style): NVIDIA's NeMo LoRA config sets
+`cp_comm_type: ${oc.env:CP_COMM_TYPE,'a2a'}` (prishajain1/training_results_v5.0 @0fdc28f
+NVIDIA/benchmarks/llama2_70b_lora/implementations/nyx_n1_ngc25.04_nemo/conf/
+megatron_gpt_peft_tuning_config.yaml). ROCm: assumed the same; AMD's recipe is that NeMo LoRA
+implementation (its config, Krai's reproduction config_MI300X_1x8x1.sh, mlcommons/
+training_results_v5.1 @4da2d1c, sets NVIDIA's variables: LORA_A2A=1, NVTE_FP8_DPA_BWD=1, FP8_DPA,
+ACG/ACM/ACL) and sets no CP_COMM_TYPE; its yaml is not in the store. Every other job runs
+Megatron's default, the ring ("p2p": Megatron-core's TEDotProductAttention passes `"p2p"` when
+`cp_comm_type` is None; NVIDIA/Megatron-LM docs/source/api-guide/context_parallel.rst: the KV
+all-gather and reduce-scatter 'are transformed to point-to-point communications in ring
+topology'). Transformer Engine's all-to-all does not take MLA (K and V widths differ), so MLA
+models use the ring."""
+
+
+def cp_comm_type(job: TrainJob, hw: Hardware) -> CpComm:
+    a = job.model.architecture
+    lora_a2a = job.task == "lora" and hw.card.stack in CP_A2A_LORA_STACKS
+    return "a2a" if lora_a2a and a.attention != "mla" else "p2p"
+
+
+def _attention_widths(a: Architecture) -> tuple[float, float, float, float]:
+    """Per token and layer, unsharded: the widths of Q, K, V and the attention output O."""
+    if a.attention == "mla":
+        m = a.mla
+        qk = a.num_attention_heads * (m.qk_nope_head_dim + m.qk_rope_head_dim)
+        v = a.num_attention_heads * m.v_head_dim
+        return float(qk), float(qk), float(v), float(v)
+    q = float(a.num_attention_heads * a.head_dim)
+    kv = float(a.num_kv_heads * a.head_dim)
+    return q, kv, kv, q
+
+
+def cp_bytes_per_token_layer(job: TrainJob, lay: TrainLayout, hw: Hardware) -> tuple[float, float]:
+    """(forward, backward) bytes one card sends per local token and layer for context
+    parallelism, heads sharded over TP. Transformer Engine (NVIDIA/TransformerEngine @015d225,
+    transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py):
+
+    - "a2a" (`AttnFuncWithCPAndQKVOA2A`): forward all-to-alls Q, K, V before attention and O
+      after it; backward O and dO before, dQ, dK, dV after (`flash_attn_a2a_communicate`,
+      `all_to_all_single`); each sends (cp - 1) / cp of the local tensor;
+    - "p2p" (`AttnFuncWithCPAndKVP2P`): cp - 1 ring steps each sending the K and V block it
+      holds (`p2p_comm_buffers`, `flash_attn_p2p_communicate`); backward passes K, V and their
+      gradients dK, dV (`[kv, dkv]` buffers).
+
+    One byte per element where the recipe runs FP8 attention (Q, K, V, O, dO and dQKV are
+    quantised before they are sent: `QKV_quantizer(...)._data`, `dout._data`), else two."""
+    if lay.cp <= 1:
+        return 0.0, 0.0
+    q, k, v, o = (w / lay.tp for w in _attention_widths(job.model.architecture))
+    fp8_attn = (job.task == "lora" and fp8_storage(job, hw)
+                and hw.card.stack in LORA_FP8_ATTENTION_STACKS)
+    e = 1.0 if fp8_attn else 2.0
+    if cp_comm_type(job, hw) == "a2a":
+        share = (lay.cp - 1) / lay.cp
+        return e * (q + k + v + o) * share, e * (2 * o + q + k + v) * share
+    steps = lay.cp - 1
+    return e * (k + v) * steps, 2 * e * (k + v) * steps
+
+
+def cp_comm_s(job: TrainJob, lay: TrainLayout, hw: Hardware,
+              attn_layer_s: float) -> tuple[float, float]:
+    """(forward, backward) exposed seconds of context-parallel communication per layer and
+    micro-batch, over the CP group's collective bandwidth (`_group_bps`: ranks `tp` apart,
+    assumed, the scale-up domain's all-reduce bus bandwidth when they fit in it, else the NIC).
+    The all-to-alls are exposed (the attention waits for them: `current_stream().wait_stream(
+    cp_stream)`); each ring step's send overlaps that step's attention, 1 / cp of the layer's
+    (backward 2.5 x), and only what exceeds it is exposed."""
+    if lay.cp <= 1:
+        return 0.0, 0.0
+    tokens = lay.micro_batch * job.seq_tokens / lay.cp
+    bw = _group_bps(hw, lay.cp, lay.tp)
+    f_b, b_b = cp_bytes_per_token_layer(job, lay, hw)
+    if cp_comm_type(job, hw) == "a2a":
+        return tokens * f_b / bw, tokens * b_b / bw
+    steps = lay.cp - 1
+    step_f, step_b = tokens * f_b / steps / bw, tokens * b_b / steps / bw
+    return (steps * max(0.0, step_f - attn_layer_s / lay.cp),
+            steps * max(0.0, step_b - 2.5 * attn_layer_s / lay.cp))
 
 
 TRAIN_NEUTRAL = {"engine_bandwidth": 1.0, "step_overhead_ms": 0.0, "engine_seq_overhead_us": 0.0}
@@ -618,7 +718,11 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
     redo = {"full": 1.0, "block": n_rec / max(n_layers, 1)}.get(lay.recompute, 0.0)
     q_mb = q_fwd * (1.0 + redo) + n_layers * T * q_bwd_b / lay.tp / bw
     q_w = fp8_weight_quantize_bytes(job, lay, hw) / bw * (m if lay.zero >= 3 else 1)
-    per_mb = fwd + bwd + rec + q_mb
+    # context parallelism: each layer's exchange, again for each layer whose forward is redone
+    cp_f, cp_b = cp_comm_s(job, lay, hw, attn / max(n_layers, 1))
+    cp_redo = {"full": 1.0, "selective": 1.0}.get(lay.recompute, redo)
+    cp_mb = n_layers * (cp_f * (1.0 + cp_redo) + cp_b)
+    per_mb = fwd + bwd + rec + q_mb + cp_mb
     compute = m * per_mb + q_w
     bubble = (lay.pp - 1) / lay.vp * per_mb
     p2p = 0.0
@@ -649,7 +753,7 @@ def train_step(job: TrainJob, lay: TrainLayout, hw: Hardware,
     opt_params = 0.0 if job.task == "lora" else p_local / (dp_ranks if lay.zero >= 1 else 1)
     optimizer = opt_params * OPTIMIZER_BYTES_PER_PARAM / hw.mem_bandwidth_bps
     parts = {"forward": m * fwd, "backward": m * bwd, "recompute": m * rec,
-             "fp8_quantize": m * q_mb + q_w,
+             "fp8_quantize": m * q_mb + q_w, "cp_comm": m * cp_mb,
              "pipeline_bubble": bubble, "pipeline_p2p": p2p, "dp_exposed": dp_exposed,
              "moe_all_to_all": moe_s, "optimizer": optimizer}
     step = compute + bubble + p2p + dp_exposed + moe_s + optimizer
@@ -670,8 +774,11 @@ def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayo
     """The search space of Megatron-LM / NeMo recipes: TP within the scale-up domain (1-8),
     PP 1-16 (uneven splits allowed, `stage_layers`), virtual stages 2-8, CP 1-4 for sequences
     of 8K or more, EP for MoE, micro-batches 1-4, recomputation none/selective/full or the
-    fewest layers of a block recomputation that fit (`min_block_recompute`), ZeRO-1 (distributed optimizer) or
-    ZeRO-3 (not for LoRA on `LORA_UNSHARDED_STACKS`)."""
+    fewest layers of a block recomputation that fit (`min_block_recompute`), ZeRO-1
+    (distributed optimizer) or ZeRO-3 (not for LoRA on `LORA_UNSHARDED_STACKS`). A LoRA job on
+    `LORA_DEEPSPEED_STACKS` gets its recipe's space instead (`deepspeed_lora_layouts`)."""
+    if job.task == "lora" and hw.card.stack in LORA_DEEPSPEED_STACKS:
+        return deepspeed_lora_layouts(job, cards)
     a = job.model.architecture
     zeros = (1,) if job.task == "lora" and hw.card.stack in LORA_UNSHARDED_STACKS else (1, 3)
     dom = hw.card.scale_up.domain_size
@@ -702,6 +809,26 @@ def candidate_layouts(job: TrainJob, hw: Hardware, cards: int) -> list[TrainLayo
     return out
 
 
+LORA_DEEPSPEED_STACKS = ("synapseai",)
+"""Stacks whose LoRA recipe is Hugging Face PEFT under DeepSpeed ZeRO-3 (optimum-habana's
+GaudiTrainer), with every rank a data-parallel rank and every decoder layer checkpointed. Intel's
+MLPerf v4.0 Gaudi 2 Llama 2 70B LoRA code (mlcommons/training_results_v4.0 @62f111b,
+Intel-HabanaLabs/benchmarks/llm_finetune): run_llama_70B_submission_fp8.sh runs
+`gaudi_spawn.py --world_size 8 --use_deepspeed` with `--per_device_train_batch_size 1
+--gradient_accumulation_steps 1 --deepspeed configs/ds_zero3.json` (`"stage": 3`) and
+`--gradient_checkpointing True`; scripts/train.py takes the global batch as per-device batch x
+accumulation x WORLD_SIZE (no tensor, pipeline or context parallel group); scripts/utils.py
+calls `model.gradient_checkpointing_enable()` before `get_peft_model`: each decoder layer keeps
+only its input and runs its forward again in the backward (the model's "full")."""
+
+
+def deepspeed_lora_layouts(job: TrainJob, cards: int) -> list[TrainLayout]:
+    """The layouts of a `LORA_DEEPSPEED_STACKS` LoRA recipe on `cards` cards: data parallel
+    over every card, ZeRO-3, every layer recomputed; micro-batches 1-4 that divide the batch."""
+    return [TrainLayout(dp=cards, micro_batch=mb, recompute="full", zero=3) for mb in (1, 2, 4)
+            if job.global_batch % (cards * mb) == 0]
+
+
 LORA_UNSHARDED_STACKS = ("cuda", "rocm")
 """Stacks whose LoRA recipe keeps the frozen weights whole on every data-parallel rank (no
 ZeRO-3 / FSDP): NVIDIA's NeMo LoRA config runs Megatron DDP with the distributed optimizer
@@ -712,7 +839,7 @@ nyx_n1_ngc25.04_nemo/conf/megatron_gpt_peft_tuning_config.yaml) at TP1 PP1 CP1 o
 @0fdc28f); AMD's recipe (Krai's reproduction, mlcommons/training_results_v5.1 @4da2d1c
 config_MI300X_1x8x1.sh) runs TP1 PP1 CP1 and recomputes 21 of 80 layers (ACG=full ACM=block
 ACL=21) instead of sharding. Intel Gaudi's LoRA recipe runs DeepSpeed ZeRO-3
-(`FP8_STORAGE_STACKS`), so it keeps the choice."""
+(`LORA_DEEPSPEED_STACKS`)."""
 
 
 def min_block_recompute(job: TrainJob, lay: TrainLayout, hw: Hardware) -> TrainLayout | None:
