@@ -234,33 +234,39 @@ class Replica:
         cfg = self.cfg
         running = self.running
         k_spec = cfg.num_speculative_tokens if cfg.spec_acceptance_rate > 0 else 0
+        chunked, bs, seq_blocks = cfg.enable_chunked_prefill, cfg.block_size, self.seq_blocks
         end = len(running) if limit is None else limit
+        stop = min(end, len(running))  # recomputed only when a preemption shrinks the range
+        budget = self._budget
         i = 0
-        while i < min(end, len(running)) and self._budget > 0:
+        while i < stop and budget > 0:  # the hot loop: locals; `known`, `blocks_for` inlined
             req = running[i]
-            need = req.known - req.computed
+            need = req.prompt + req.generated - req.computed
             if k_spec and need == 1 and req.generated >= 1:
                 need = 1 + k_spec  # verify the draft tokens
-            n = min(need, self._budget) if cfg.enable_chunked_prefill else need
-            if n > self._budget or (k_spec and req.generated >= 1 and n < need):
+            n = (need if need < budget else budget) if chunked else need
+            if n > budget or (k_spec and req.generated >= 1 and n < need):
                 i += 1
                 continue
-            extra = self.blocks_for(req.computed + n) - req.blocks
-            while extra > self.free_blocks:
-                victim = running[min(end, len(running)) - 1]
-                self._preempt(victim)
-                end -= 1
-                preempted.append(victim)
+            tokens = req.computed + n
+            extra = -(-tokens // bs) + (seq_blocks if tokens > 0 else 0) - req.blocks
+            if extra > self.free_blocks:
+                victim = None
+                while extra > self.free_blocks and victim is not req:
+                    victim = running[stop - 1]
+                    self._preempt(victim)
+                    end -= 1
+                    stop = min(end, len(running))
+                    preempted.append(victim)
                 if victim is req:
                     break
-            if req in preempted:
-                break
             if extra > 0:
                 self._take(extra)
                 req.blocks += extra
             items.append((req, n))
-            self._budget -= n
+            budget -= n
             i += 1
+        self._budget = budget
 
     def _schedule_waiting(self, items: list) -> None:
         cfg = self.cfg
