@@ -82,3 +82,13 @@ def test_bad_dataset_is_one_line_error():
             "--num-prompts", "4")
     assert r.returncode == 2
     assert "only 'random'" in r.stderr
+
+
+def test_calibrate_check_predicts_a_serving_result_for_a_card():
+    """A vLLM result JSON with --card and --model: the run it describes is simulated and each
+    latency metric printed measured against predicted."""
+    r = run("calibrate", "check", str(EXAMPLE), "--card", "h100-sxm", "--model", "llama-3.1-8b")
+    assert r.returncode == 0, r.stderr
+    assert "serving check" in r.stdout
+    for metric in ("ttft_ms mean", "tpot_ms p99", "e2e_ms mean", "output tokens/s"):
+        assert metric in r.stdout

@@ -137,14 +137,8 @@ def calibrate_check(
                                max_num_batched_tokens=max_num_batched_tokens),
                            max_concurrency=meas.max_concurrency)
         rows = check_serving(meas, setup)
-        t = Table(title=f"serving check: {measurement.name} vs {model} on {replicas}x {card} "
-                        f"TP{tp}")
-        for col in ("metric", "measured", "predicted", "error"):
-            t.add_column(col)
-        for r in rows:
-            t.add_row(r["metric"], f"{r['measured']:,.2f}", f"{r['predicted']:,.2f}",
-                      "-" if r["error"] is None else f"{r['error']:+.1%}")
-        console.print(t)
+        _print_errors(f"serving check: {measurement.name} vs {model} on {replicas}x {card} "
+                      f"TP{tp}", "metric", rows)
         return
 
     from sim.calibrate.check import check
@@ -173,10 +167,16 @@ def _diff_results(measured: Path, predicted: Path) -> None:
     rows = diff(read_result_json(measured), read_result_json(predicted))
     if not rows:
         raise typer.BadParameter(f"{measured.name} and {predicted.name} share no result keys")
-    t = Table(title=f"serving results: {measured.name} (measured) vs {predicted.name}")
-    for col in ("key", "measured", "predicted", "error"):
+    _print_errors(f"serving results: {measured.name} (measured) vs {predicted.name}", "key",
+                  rows)
+
+
+def _print_errors(title: str, name: str, rows: list[dict]) -> None:
+    """A measured-vs-predicted table: one row per `r[name]`, with the relative error."""
+    t = Table(title=title)
+    for col in (name, "measured", "predicted", "error"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["key"], f"{r['measured']:,.2f}", f"{r['predicted']:,.2f}",
+        t.add_row(r[name], f"{r['measured']:,.2f}", f"{r['predicted']:,.2f}",
                   "-" if r["error"] is None else f"{r['error']:+.1%}")
     console.print(t)
