@@ -193,3 +193,51 @@ def test_release_levels_group_one_container_month_and_keep_linked_releases():
            ("d", "k3", 0.0), ("e", "k3", 0.1)]
     assert largest_linked_releases(pts) == {"a", "b", "c"}
     assert largest_linked_releases([]) == set()
+
+
+def test_fp8_factor_scales_only_the_fp8_gemms(lib):
+    """The training fit's FP8 factor multiplies the card's FP8 GEMM efficiency and nothing else."""
+    base = training_hardware("h100-sxm", lib, fp8_compute=1.0).hw
+    half = training_hardware("h100-sxm", lib, fp8_compute=0.5).hw
+    assert half.factors["gemm_fp8"].value == pytest.approx(0.5 * base.factors["gemm_fp8"].value)
+    for k in ("gemm_bf16", "engine_compute", "attention_prefill"):
+        assert half.factors[k].value == base.factors[k].value, k
+
+
+def test_fp8_factor_only_where_a_configuration_runs_in_both_precisions(lib):
+    from sim.calibrate.training import both_precisions, cases
+
+    cs, _ = cases(lib)
+    by_card: dict[str, list] = {}
+    for c in cs:
+        by_card.setdefault(c.card, []).append(c)
+    assert both_precisions(by_card["h100-sxm"])  # NeMo's DGX Cloud recipes run BF16 and FP8
+    assert not both_precisions(by_card["gaudi2"])  # Intel's tables: FP8 only
+    assert lib.training_fit("gaudi2").factors.fp8_compute == 1.0
+
+
+def test_fitted_fp8_factor_reproduces_the_tables_fp8_over_bf16_speedup(lib):
+    """Checked against the published tables: for each configuration NeMo runs in BF16 and FP8 on
+    the H100, the predicted FP8 / BF16 speed-up with the fitted factor is nearer the published
+    one than the GEMM microbenchmarks' ratio alone (factor 1): the median error falls by at
+    least a fifth (8.5% -> 6.2% when written). One factor cannot take all of it: NeMo's 405B
+    runs gain more from FP8 (1.58-1.60x) than its 8B and 70B runs (1.29-1.40x)."""
+    import statistics
+
+    from sim.calibrate.training import cases
+
+    cs = [c for c in cases(lib)[0] if c.card == "h100-sxm"]
+    fit = lib.training_fit("h100-sxm").factors
+
+    def tok(c, f8):
+        th = training_hardware("h100-sxm", lib, compute=fit.compute, tp_overlap=fit.tp_overlap,
+                               fp8_compute=f8)
+        return train_step(c.job, c.layout, th.hw, th.tp_overlap).tokens_per_s_per_card
+
+    key = lambda c: (c.table, c.job.model.name, c.job.seq_tokens, c.layout)  # noqa: E731
+    bf16 = {key(c): c for c in cs if c.job.precision == "bf16"}
+    pairs = [(bf16[key(c)], c) for c in cs if c.job.precision == "fp8" and key(c) in bf16]
+    assert len(pairs) >= 10
+    err = {f8: [abs(math.log((tok(f, f8) / tok(b, f8)) / (f.published / b.published)))
+                for b, f in pairs] for f8 in (1.0, fit.fp8_compute)}
+    assert statistics.median(err[fit.fp8_compute]) < 0.8 * statistics.median(err[1.0])

@@ -7,6 +7,12 @@ paper's Table 4). Each point names its card, model, layout and global batch; the
 the least that fits in memory), and two factors per card are fitted by least squares on
 log(predicted / published) with weak priors: the compute factor on GEMM and attention
 efficiency (log 0 +- 0.5) and the share of tensor-parallel communication hidden (0.5 +- 0.5).
+Where a card's points run one configuration in BF16 and in FP8, a third factor on its FP8
+GEMM efficiency (log 0 +- 0.5) takes what the framework's FP8 recipe loses against the FP8
+microbenchmark: the tables' FP8 / BF16 speed-up, which the step model otherwise puts at the
+GEMM microbenchmarks' ratio.
+A card without such a pair keeps it at 1 (the tables cannot separate it from the compute
+factor).
 A card without points takes the fit of a card with the same die, clocks and software
 (`SAME_SILICON`: H200 SXM <- H100 SXM), else the pooled fit over every card (both tier
 `assumed`). Leave-one-out
@@ -39,9 +45,11 @@ clocks and software (H200 SXM: the GH100 die and clocks of the H100 SXM with mor
 HBM, `hardware_specs/calibration/h200-sxm.yaml`; the same NeMo containers). The model applies
 the card's own memory, bandwidth and microbenchmarks; the fit is what the framework adds on that
 silicon. Tier `assumed` (no point of its own)."""
-PRIOR = np.array([0.0, 0.5])
-PRIOR_SCALE = np.array([0.5, 0.5])
-LOWER, UPPER = np.array([math.log(0.3), 0.0]), np.array([math.log(1.5), 1.0])
+PRIOR = np.array([0.0, 0.5, 0.0])
+PRIOR_SCALE = np.array([0.5, 0.5, 0.5])
+LOWER = np.array([math.log(0.3), 0.0, math.log(0.3)])
+UPPER = np.array([math.log(1.5), 1.0, math.log(1.5)])
+"""(log compute, TP overlap, log FP8 factor)."""
 PRECISION = {"bf16": "bf16", "fp8": "fp8", "fp8-cs": "fp8", "mxfp8": "fp8"}
 """Table precisions the model runs: FP8 recipes (delayed/current scaling, MX block scaling)
 run as FP8 GEMMs; NVFP4 rows are skipped (no FP4 training GEMM efficiency in the library)."""
@@ -130,18 +138,40 @@ def cases(library: Library) -> tuple[list[TrainCase], list[str]]:
     return out, skipped
 
 
-def predict(case: TrainCase, library: Library, compute: float, overlap: float) -> float:
-    th = training_hardware(case.card, library, compute=compute, tp_overlap=overlap)
+def predict(case: TrainCase, library: Library, x: np.ndarray) -> float:
+    """Tokens/s per card of `case` at the factors `x` (log compute, overlap, log FP8 factor)."""
+    th = training_hardware(case.card, library, compute=math.exp(x[0]), tp_overlap=x[1],
+                           fp8_compute=math.exp(x[2]))
     return train_step(case.job, case.layout, th.hw, th.tp_overlap).tokens_per_s_per_card
 
 
+def both_precisions(cs: list[TrainCase]) -> bool:
+    """Whether some configuration runs in BF16 and in FP8 (the same card, model, sequence,
+    card count and parallel degrees; batch sizes free): the FP8 factor is then identifiable."""
+    seen: dict[tuple, set[str]] = {}
+    for c in cs:
+        lay = c.layout
+        key = (c.card, c.job.model.name, c.job.seq_tokens, lay.cards, lay.tp, lay.pp, lay.cp,
+               lay.ep)
+        seen.setdefault(key, set()).add(c.job.precision)
+    return any({"bf16", "fp8"} <= p for p in seen.values())
+
+
 def _fit(cs: list[TrainCase], library: Library) -> np.ndarray:
-    def resid(x):
-        r = [math.log(predict(c, library, math.exp(x[0]), x[1]) / c.published) for c in cs]
-        return np.concatenate([np.array(r), (x - PRIOR) / PRIOR_SCALE])
-    sol = least_squares(resid, PRIOR.copy(), bounds=(LOWER, UPPER), loss="soft_l1",
-                        f_scale=0.15)
-    return sol.x
+    free = [0, 1, 2] if both_precisions(cs) else [0, 1]
+
+    def full(y):
+        x = PRIOR.copy()
+        x[free] = y
+        return x
+
+    def resid(y):
+        x = full(y)
+        r = [math.log(predict(c, library, x) / c.published) for c in cs]
+        return np.concatenate([np.array(r), (y - PRIOR[free]) / PRIOR_SCALE[free]])
+    sol = least_squares(resid, PRIOR[free].copy(), bounds=(LOWER[free], UPPER[free]),
+                        loss="soft_l1", f_scale=0.15)
+    return full(sol.x)
 
 
 def fit_card(card: str, cs: list[TrainCase], library: Library, loo: bool = True,
@@ -149,11 +179,11 @@ def fit_card(card: str, cs: list[TrainCase], library: Library, loo: bool = True,
     x = _fit(cs, library)
     rows = []
     for c in cs:
-        pred = predict(c, library, math.exp(x[0]), x[1])
+        pred = predict(c, library, x)
         held = None
         if loo and len(cs) > 1:
             xi = _fit([o for o in cs if o is not c], library)
-            held = predict(c, library, math.exp(xi[0]), xi[1]) / c.published - 1
+            held = predict(c, library, xi) / c.published - 1
         rows.append({"case": c.label, "published": c.published, "predicted": pred,
                      "error": pred / c.published - 1, "held_out_error": held, "basis": c.basis})
     err = [abs(r["error"]) for r in rows]
@@ -161,7 +191,8 @@ def fit_card(card: str, cs: list[TrainCase], library: Library, loo: bool = True,
     logs = [math.log1p(r["held_out_error"]) for r in rows if r["held_out_error"] is not None]
     fit = TrainingFit(
         card=card, factors=TrainingFactors(compute=round(math.exp(x[0]), 4),
-                                           tp_overlap=round(float(x[1]), 4)),
+                                           tp_overlap=round(float(x[1]), 4),
+                                           fp8_compute=round(math.exp(x[2]), 4)),
         points=len(cs), residual_median_abs=round(statistics.median(err), 4),
         loo_median_abs=round(statistics.median(held), 4) if held else None,
         log_sigma=round(statistics.pstdev(logs), 4) if len(logs) > 1 else None,
@@ -245,12 +276,12 @@ def largest_linked_releases(pts: list[tuple]) -> set[str]:
 
 
 def release_levels(cs: list[TrainCase], library: Library):
-    """How much faster each NeMo release (container month) ran the configurations (card, model, sequence, global
-    batch, layout, precision) it shares with other releases: log(tokens/s per card) = a[config]
-    + d[release] by least squares, the first release 0 (the two-way fixed effects of
-    `sim.calibrate.software_trend`); then the line of d on the release date. Returns (levels,
-    (rate per year, its se)) or ([], None) when fewer than three releases share configurations.
-    Releases sharing none are left out."""
+    """How much faster each NeMo release (container month) ran the configurations (card, model,
+    sequence, global batch, layout, precision) it shares with other releases: log(tokens/s per
+    card) = a[config] + d[release] by least squares, the first release 0 (the two-way fixed
+    effects of `sim.calibrate.software_trend`); then the line of d on the release date. Returns
+    (levels, (rate per year, its se)) or ([], None) when fewer than three releases share
+    configurations. Releases sharing none are left out."""
     from collections import defaultdict
 
     from sim.calibrate.software_trend import _line, years_of
@@ -320,15 +351,18 @@ def render_markdown(fits: list[TrainingFit], rows: list[dict], skipped: list[str
                     era: list[str] | None = None) -> str:
     lines = ["# Training calibration: fitted to published non-MLPerf tables", "",
              "Generated by `fleetsim calibrate training`. Per card: the compute factor and the "
-             "share of tensor-parallel communication hidden, fitted by least squares to "
-             "`hardware_specs/training_tables/`; held-out: each point predicted by a fit made "
-             "without it.", "",
-             "| card | points | compute | TP overlap | median error | held-out median | tier |",
-             "|---|---|---|---|---|---|---|"]
+             "share of tensor-parallel communication hidden (and, where its points run a "
+             "configuration in BF16 and FP8, a factor on its FP8 GEMM efficiency), fitted by "
+             "least squares to `hardware_specs/training_tables/`; held-out: each point "
+             "predicted by a fit made without it.", "",
+             "| card | points | compute | TP overlap | FP8 | median error | held-out median "
+             "| tier |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in fits:
         held = "-" if f.loo_median_abs is None else f"{f.loo_median_abs:.1%}"
         lines.append(f"| {f.card} | {f.points} | {f.factors.compute:.3f} | "
-                     f"{f.factors.tp_overlap:.2f} | {f.residual_median_abs:.1%} | {held} | "
+                     f"{f.factors.tp_overlap:.2f} | {f.factors.fp8_compute:.3f} | "
+                     f"{f.residual_median_abs:.1%} | {held} | "
                      f"{f.tier} |")
     lines += ["", "| point | published tok/s/card | predicted | error | held-out |",
               "|---|---|---|---|---|"]

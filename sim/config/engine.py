@@ -231,10 +231,14 @@ class SoftwareTrend(FleetsimModel):
 class TrainingFactors(FleetsimModel):
     """What a training framework achieves on a card beyond its microbenchmarks: a compute factor
     on GEMM and attention efficiency, and the share of tensor-parallel communication it hides
-    under compute (Transformer Engine's communication overlap)."""
+    under compute (Transformer Engine's communication overlap); and, where the tables run the
+    same configurations in BF16 and FP8, what the framework's FP8 recipe achieves on its FP8
+    GEMMs beyond the FP8 microbenchmark (scaling, amax and layout work inside the GEMM calls;
+    1.0 where the tables cannot tell it apart from the compute factor)."""
 
     compute: PositiveFloat
     tp_overlap: Annotated[float, Field(ge=0, le=1)]
+    fp8_compute: PositiveFloat = 1.0
 
 
 class TrainingFit(FleetsimModel):

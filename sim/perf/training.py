@@ -638,24 +638,32 @@ class TrainingHardware:
 
 
 def training_hardware(card: str, library, compute: float | None = None,
-                      tp_overlap: float | None = None) -> TrainingHardware:
+                      tp_overlap: float | None = None,
+                      fp8_compute: float | None = None) -> TrainingHardware:
     """The card as a training framework runs it: the card's microbenchmark factors with the
     training fit's compute factor in place of a serving engine's (its own fit, tier
     `published`, or a same-die sibling's written under its name, tier `assumed`:
     `sim.calibrate.training.SAME_SILICON`; else the pooled fit over every card, `assumed`;
     else neutral, `assumed`).
-    `compute` / `tp_overlap` override the fit (calibration)."""
+    The fit's FP8 factor scales the card's FP8 GEMM efficiency (the FP8 GEMMs only; attention
+    and BF16 GEMMs of an FP8 run keep theirs).
+    `compute` / `tp_overlap` / `fp8_compute` override the fit (calibration)."""
     base = Hardware.load(card, library)
     fit = library.training_fit(card)
     if fit is None:
-        c, o, tier, src = 1.0, 0.5, "assumed", "no training fit: neutral compute, half overlap"
+        c, o, f8 = 1.0, 0.5, 1.0
+        tier, src = "assumed", "no training fit: neutral compute, half overlap"
     else:
-        c, o = fit.factors.compute, fit.factors.tp_overlap
+        c, o, f8 = fit.factors.compute, fit.factors.tp_overlap, fit.factors.fp8_compute
         tier = fit.tier if fit.card == card else "assumed"
         src = f"hardware_specs/training_fits/{fit.card}.yaml ({fit.points} points)"
     c = c if compute is None else compute
     o = o if tp_overlap is None else tp_overlap
-    return TrainingHardware(base.with_overrides(engine_compute=c, **TRAIN_NEUTRAL), o, tier, src)
+    f8 = f8 if fp8_compute is None else fp8_compute
+    over = dict(engine_compute=c, **TRAIN_NEUTRAL)
+    if "gemm_fp8" in base.factors and f8 != 1.0:
+        over["gemm_fp8"] = base.factors["gemm_fp8"].value * f8
+    return TrainingHardware(base.with_overrides(**over), o, tier, src)
 
 
 def _forward(job: TrainJob, lay: TrainLayout,
