@@ -25,7 +25,10 @@ class GemmCalibration(FleetsimModel):
     shapes of one sweep, less the kernel latency. The step model charges it by the GEMM's rows,
     m / (m + m_half_tokens): libraries run a decode GEMM of a few rows as another (skinny,
     split-K) kernel that does not pay it, a GEMM of many rows as a tiled one; it weighs on
-    small tensor-parallel shards. Absent: 0 (not measured), said in the factor."""
+    small tensor-parallel shards. Absent: 0 (not measured), said in the factor.
+    `fp8_beyond_cache` is the FP8 rate of a GEMM whose two operands (at one byte each) exceed
+    the card's last-level cache (`Memory.last_level_cache_mb`), over the rate `fp8` holds (a
+    sweep's large shapes that fit the cache). Absent: 1 (no such drop measured)."""
 
     bf16: CalValue | None = None
     fp8: CalValue | None = None
@@ -35,6 +38,7 @@ class GemmCalibration(FleetsimModel):
     kernel_latency_us: CalValue | None = None
     sustained_fraction: CalValue | None = None
     compute_fixed_us: CalValue | None = None
+    fp8_beyond_cache: CalValue | None = None
 
 
 class MemoryCalibration(FleetsimModel):

@@ -78,6 +78,10 @@ class Memory(Sourced):
     bandwidth_tbps: PositiveFloat
     kind: str
     l2_mb: PositiveFloat | None = None
+    last_level_cache_mb: PositiveFloat | None = None
+    """The largest on-package cache a GEMM's operands are reused from, MiB, where it is not the
+    L2 (AMD's Infinity Cache); a GEMM whose operands exceed it runs at the calibration's
+    `gemm.fp8_beyond_cache` rate. Absent: the L2, and no such rate."""
     visible: VisibleMemory
     """Memory the driver exposes, with its own source (`VisibleMemory`)."""
 

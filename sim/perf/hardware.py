@@ -24,6 +24,7 @@ from sim.perf.precision import Precision, PrecisionError
 TB = 1e12
 GB = 1e9
 TFLOP = 1e12
+MIB = 2**20
 
 
 REQUIRED_FACTORS = ("gemm_bf16", "gemm_m_half_tokens", "gemm_kernel_latency_us",
@@ -146,6 +147,7 @@ class Hardware:
             "gemm_kernel_latency_us": lambda c: c.gemm.kernel_latency_us,
             "gemm_sustained": lambda c: c.gemm.sustained_fraction,
             "gemm_compute_fixed_us": lambda c: c.gemm.compute_fixed_us,
+            "gemm_fp8_beyond_cache": lambda c: c.gemm.fp8_beyond_cache,
             "memory_bandwidth": lambda c: c.memory.bandwidth_fraction if c.memory else None,
             "allreduce_latency_us": lambda c: c.allreduce.latency_us,
             "allreduce_busbw": lambda c: c.allreduce.busbw_fraction,
@@ -164,6 +166,9 @@ class Hardware:
             0.0, "assumed", f"hardware_specs/calibration/{card_id}.yaml has no gemm.compute_fixed_us "
             "(no GEMM sweep over large square shapes for this card): no fixed time beyond the "
             "kernel latency"))
+        factors.setdefault("gemm_fp8_beyond_cache", Factor(
+            1.0, "assumed", f"hardware_specs/calibration/{card_id}.yaml has no "
+            "gemm.fp8_beyond_cache (no FP8 rate measured beyond a last-level cache): none"))
         eid = resolve_engine(card_id, lib, engine, as_of)
         spec = lib.engine(eid) if eid is not None else None
         factors.update(_engine_factors(eid, spec, card_id, lib, factors))
@@ -189,9 +194,9 @@ class Hardware:
         no kernel, layer, step or per-sequence overheads (the ceiling no software release
         passes; `sim.perf.software` caps projected throughput with it)."""
         ideal = {k: 1.0 for k in ("gemm_bf16", "gemm_fp8", "gemm_fp4", "gemm_int8",
-                                  "gemm_sustained", "engine_compute", "memory_bandwidth",
-                                  "engine_bandwidth", "attention_prefill", "attention_decode_bw",
-                                  "allreduce_busbw") if k in self.factors}
+                                  "gemm_sustained", "gemm_fp8_beyond_cache", "engine_compute",
+                                  "memory_bandwidth", "engine_bandwidth", "attention_prefill",
+                                  "attention_decode_bw", "allreduce_busbw") if k in self.factors}
         ideal.update({k: 0.0 for k in ("gemm_kernel_latency_us", "gemm_compute_fixed_us",
                                        "step_overhead_ms",
                                        "layer_fixed_us", "engine_seq_overhead_us",
@@ -223,6 +228,16 @@ class Hardware:
         m_half = self.factors["gemm_m_half_tokens"].value
         return (f.value * self.factors["gemm_sustained"].value
                 * self.factors["engine_compute"].value * m_tokens / (m_tokens + m_half))
+
+    def cache_share(self, precision: str, m_tokens, k: float, n: float):
+        """Rate of an (m x k)·(k x n) GEMM relative to `gemm_efficiency`'s: the calibration's
+        `gemm.fp8_beyond_cache` where FP8 operands (m·k + k·n bytes) exceed the card's
+        last-level cache, else 1."""
+        llc = self.card.memory.last_level_cache_mb
+        ratio = self.factors["gemm_fp8_beyond_cache"].value
+        if precision != "fp8" or llc is None or ratio == 1.0:
+            return 1.0
+        return np.where((np.asarray(m_tokens) * k + k * n) > llc * MIB, ratio, 1.0)
 
     # The calibration files state fixed times in µs or ms (the factor names carry the unit);
     # these properties are the only place they become seconds.

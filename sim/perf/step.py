@@ -1,6 +1,9 @@
 """Step time of one engine iteration as a per-operator roofline sum.
 
     step_s = Σ_ops [t0 +] max(bytes_op / achieved_bw, flops_op / (peak · eff_op(shape)))
+                      (eff_op: the card's large-GEMM rate x m/(m + m_half) [x its rate
+                      beyond the last-level cache where the operands exceed it,
+                      `Hardware.cache_share`])
                       [+ t_c · m/(m + m_half)]   (a tiled kernel's fixed time, `gemm_time_s`)
              + layers · fixed non-GEMM kernel time
              + tensor-parallel all-reduces (2 per layer) + fixed per-step overhead
@@ -214,7 +217,7 @@ class StepModel:
         """t0 + max(bytes / bw, flops / (peak · eff(m))) for (m×k)·(k×n) GEMMs; 0 where m = 0."""
         byts = k * n * w_bytes + m * (k + n) * ACT_BYTES
         flops = 2.0 * m * k * n
-        eff = self.hw.gemm_efficiency(compute, m)
+        eff = self.hw.gemm_efficiency(compute, m) * self.hw.cache_share(compute, m, k, n)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = gemm_time_s(self.t0, self.tc, byts / self.bw, flops / (peak * eff),
                             self.hw.tiled_share(m))
@@ -262,7 +265,9 @@ class StepModel:
             flops = T * k * fpa / t
             m_per = T * k / np.maximum(distinct, 1e-9)
             comm = 0.0
-        eff = self.hw.gemm_efficiency(self.prec.compute, m_per)
+        f_rank = moe.expert_ffn_size / (1 if self.layout.ep and t > 1 else t)
+        eff = (self.hw.gemm_efficiency(self.prec.compute, m_per)  # the gate/up GEMM's operands
+               * self.hw.cache_share(self.prec.compute, m_per, h, 2 * f_rank))
         perm = 0.0
         if self.fused_moe_efficiency is not None:
             eff = eff * self.fused_moe_efficiency
