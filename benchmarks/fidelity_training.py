@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sim.config.library import Library  # noqa: E402
-from sim.perf.training import TrainingLayoutError, TrainJob, plan_training  # noqa: E402
+from sim.perf.train.types import TrainingLayoutError, TrainJob  # noqa: E402
+from sim.perf.training import plan_training  # noqa: E402
 
 BENCHMARKS = {"llama2_70b_lora": "mlperf-llama2-70b-lora",
               "llama31_405b": "mlperf-llama3.1-405b", "llama31_8b": "mlperf-llama3.1-8b"}

@@ -11,9 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.perf.params import total_params
-from sim.perf.training import (TrainingLayoutError, TrainJob, TrainLayout, check_train_layout,
-                               interruptions, lost_fraction, memory_per_card, search_layout,
-                               train_step, training_hardware, young_daly_interval)
+from sim.perf.train.hardware import training_hardware
+from sim.perf.train.interruptions import interruptions, lost_fraction, young_daly_interval
+from sim.perf.train.layout import check_train_layout
+from sim.perf.train.memory import memory_per_card
+from sim.perf.train.search import search_layout
+from sim.perf.train.step import train_step
+from sim.perf.train.types import TrainingLayoutError, TrainJob, TrainLayout
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-import sim.perf.training as tr
-from sim.perf.training import (TrainJob, TrainLayout, fp8_quantize_bytes_per_token,
-                               fp8_weight_quantize_bytes, train_step, training_hardware)
+import sim.perf.train.step as step_module
+from sim.perf.train.fp8 import fp8_quantize_bytes_per_token, fp8_weight_quantize_bytes
+from sim.perf.train.hardware import training_hardware
+from sim.perf.train.step import train_step
+from sim.perf.train.types import TrainJob, TrainLayout
 
 H, Q, KV, F = 4096, 4096, 1024, 14336
 FWD_UNFUSED = Q + F  # the output projection's and fc2's inputs; QKV and fc1 are norm-fused
@@ -60,8 +62,10 @@ def test_bf16_step_has_no_quantisation(lib):
 def _speedup(lib, card, model, lay, seq=8192, gbs=128, off=False, monkeypatch=None):
     th = _hw(lib, card)
     if off:
-        monkeypatch.setattr(tr, "fp8_quantize_bytes_per_token", lambda job, hw: (0.0, 0.0))
-        monkeypatch.setattr(tr, "fp8_weight_quantize_bytes", lambda job, lay, hw: 0.0)
+        # train_step looks the two up in its own module
+        monkeypatch.setattr(step_module, "fp8_quantize_bytes_per_token",
+                            lambda job, hw: (0.0, 0.0))
+        monkeypatch.setattr(step_module, "fp8_weight_quantize_bytes", lambda job, lay, hw: 0.0)
     rate = {p: train_step(TrainJob(lib.model(model), seq, gbs, p), lay, th.hw,
                           th.tp_overlap).tokens_per_s_per_card for p in ("bf16", "fp8")}
     return rate["fp8"] / rate["bf16"]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 
 from sim.perf.params import total_params
-from sim.perf.training import (TrainingLayoutError, TrainJob, TrainLayout, candidate_layouts,
-                               check_train_layout, in_flight_layer_microbatches,
-                               last_stage_layers, lora_saved_bytes_per_token_layer,
-                               memory_per_card, min_block_recompute, stage_layers,
-                               train_step, training_hardware)
+from sim.perf.train.hardware import training_hardware
+from sim.perf.train.layout import (check_train_layout, in_flight_layer_microbatches,
+                                   last_stage_layers, stage_layers)
+from sim.perf.train.memory import lora_saved_bytes_per_token_layer, memory_per_card
+from sim.perf.train.search import candidate_layouts, min_block_recompute
+from sim.perf.train.step import train_step
+from sim.perf.train.types import TrainingLayoutError, TrainJob, TrainLayout
 
 # NVIDIA's v5.0 Llama 3.1 405B config on 128 nodes x 8 H200 (the 1,024-GPU Nebius log names it
 # DGXH200_128x8x72xtp4pp8cp2): TP4 PP8 CP2, so DP = 1024 / 64 = 16, 72 sequences per data-
@@ -267,7 +269,7 @@ def test_context_parallel_bytes_by_hand(lib):
     = 13,312. ROCm (a2a, 16-bit attention): twice that. At CP4 the share is 3 / 4.
     Pre-training (Megatron's p2p ring, 16-bit), TP4: K, V = 2 x 256 x 2 B = 1,024 per ring step,
     cp - 1 steps; backward K, V and dK, dV: twice."""
-    from sim.perf.training import cp_bytes_per_token_layer, cp_comm_type
+    from sim.perf.train.context_parallel import cp_bytes_per_token_layer, cp_comm_type
 
     m = lib.model("llama-2-70b")
     lora = TrainJob(m, 8192, 8, "fp8", "lora")
@@ -311,7 +313,7 @@ def test_ring_exchange_hides_under_attention_up_to_its_length(lib):
     (cp - 1) x max(0, send - attention / cp), forward, and with dK, dV and 2.5 x attention,
     backward. Over the NIC (CP across servers) a long sequence's ring is still hidden on
     H100; the exposed part is never negative and grows when the bandwidth shrinks."""
-    from sim.perf.training import cp_comm_s
+    from sim.perf.train.context_parallel import cp_comm_s
 
     m = lib.model("llama-3.1-70b")
     job = TrainJob(m, 65536, 8, "bf16", "pretrain")
@@ -321,7 +323,7 @@ def test_ring_exchange_hides_under_attention_up_to_its_length(lib):
     kv_step = tokens * 2 * (8 * 128 / 8) * 2.0
     # no attention time at all: the whole ring is exposed
     f0, b0 = cp_comm_s(job, lay, hw, 0.0)
-    from sim.perf.training import _group_bps
+    from sim.perf.train.network import _group_bps
     bw = _group_bps(hw, 4, 8)
     assert f0 == pytest.approx(3 * kv_step / bw) and b0 == pytest.approx(3 * 2 * kv_step / bw)
     # enough attention hides it

@@ -3,7 +3,7 @@
 Calibration data: `hardware_specs/training_tables/*.yaml` (NeMo / Megatron-Bridge performance
 summaries per release, AMD's ROCm PyTorch training guide, Intel's Gaudi tables, the Llama 3
 paper's Table 4). Each point names its card, model, layout and global batch; the step model
-(`sim.perf.training.train_step`) predicts its tokens/s per card at that layout (recomputation:
+(`sim.perf.train.step.train_step`) predicts its tokens/s per card at that layout (recomputation:
 the least that fits in memory), and two factors per card are fitted by least squares on
 log(predicted / published) with weak priors: the compute factor on GEMM and attention
 efficiency (log 0 +- 0.5) and the share of tensor-parallel communication hidden (0.5 +- 0.5).
@@ -35,8 +35,10 @@ from scipy.optimize import least_squares
 from sim.config.engine import TrainingFactors, TrainingFit
 from sim.config.library import Library
 from sim.config.loader import read_yaml
-from sim.perf.training import (TrainingLayoutError, TrainJob, TrainLayout, memory_per_card,
-                               train_step, training_flops_per_token, training_hardware)
+from sim.perf.train.hardware import training_hardware
+from sim.perf.train.memory import memory_per_card
+from sim.perf.train.step import train_step, training_flops_per_token
+from sim.perf.train.types import TrainingLayoutError, TrainJob, TrainLayout
 
 MIN_POINTS = 4
 SAME_SILICON = {"h200-sxm": "h100-sxm"}
@@ -129,7 +131,7 @@ def cases(library: Library) -> tuple[list[TrainCase], list[str]]:
                 continue
             try:
                 lay = _layout(job, p, card, library)
-                from sim.perf.training import check_train_layout
+                from sim.perf.train.layout import check_train_layout
                 check_train_layout(job, lay, int(p["gpus"]))
             except (TrainingLayoutError, KeyError, ValueError, ZeroDivisionError) as exc:
                 skipped.append(f"{where}: {exc}")
