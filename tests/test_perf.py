@@ -19,7 +19,7 @@ from sim.perf.offline import kv_tokens_per_sequence, LengthMoments, offline_thro
 from sim.perf.params import active_params, embedding_params
 from sim.perf.precision import Precision, PrecisionError
 from sim.perf.step import StepBatch, expected_distinct_experts, step_time
-from sim.perf.training import training_flops_per_token
+from sim.perf.train.step import training_flops_per_token
 
 BF16 = Precision.preset("bf16")
 FP8 = Precision.preset("fp8")
@@ -197,7 +197,9 @@ def _scaled(hw: Hardware, bw: float = 1.0, flops: float = 1.0, link: float = 1.0
         "compute": comp,
         "scale_up": c.scale_up.model_copy(update={
             "per_direction_gbytes_per_s": c.scale_up.per_direction_gbytes_per_s * link})})
-    return Hardware(hw.card_id, card, hw.factors)
+    curves = {n: tuple((size, busbw * link) for size, busbw in c)
+              for n, c in hw.collectives.items()}
+    return Hardware(hw.card_id, card, hw.factors, hw.engine_id, hw.engine, curves)
 
 
 CARDS = st.sampled_from(["h100-sxm", "mi300x", "l40s", "gaudi2", "b200", "a100-sxm"])

@@ -12,8 +12,6 @@ from sim.perf.train.interruptions import SECONDS_PER_DAY, Interruptions, interru
 from sim.perf.train.layout import check_train_layout
 from sim.perf.train.search import search_layout
 from sim.perf.train.step import train_step
-# imported from here by tests/test_perf.py; its home is sim.perf.train.step
-from sim.perf.train.step import training_flops_per_token  # noqa: F401
 from sim.perf.train.types import TrainingLayoutError, TrainJob, TrainLayout, TrainStep
 
 
