@@ -385,3 +385,28 @@ def test_mi300x_fp8_gemm_rate_across_its_infinity_cache_edge(lib):
     h100 = Hardware.load("h100-sxm", lib)
     assert h100.cache_share("fp8", 32768, 32768, 32768) == 1.0
     assert hw.cache_share("bf16", 32768, 32768, 32768) == 1.0  # measured for FP8 only
+
+
+def test_the_step_model_charges_fp8_gemms_beyond_the_cache_at_their_rate(lib):
+    """A Llama 2 70B FP8 prefill of 8,192 tokens at TP1 on the MI300X: its MLP weights (FP8,
+    8,192 x 57,344 and 28,672 x 8,192) outgrow the 256 MiB Infinity Cache, its attention
+    projections do not. Taking the beyond-cache rate away (ratio 1) speeds the GEMM part by
+    1/0.856 on the MLP GEMMs only; the same prefill in BF16 does not move."""
+    import numpy as np
+
+    from sim.perf.memory import Layout
+    from sim.perf.step import StepModel
+
+    m = lib.model("llama-2-70b")
+    hw = Hardware.load("mi300x", lib)
+    flat = hw.with_overrides(gemm_fp8_beyond_cache=1.0)
+    T = np.array([8192.0])
+    fp8, bf16 = Precision.preset("fp8"), Precision.preset("bf16")
+    a = m.architecture
+    assert 2 * a.ffn_size * a.hidden_size > 256 * 2**20  # fc1's FP8 weights alone
+    got = {name: StepModel(m, h, Layout(tp=1), fp8).token_parts(T)["gemm"][0]
+           for name, h in (("beyond", hw), ("flat", flat))}
+    assert got["beyond"] > got["flat"] * 1.05
+    assert got["beyond"] < got["flat"] / 0.856
+    same = [StepModel(m, h, Layout(tp=1), bf16).token_parts(T)["gemm"][0] for h in (hw, flat)]
+    assert same[0] == same[1]
