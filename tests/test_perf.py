@@ -410,3 +410,20 @@ def test_the_step_model_charges_fp8_gemms_beyond_the_cache_at_their_rate(lib):
     assert got["beyond"] < got["flat"] / 0.856
     same = [StepModel(m, h, Layout(tp=1), bf16).token_parts(T)["gemm"][0] for h in (hw, flat)]
     assert same[0] == same[1]
+
+
+def test_an_fp8_estimate_names_the_beyond_cache_rate_and_its_tier(lib):
+    """Estimators say which calibration they used: an FP8 estimate on a card with a last-level
+    cache lists the beyond-cache rate (MI325X: by analogy to the MI300X, `assumed`; MI300X:
+    `published`) and the compute-bound fixed time; a card without such a cache does not list it."""
+    from sim.perf.estimate import factors_used
+
+    fp8 = Precision.preset("fp8")
+    mi325 = Hardware.load("mi325x", lib)
+    assert mi325.tiers(factors_used(mi325, fp8, 1))["gemm_fp8_beyond_cache"] == "assumed"
+    mi300 = Hardware.load("mi300x", lib)
+    assert mi300.tiers(factors_used(mi300, fp8, 1))["gemm_fp8_beyond_cache"] == "published"
+    h100 = Hardware.load("h100-sxm", lib)
+    names = factors_used(h100, fp8, 1)
+    assert "gemm_fp8_beyond_cache" not in names and "gemm_compute_fixed_us" in names
+    assert "gemm_fp8_beyond_cache" not in factors_used(mi300, Precision.preset("bf16"), 1)

@@ -111,11 +111,13 @@ def lengths_for(library: Library, workload: str | None, isl: float | None,
 
 def factors_used(hw: Hardware, prec: Precision, tp: int) -> list[str]:
     names = [f"gemm_{prec.compute}", "gemm_m_half_tokens", "gemm_kernel_latency_us",
-             "gemm_sustained", "memory_bandwidth",
+             "gemm_compute_fixed_us", "gemm_sustained", "memory_bandwidth",
              "attention_prefill", "attention_decode_bw", "step_overhead_ms", "layer_fixed_us",
              "engine_compute", "engine_bandwidth", "engine_seq_overhead_us"]
     if prec.compute != "bf16":
         names.append("gemm_bf16")  # LM head and router stay 16-bit
+    if prec.compute == "fp8" and hw.card.memory.last_level_cache_mb is not None:
+        names.append("gemm_fp8_beyond_cache")  # the GEMMs whose operands outgrow the cache
     if tp > 1:
         names += ["allreduce_latency_us", "allreduce_busbw"]
     return names
