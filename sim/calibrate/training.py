@@ -36,6 +36,7 @@ from sim.config.engine import TrainingFactors, TrainingFit
 from sim.config.library import Library
 from sim.config.loader import read_yaml
 from sim.perf.train.hardware import training_hardware
+from sim.perf.train.layout import check_train_layout
 from sim.perf.train.memory import memory_per_card
 from sim.perf.train.step import train_step, training_flops_per_token
 from sim.perf.train.types import TrainingLayoutError, TrainJob, TrainLayout
@@ -131,7 +132,6 @@ def cases(library: Library) -> tuple[list[TrainCase], list[str]]:
                 continue
             try:
                 lay = _layout(job, p, card, library)
-                from sim.perf.train.layout import check_train_layout
                 check_train_layout(job, lay, int(p["gpus"]))
             except (TrainingLayoutError, KeyError, ValueError, ZeroDivisionError) as exc:
                 skipped.append(f"{where}: {exc}")
