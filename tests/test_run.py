@@ -202,3 +202,22 @@ def test_every_shipped_scenario_runs_from_the_cli(tmp_path, scenario):
     assert f"winner: {summary['winner'] or 'none'}" in p.stdout
     # byte for byte as recorded (benchmarks/golden.py; its message says how to record a change)
     assert (why := _golden().mismatch(scenario.stem, out)) is None, why
+
+
+def test_report_states_each_campaigns_layout_mfu_interruptions_and_time_to_train(runs):
+    """Issue 15: each training campaign's layout, MFU, goodput (interruptions) and time to train
+    (with and without failures) are in summary.json and in the HTML report, as the run
+    computed them."""
+    from sim.report.html import pct
+
+    d, a, _ = runs
+    assert a.returncode == 0, a.stderr
+    summary = json.loads((d / "a" / "summary.json").read_text())
+    html = (d / "a" / "report.html").read_text()
+    assert summary["training"], "the tiny scenario trains"
+    for name, t in summary["training"].items():
+        assert 0 < t["mfu"] < 1 and 0 < t["goodput"] <= 1
+        assert t["time_to_train_days"] >= t["ideal_days"] > 0
+        for text in (name, t["layout"], pct(t["mfu"]), pct(t["goodput"]),
+                     f"{t['time_to_train_days']:,.1f}", f"{t['ideal_days']:,.1f}"):
+            assert text in html, text
